@@ -1,0 +1,100 @@
+"""One settings object, built from arguments, then ``SHIM_*`` environment variables, then defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from shim_core.errors import ConfigError
+from shim_core.keys import check_name
+
+#: No server needed: the same Lua scripts run in-process on fakeredis.
+DEFAULT_REDIS_URL = "embedded://"
+#: Tests and tools isolate themselves by namespace; one fleet usually needs only this one.
+DEFAULT_NAMESPACE = "default"
+#: Seed spec: a worker beats every 10 s and is presumed dead after 3 missed beats.
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+#: A lease outlives three heartbeats, so one slow beat never loses a task to the reaper.
+DEFAULT_LEASE_MS = 30_000
+#: Seed spec: up to 3 attempts.
+DEFAULT_MAX_ATTEMPTS = 3
+#: Seed spec: exponential backoff 1 s, 2 s, 4 s.
+DEFAULT_BACKOFF_MS = 1_000
+#: Seed spec (BullMQ maxStalledCount): a task may be recovered from a stall twice, the third fails it.
+DEFAULT_MAX_STALLED = 2
+#: Keeps a runaway payload (a whole file pasted into params) out of Redis memory.
+DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
+#: Finished tasks are kept a week for analysis, as the seed keeps them (removeOnComplete: false).
+DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
+
+
+def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{attr.name} must be positive, got {value!r}")
+
+
+def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{attr.name} must not be negative, got {value!r}")
+
+
+def _fraction(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{attr.name} must be between 0 and 1, got {value!r}")
+
+
+@attrs.frozen
+class Settings:
+    """Everything a SHIM process needs to know; pass it explicitly, never read globals."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    namespace: str = attrs.field(
+        default=DEFAULT_NAMESPACE, validator=lambda _i, _a, v: check_name("namespace", v)
+    )
+    heartbeat_interval: float = attrs.field(default=DEFAULT_HEARTBEAT_INTERVAL, validator=_positive)
+    lease_ms: int = attrs.field(default=DEFAULT_LEASE_MS, validator=_positive)
+    max_attempts: int = attrs.field(default=DEFAULT_MAX_ATTEMPTS, validator=_positive)
+    backoff_ms: int = attrs.field(default=DEFAULT_BACKOFF_MS, validator=_non_negative)
+    backoff_jitter: float = attrs.field(default=0.0, validator=_fraction)
+    max_stalled: int = attrs.field(default=DEFAULT_MAX_STALLED, validator=_non_negative)
+    max_payload_bytes: int = attrs.field(default=DEFAULT_MAX_PAYLOAD_BYTES, validator=_positive)
+    retention_ms: int = attrs.field(default=DEFAULT_RETENTION_MS, validator=_non_negative)
+
+    @classmethod
+    def load(
+        cls, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Settings from ``overrides`` (None means unset), then ``SHIM_<NAME>`` variables, then defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in attrs.fields(cls):
+            if overrides.get(field.name) is not None:
+                values[field.name] = overrides.pop(field.name)
+                continue
+            overrides.pop(field.name, None)
+            raw = env.get(f"SHIM_{field.name.upper()}")
+            if raw is not None and raw != "":
+                values[field.name] = _parse(field.name, raw, _PARSERS[field.type])
+        if overrides:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(overrides))}")
+        return cls(**values)
+
+
+def _parse(name: str, raw: str, parse: Callable[[str], Any]) -> Any:
+    try:
+        return parse(raw)
+    except ValueError:
+        raise ConfigError(f"SHIM_{name.upper()}={raw!r} is not a valid value") from None
+
+
+_PARSERS: dict[Any, Callable[[str], Any]] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    str: str,
+    int: int,
+    float: float,
+}

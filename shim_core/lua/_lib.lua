@@ -1,0 +1,104 @@
+-- Shared helpers, prepended to every script by shim_core/scripts.py (never loaded alone).
+-- Keys built here mirror shim_core/keys.py: prefix .. 'task:' .. id, 'ready:' .. queue, ...
+-- Everything is local: a script that touches a global would poison fakeredis.
+local rcall = redis.call
+
+local BANDS = {critical = 0, high = 1, normal = 2, low = 3}
+local BAND_WIDTH = 10000000000000 -- 1e13 FIFO slots per priority band; scores stay exact doubles
+
+local function now_ms()
+  local t = rcall('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function queue_of(ttype, assigned_to)
+  if assigned_to and assigned_to ~= '' then return '@' .. assigned_to end
+  return ttype
+end
+
+local function ready_score(priority, seq)
+  return (BANDS[priority] or 2) * BAND_WIDTH + tonumber(seq)
+end
+
+local function state_key(prefix, status, queue)
+  if status == 'pending' then return prefix .. 'ready:' .. queue end
+  if status == 'waiting' then return prefix .. 'waiting' end
+  if status == 'claimed' or status == 'running' then return prefix .. 'active' end
+  if status == 'retrying' then return prefix .. 'delayed' end
+  return prefix .. status
+end
+
+-- Remove a task from the state set of `status` and from the per-type count.
+local function leave(prefix, id, status, queue, ttype)
+  local key = state_key(prefix, status, queue)
+  if status == 'waiting' then rcall('SREM', key, id) else rcall('ZREM', key, id) end
+  rcall('HINCRBY', prefix .. 'counts', status .. ':' .. ttype, -1)
+end
+
+-- Put a task in the state set of `status` (score: ready order, deadline, due or finish time).
+local function enter(prefix, id, status, queue, ttype, score)
+  local key = state_key(prefix, status, queue)
+  if status == 'waiting' then rcall('SADD', key, id) else rcall('ZADD', key, score, id) end
+  rcall('HINCRBY', prefix .. 'counts', status .. ':' .. ttype, 1)
+  rcall('HSET', prefix .. 'task:' .. id, 'status', status)
+  if status == 'pending' then rcall('ZADD', prefix .. 'wake:' .. queue, 0, '1') end
+end
+
+-- Publish a ProgressEvent (JSON) on prefix .. 'task:' .. etype. `tail` is raw JSON members
+-- spliced in as-is (e.g. '"completion":{...}'), so stored JSON is never decoded and re-encoded.
+local function emit(prefix, etype, id, worker, status, attempt, now, tail)
+  local event = cjson.encode({
+    id = tostring(rcall('INCR', prefix .. 'evseq')),
+    type = etype, task_id = id, worker_id = worker or '',
+    status = status, attempt = attempt, timestamp = now,
+  })
+  if tail then event = string.sub(event, 1, -2) .. ',' .. tail .. '}' end
+  rcall('PUBLISH', prefix .. 'task:' .. etype, event)
+end
+
+-- Move a task from `from` to pending in its ready queue (wakes a blocked claimer).
+local function make_pending(prefix, id, from, now, etype)
+  local key = prefix .. 'task:' .. id
+  local f = rcall('HMGET', key, 'type', 'assigned_to', 'priority', 'seq', 'attempts')
+  local queue = queue_of(f[1], f[2])
+  leave(prefix, id, from, queue, f[1])
+  enter(prefix, id, 'pending', queue, f[1], ready_score(f[3], f[4]))
+  emit(prefix, etype, id, nil, 'pending', tonumber(f[5]), now)
+end
+
+-- Cancel every not-yet-final task that (transitively) depends on `root`.
+local function cancel_dependents(prefix, root, now, reason)
+  local todo = {root}
+  local count = 0
+  while #todo > 0 do
+    local parent = table.remove(todo)
+    local depkey = prefix .. 'dependents:' .. parent
+    local children = rcall('SMEMBERS', depkey)
+    rcall('DEL', depkey)
+    for _, child in ipairs(children) do
+      local key = prefix .. 'task:' .. child
+      local f = rcall('HMGET', key, 'status', 'type', 'assigned_to', 'attempts')
+      local st = f[1]
+      if st and st ~= 'complete' and st ~= 'failed' and st ~= 'cancelled' then
+        leave(prefix, child, st, queue_of(f[2], f[3]), f[2])
+        enter(prefix, child, 'cancelled', nil, f[2], now)
+        local result = cjson.encode({success = false, error = reason})
+        rcall('HSET', key, 'result', result, 'completed_at', now)
+        emit(prefix, 'cancelled', child, nil, 'cancelled', tonumber(f[4]), now,
+             '"completion":' .. result)
+        count = count + 1
+        table.insert(todo, child)
+      end
+    end
+  end
+  return count
+end
+
+-- Final failure: record it, publish it, cancel the dependents.
+local function fail_final(prefix, id, status, queue, ttype, now, result, worker, attempt)
+  leave(prefix, id, status, queue, ttype)
+  enter(prefix, id, 'failed', nil, ttype, now)
+  rcall('HSET', prefix .. 'task:' .. id, 'result', result, 'completed_at', now)
+  emit(prefix, 'failed', id, worker, 'failed', attempt, now, '"completion":' .. result)
+  return cancel_dependents(prefix, id, now, 'dependency ' .. id .. ' failed')
+end

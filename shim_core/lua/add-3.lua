@@ -1,0 +1,59 @@
+-- add: insert a batch of tasks atomically (validate everything, then write).
+-- KEYS[1] seq        FIFO sequence counter
+-- KEYS[2] queues     set of queue names
+-- KEYS[3] waiting    set of tasks with incomplete dependencies
+-- ARGV[1] prefix     'shim:{ns}:'
+-- ARGV[2] tasks      JSON array of task hashes (string -> string), dependencies first
+-- Builds: task:<id>, dependents:<dep>, ready:<queue>, wake:<queue>, counts
+-- Returns: {n} tasks added, or {code, task_id, detail}: -4 duplicate, -5 missing dependency
+-- Events: task:released for tasks that are claimable at once (nothing for waiting tasks)
+local prefix = ARGV[1]
+local tasks = cjson.decode(ARGV[2])
+
+local in_batch = {}
+for _, t in ipairs(tasks) do
+  if in_batch[t.id] or rcall('EXISTS', prefix .. 'task:' .. t.id) == 1 then
+    return {-4, t.id, ''}
+  end
+  in_batch[t.id] = true
+end
+for _, t in ipairs(tasks) do
+  for _, dep in ipairs(cjson.decode(t.dependencies or '[]')) do
+    if not in_batch[dep] and rcall('EXISTS', prefix .. 'task:' .. dep) == 0 then
+      return {-5, t.id, dep}
+    end
+  end
+end
+
+local now = now_ms()
+for _, t in ipairs(tasks) do
+  local key = prefix .. 'task:' .. t.id
+  local queue = queue_of(t.type, t.assigned_to)
+  local left, doomed = 0, nil
+  for _, dep in ipairs(cjson.decode(t.dependencies or '[]')) do
+    local st = rcall('HGET', prefix .. 'task:' .. dep, 'status')
+    if st == 'failed' or st == 'cancelled' then doomed = dep end
+    if st ~= 'complete' then
+      left = left + 1
+      rcall('SADD', prefix .. 'dependents:' .. dep, t.id)
+    end
+  end
+  local seq = rcall('INCR', KEYS[1])
+  local fields = {'seq', seq, 'created_at', now, 'deps_left', left}
+  for k, v in pairs(t) do
+    table.insert(fields, k)
+    table.insert(fields, v)
+  end
+  rcall('HSET', key, unpack(fields))
+  rcall('SADD', KEYS[2], queue)
+  if doomed then
+    local result = cjson.encode({success = false, error = 'dependency ' .. doomed .. ' failed'})
+    rcall('HSET', key, 'result', result, 'completed_at', now)
+    enter(prefix, t.id, 'cancelled', nil, t.type, now)
+  elseif left > 0 then
+    enter(prefix, t.id, 'waiting', queue, t.type, 0)
+  else
+    enter(prefix, t.id, 'pending', queue, t.type, ready_score(t.priority, seq))
+  end
+end
+return {#tasks}

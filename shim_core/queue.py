@@ -1,0 +1,419 @@
+"""TaskQueue: the atomic task lifecycle on Redis (seed component 2).
+
+Every state change is one Lua script (``shim_core/lua``), so a task is in exactly one state set at
+every instant and the event announcing a transition is published by the script that made it.
+
+Round trips per task: ``add`` 1 (a batch of any size: 1 per 1,000 tasks, pipelined),
+``claim`` 1 (plus one blocking wait when the queue is empty), ``complete`` / ``fail`` 1.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from shim_core.config import Settings
+from shim_core.connection import RedisConnectionManager, redis_errors
+from shim_core.dag import topological_order
+from shim_core.errors import (
+    ConfigError,
+    DuplicateTask,
+    MissingDependency,
+    PayloadTooLarge,
+    ValidationError,
+    raise_for_code,
+)
+from shim_core.keys import Keys, check_name
+from shim_core.models import FINAL_STATUSES, Claim, Task, TaskResult, TaskStatus
+from shim_core.scripts import Scripts
+from shim_core.serde import dumps, from_ms, task_from_hash, task_to_hash
+
+#: Tasks per add script call: large enough to amortise the round trip, small enough that one
+#: script never blocks Redis for more than a few milliseconds.
+ADD_CHUNK = 1000
+#: Finished tasks removed per clean / drain script call, for the same reason.
+REMOVE_CHUNK = 1000
+#: Longest single blocking wait of a claimer; a lost wake-up costs at most this much latency.
+MAX_BLOCK_SLICE = 5.0
+
+_TASK_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+_UPDATABLE = frozenset(
+    {"title", "description", "priority", "context", "params", "estimated_duration",
+     "max_attempts", "timeout_ms", "executor"}
+)
+_FINISHED = ("complete", "failed", "cancelled")
+
+
+@attrs.frozen
+class FailOutcome:
+    """What :meth:`TaskQueue.fail` did: scheduled a retry at ``due_at``, or failed for good."""
+
+    final: bool
+    due_at: datetime | None = None
+    cancelled_dependents: int = 0
+
+
+@attrs.frozen
+class QueueStats:
+    """Task counts by type and status, kept exactly by the scripts (no scan needed)."""
+
+    by_type: dict[str, dict[str, int]]
+    paused: bool
+
+    def count(self, status: TaskStatus | str) -> int:
+        name = status.value if isinstance(status, TaskStatus) else status
+        return sum(counts.get(name, 0) for counts in self.by_type.values())
+
+    @property
+    def waiting(self) -> int:
+        return self.count(TaskStatus.WAITING)
+
+    @property
+    def pending(self) -> int:
+        return self.count(TaskStatus.PENDING)
+
+    @property
+    def active(self) -> int:
+        return self.count(TaskStatus.CLAIMED) + self.count(TaskStatus.RUNNING)
+
+    @property
+    def delayed(self) -> int:
+        return self.count(TaskStatus.RETRYING)
+
+    @property
+    def complete(self) -> int:
+        return self.count(TaskStatus.COMPLETE)
+
+    @property
+    def failed(self) -> int:
+        return self.count(TaskStatus.FAILED)
+
+    @property
+    def cancelled(self) -> int:
+        return self.count(TaskStatus.CANCELLED)
+
+    @property
+    def total(self) -> int:
+        return sum(sum(c.values()) for c in self.by_type.values())
+
+
+class TaskQueue:
+    """Add, claim, complete, fail, cancel and inspect tasks of one namespace."""
+
+    def __init__(self, connection: RedisConnectionManager, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self.client = connection.get_client()
+        self.scripts = Scripts(self.client)
+        self._url = connection.url
+
+    # ------------------------------------------------------------------ adding
+    def add(self, task: Task) -> Task:
+        """Add one task; returns it with the queue's defaults filled in."""
+        return self.add_many([task])[0]
+
+    @redis_errors
+    def add_many(self, tasks: Sequence[Task]) -> list[Task]:
+        """Add a batch atomically per 1,000 tasks, refusing bad input before anything is written.
+
+        Dependencies may point inside the batch or at existing tasks. Raises DuplicateTask,
+        MissingDependency, DependencyCycle, PayloadTooLarge or ValidationError.
+        """
+        if not tasks:
+            return []
+        prepared = [self._prepare(t) for t in topological_order(tasks)]
+        encoded = [self._encode(t) for t in prepared]
+        if len(prepared) > ADD_CHUNK:  # one script validates its own chunk; check the rest first
+            self._check_existing(prepared)
+        prefix = self.keys.prefix
+        fixed = [self.keys.seq, self.keys.queues, self.keys.waiting]
+        pipe = self.client.pipeline(transaction=False)
+        for start in range(0, len(encoded), ADD_CHUNK):
+            chunk = "[" + ",".join(encoded[start : start + ADD_CHUNK]) + "]"
+            self.scripts.call("add", fixed, [prefix, chunk], client=pipe)
+        for reply in pipe.execute():
+            if reply[0] < 0:
+                raise_for_code(reply[0], reply[1], detail=reply[2])
+        return prepared
+
+    def _prepare(self, task: Task) -> Task:
+        if not _TASK_ID.match(task.id):
+            raise ValidationError(
+                f"invalid task id {task.id!r}: use 1-200 letters, digits, '_', '.', ':' or '-'"
+            )
+        try:
+            check_name("task type", task.type)
+        except ConfigError as exc:
+            raise ValidationError(str(exc)) from None
+        if task.assigned_to is not None:
+            check_name("worker id", task.assigned_to)
+        if task.id in task.dependencies:
+            raise ValidationError(f"task {task.id!r} depends on itself")
+        s = self.settings
+        return attrs.evolve(
+            task,
+            status=TaskStatus.PENDING,
+            max_attempts=task.max_attempts if task.max_attempts is not None else s.max_attempts,
+            backoff_ms=task.backoff_ms if task.backoff_ms is not None else s.backoff_ms,
+            max_stalled=task.max_stalled if task.max_stalled is not None else s.max_stalled,
+        )
+
+    def _encode(self, task: Task) -> str:
+        data = json.dumps(task_to_hash(task), separators=(",", ":"))
+        if len(data) > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(task.id, len(data), self.settings.max_payload_bytes)
+        return data
+
+    def _check_existing(self, tasks: list[Task]) -> None:
+        ids = {t.id for t in tasks}
+        deps = sorted({d for t in tasks for d in t.dependencies} - ids)
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in [*sorted(ids), *deps]:
+            pipe.exists(self.keys.task(task_id))
+        found = pipe.execute()
+        for task_id, exists in zip(sorted(ids), found, strict=False):
+            if exists:
+                raise DuplicateTask(task_id)
+        missing = {d for d, exists in zip(deps, found[len(ids) :], strict=True) if not exists}
+        for task in tasks:
+            for dep in task.dependencies:
+                if dep in missing:
+                    raise MissingDependency(task.id, dep)
+
+    # ---------------------------------------------------------------- reading
+    @redis_errors
+    def get(self, task_id: str) -> Task | None:
+        """The task, or None if there is no such task."""
+        fields = self.client.hgetall(self.keys.task(task_id))
+        return task_from_hash(fields, task_id) if fields else None
+
+    @redis_errors
+    def get_many(self, task_ids: Iterable[str]) -> list[Task | None]:
+        """Several tasks in one round trip (None for each missing one)."""
+        ids = list(task_ids)
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hgetall(self.keys.task(task_id))
+        return [
+            task_from_hash(f, tid) if f else None
+            for tid, f in zip(ids, pipe.execute(), strict=True)
+        ]
+
+    @redis_errors
+    def update(self, task_id: str, **changes: Any) -> None:
+        """Change descriptive fields of an unfinished task (title, priority, params, ...)."""
+        unknown = set(changes) - _UPDATABLE
+        if unknown:
+            raise ValidationError(f"cannot update {', '.join(sorted(unknown))} of a task")
+        current = self.get(task_id)
+        if current is None:
+            raise_for_code(-1, task_id)
+        fields = task_to_hash(attrs.evolve(current, **changes))  # type: ignore[arg-type]
+        payload = json.dumps({k: fields[k] for k in changes if k in fields})
+        reply = self.scripts.call("update", [self.keys.task(task_id)],
+                                  [self.keys.prefix, task_id, payload])
+        raise_for_code(reply[0], task_id, detail=_status_detail(reply))
+
+    # --------------------------------------------------------------- claiming
+    @redis_errors
+    def claim(
+        self,
+        types: Sequence[str],
+        *,
+        worker_id: str = "",
+        count: int = 1,
+        lease_ms: int | None = None,
+        start: bool = True,
+        block: float | None = None,
+    ) -> list[Claim]:
+        """Lease up to ``count`` pending tasks of ``types`` (and those assigned to ``worker_id``).
+
+        Highest priority first, FIFO within a priority band. With ``block`` (seconds), waits for
+        work without polling: the claimer sleeps in BZPOPMIN on wake markers that the scripts set
+        when a task becomes pending, waking early when a retry comes due. ``start=False`` holds
+        the tasks as claimed until :meth:`start`.
+        """
+        queues = [*types, *([f"@{worker_id}"] if worker_id else [])]
+        if not queues:
+            raise ConfigError("a claim needs at least one task type or a worker id")
+        keys = [self.keys.active, self.keys.delayed, self.keys.paused,
+                *(self.keys.ready(q) for q in queues)]
+        args = [self.keys.prefix, worker_id, count, lease_ms or self.settings.lease_ms,
+                "1" if start else "0"]
+        wake = [self.keys.wake(q) for q in queues]
+        deadline = None if block is None else time.monotonic() + block
+        while True:
+            reply = self.scripts.call("claim", keys, args)
+            if len(reply) > 1 or deadline is None:
+                return [Claim(task=task_from_hash(_pairs(reply[i + 1])), token=int(reply[i]))
+                        for i in range(1, len(reply), 2)]
+            wait = min(deadline - time.monotonic(), MAX_BLOCK_SLICE)
+            if reply[0] >= 0:
+                wait = min(wait, reply[0] / 1000)
+            if wait <= 0:
+                if deadline - time.monotonic() <= 0:
+                    return []
+                continue
+            self.client.bzpopmin(wake, timeout=max(wait, 0.001))
+
+    @redis_errors
+    def start(self, task_id: str, token: int) -> None:
+        """Move a claimed task to running (publishes ``task:started``)."""
+        reply = self.scripts.call("start", [self.keys.task(task_id), self.keys.active],
+                                  [self.keys.prefix, task_id, token])
+        raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
+
+    @redis_errors
+    def progress(
+        self, task_id: str, token: int, fraction: float, message: str = "",
+        *, lease_ms: int | None = None,
+    ) -> None:
+        """Record progress (0..1), extend the lease and publish ``task:progress``."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValidationError(f"progress must be between 0 and 1, got {fraction!r}")
+        reply = self.scripts.call(
+            "progress", [self.keys.task(task_id), self.keys.active],
+            [self.keys.prefix, task_id, token, repr(float(fraction)), message,
+             lease_ms or self.settings.lease_ms],
+        )
+        raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
+
+    @redis_errors
+    def extend(self, leases: Sequence[tuple[str, int]], lease_ms: int | None = None) -> list[str]:
+        """Renew many leases in one round trip; returns the ids whose lease is lost."""
+        if not leases:
+            return []
+        args: list[Any] = [self.keys.prefix, lease_ms or self.settings.lease_ms]
+        for task_id, token in leases:
+            args += [task_id, token]
+        return list(self.scripts.call("extend", [self.keys.active], args))
+
+    # -------------------------------------------------------------- finishing
+    @redis_errors
+    def complete(self, task_id: str, token: int, result: TaskResult | None = None) -> int:
+        """Record success; returns how many waiting dependents became claimable.
+
+        Raises StaleLease if ``token`` is not the current lease (another worker owns the task
+        now), InvalidTransition if the task is no longer active (cancelled, reaped and failed).
+        Repeating the call with the same lease after it succeeded is harmless.
+        """
+        result = result or TaskResult(success=True)
+        reply = self.scripts.call("complete", [self.keys.task(task_id), self.keys.waiting],
+                                  [self.keys.prefix, task_id, token, dumps(result)])
+        raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
+        return int(reply[1]) if reply[0] == 1 else 0
+
+    @redis_errors
+    def fail(
+        self, task_id: str, token: int, error: str | TaskResult, *, permanent: bool = False
+    ) -> FailOutcome:
+        """Record a failed execution: retry after exponential backoff while attempts are left
+        (``backoff_ms * 2**(attempt-1)``, stretched by up to ``backoff_jitter``), else fail for
+        good and cancel the dependents. ``permanent`` skips the retries."""
+        result = error if isinstance(error, TaskResult) else TaskResult(success=False, error=error)
+        jitter = random.random() * self.settings.backoff_jitter
+        reply = self.scripts.call(
+            "fail", [self.keys.task(task_id), self.keys.delayed],
+            [self.keys.prefix, task_id, token, dumps(result), repr(jitter),
+             "1" if permanent else "0"],
+        )
+        raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
+        if reply[0] == 1:
+            return FailOutcome(final=False, due_at=from_ms(reply[1]))
+        return FailOutcome(final=True, cancelled_dependents=int(reply[1]) if reply[0] else 0)
+
+    @redis_errors
+    def cancel(self, task_id: str, reason: str = "cancelled") -> int:
+        """Cancel an unfinished task and its dependents; returns the dependents cancelled."""
+        reply = self.scripts.call("cancel", [self.keys.task(task_id)],
+                                  [self.keys.prefix, task_id, reason])
+        raise_for_code(reply[0], task_id, detail=_status_detail(reply))
+        return int(reply[1]) if reply[0] == 1 else 0
+
+    @redis_errors
+    def reap_stalled(self, limit: int = 100) -> dict[str, TaskStatus]:
+        """Return tasks whose lease expired to pending (or fail them past ``max_stalled``).
+
+        Idempotent and safe to run from every process at once. Returns id -> new status.
+        """
+        reply = self.scripts.call("reap", [self.keys.active], [self.keys.prefix, limit])
+        return {reply[i]: TaskStatus(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+    # ---------------------------------------------------------- queue control
+    @redis_errors
+    def pause(self) -> None:
+        """Stop all claims in the namespace (running tasks go on)."""
+        self.client.set(self.keys.paused, "1")
+
+    @redis_errors
+    def resume(self) -> None:
+        """Allow claims again and wake every blocked claimer that has work."""
+        self.scripts.call("resume", [self.keys.paused, self.keys.queues], [self.keys.prefix])
+
+    @redis_errors
+    def is_paused(self) -> bool:
+        return bool(self.client.exists(self.keys.paused))
+
+    def drain(self) -> int:
+        """Remove every task that has not started (pending, waiting, retrying); returns the count."""
+        return self._remove("drain", [])
+
+    def clean(self, grace_ms: int | None = None, statuses: Sequence[str] = _FINISHED) -> int:
+        """Remove finished tasks older than ``grace_ms`` (default: the retention setting)."""
+        bad = set(statuses) - set(_FINISHED)
+        if bad:
+            raise ValidationError(f"clean takes finished statuses only, not {sorted(bad)}")
+        grace = self.settings.retention_ms if grace_ms is None else grace_ms
+        return self._remove("clean", [grace, *statuses])
+
+    @redis_errors
+    def _remove(self, mode: str, extra: list[Any]) -> int:
+        keys = [self.keys.queues, self.keys.waiting, self.keys.delayed]
+        removed = 0
+        while True:
+            n = int(self.scripts.call("remove", keys,
+                                      [self.keys.prefix, mode, REMOVE_CHUNK, *extra]))
+            removed += n
+            if n < REMOVE_CHUNK:
+                return removed
+
+    # -------------------------------------------------------------- statistics
+    @redis_errors
+    def stats(self) -> QueueStats:
+        """Counts by type and status (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.counts)
+        pipe.exists(self.keys.paused)
+        counts, paused = pipe.execute()
+        by_type: dict[str, dict[str, int]] = {}
+        for field, value in counts.items():
+            status, _, task_type = field.partition(":")
+            if int(value):
+                by_type.setdefault(task_type, {})[status] = int(value)
+        return QueueStats(by_type=by_type, paused=bool(paused))
+
+    def waiting_count(self) -> int:
+        """Tasks not claimed yet: waiting on dependencies, pending or in retry backoff."""
+        s = self.stats()
+        return s.waiting + s.pending + s.delayed
+
+    def active_count(self) -> int:
+        return self.stats().active
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _status_detail(reply: list[Any]) -> str:
+    return str(reply[1]) if len(reply) > 1 and reply[0] == -3 else ""
+
+
+__all__ = ["FINAL_STATUSES", "FailOutcome", "QueueStats", "TaskQueue"]

@@ -1,0 +1,74 @@
+"""Loads the Lua scripts in ``shim_core/lua`` once per client and calls them by SHA.
+
+A file ``<verb>-<n>.lua`` takes exactly ``n`` keys; a header line naming ``KEYS[m...]`` marks the
+keys from ``m`` on as variadic. ``_lib.lua`` is prepended to every script. redis-py's
+``register_script`` runs EVALSHA and reloads on NOSCRIPT (after a Redis restart), and a script can
+be queued on a pipeline.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import attrs
+import redis
+from redis.commands.core import Script
+
+_FILE = re.compile(r"^(?P<verb>[a-z_]+)-(?P<nkeys>\d+)\.lua$")
+_VARIADIC = re.compile(r"KEYS\[(\d+)\.\.\.\]")
+
+
+@attrs.frozen
+class LuaSource:
+    verb: str
+    nkeys: int
+    variadic: bool
+    source: str
+
+
+@cache
+def sources() -> dict[str, LuaSource]:
+    """Every script of the package, by verb, with the shared library prepended."""
+    folder = resources.files("shim_core") / "lua"
+    lib = (folder / "_lib.lua").read_text(encoding="utf-8")
+    found: dict[str, LuaSource] = {}
+    for entry in folder.iterdir():
+        match = _FILE.match(entry.name)
+        if not match:
+            continue
+        body = entry.read_text(encoding="utf-8")
+        nkeys = int(match["nkeys"])
+        variadic = _VARIADIC.search(body)
+        if variadic and int(variadic[1]) != nkeys + 1:
+            raise RuntimeError(f"{entry.name}: variadic keys must start at KEYS[{nkeys + 1}]")
+        found[match["verb"]] = LuaSource(
+            match["verb"], nkeys, variadic is not None, lib + "\n" + body
+        )
+    return found
+
+
+class Scripts:
+    """The registered scripts of one client: ``scripts.call("claim", keys, args)``."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._scripts: dict[str, tuple[LuaSource, Script]] = {
+            verb: (src, client.register_script(src.source)) for verb, src in sources().items()
+        }
+
+    def call(
+        self,
+        verb: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        client: Any = None,
+    ) -> Any:
+        """Run script ``verb``; pass a pipeline as ``client`` to queue it instead."""
+        src, script = self._scripts[verb]
+        if len(keys) != src.nkeys and not (src.variadic and len(keys) >= src.nkeys):
+            raise TypeError(f"script {verb!r} takes {src.nkeys} keys, got {len(keys)}")
+        return script(keys=list(keys), args=list(args), client=client or self._client)

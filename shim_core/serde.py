@@ -1,0 +1,103 @@
+"""(De)serialisation: one cattrs converter, JSON only, never pickle.
+
+Timestamps travel as integer milliseconds since the epoch (what Lua computes from Redis ``TIME``)
+and come back as aware UTC datetimes. A task is stored as a Redis hash: string fields as they are,
+every other field as JSON, ``None`` fields left out.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import types
+import typing
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import attrs
+from cattrs.preconf.json import make_converter
+
+from shim_core.errors import CorruptTask
+from shim_core.models import ProgressEvent, Task
+
+T = TypeVar("T")
+
+converter = make_converter()
+converter.register_unstructure_hook(datetime, lambda dt: to_ms(dt))
+converter.register_structure_hook(datetime, lambda v, _t: from_ms(v))
+
+
+def to_ms(dt: datetime) -> int:
+    """Milliseconds since the epoch of an aware (or UTC-naive) datetime."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def from_ms(value: int | float | str) -> datetime:
+    """An aware UTC datetime from epoch milliseconds."""
+    return datetime.fromtimestamp(int(float(value)) / 1000, tz=UTC)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON of an attrs value (or any JSON-able value)."""
+    return json.dumps(converter.unstructure(value), separators=(",", ":"))
+
+
+def loads(data: str | bytes, cls: type[T]) -> T:
+    """Structure JSON ``data`` into ``cls``."""
+    return converter.structure(json.loads(data), cls)
+
+
+def _is_raw_string(tp: Any) -> bool:
+    """True when a field's values are stored as the bare string (str, str enum, Optional of those)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return len(args) == 1 and _is_raw_string(args[0])
+    return tp is str or (isinstance(tp, type) and issubclass(tp, enum.Enum))
+
+
+attrs.resolve_types(Task)
+#: Task field name -> True when stored as a plain string, False when stored as JSON.
+TASK_FIELDS: dict[str, bool] = {f.name: _is_raw_string(f.type) for f in attrs.fields(Task)}
+
+
+def task_to_hash(task: Task) -> dict[str, str]:
+    """The Redis hash fields of ``task`` (``None`` values omitted)."""
+    data = converter.unstructure(task)
+    out: dict[str, str] = {}
+    for name, raw in TASK_FIELDS.items():
+        value = data[name]
+        if value is None:
+            continue
+        out[name] = value if raw else json.dumps(value, separators=(",", ":"))
+    return out
+
+
+def task_from_hash(fields: Mapping[str, str], task_id: str = "") -> Task:
+    """Decode a task hash; unknown (bookkeeping) fields are ignored. Raises CorruptTask."""
+    data: dict[str, Any] = {}
+    try:
+        for name, value in fields.items():
+            raw = TASK_FIELDS.get(name)
+            if raw is None:
+                continue
+            data[name] = value if raw else json.loads(value)
+        return converter.structure(data, Task)
+    except Exception as exc:  # any decoding failure means the stored hash is corrupt
+        tid = task_id or str(fields.get("id", "?"))
+        raise CorruptTask(tid, f"task {tid!r} is corrupt: {_describe(exc)}") from exc
+
+
+def event_from_json(data: str | bytes) -> ProgressEvent:
+    """Decode one bus message into a ProgressEvent."""
+    return loads(data, ProgressEvent)
+
+
+def _describe(exc: BaseException) -> str:
+    subs = getattr(exc, "exceptions", None)
+    if subs:
+        return "; ".join(_describe(e) for e in subs)
+    note = "".join(f" ({n})" for n in getattr(exc, "__notes__", []))
+    return f"{exc}{note}"
