@@ -49,6 +49,13 @@ _UPDATABLE = frozenset(
      "max_attempts", "timeout_ms", "executor"}
 )
 _FINISHED = ("complete", "failed", "cancelled")
+#: Fields the queue keeps: whatever a caller put there is reset when the task is added.
+_KEPT_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in attrs.fields(Task)
+    if f.name in {"status", "attempts", "stalls", "lease", "worker_id", "progress",
+                  "progress_message", "deps_left", "result", "created_at", "claimed_at",
+                  "completed_at", "due_at", "lease_deadline", "actual_duration"}
+}
 
 
 @attrs.frozen
@@ -150,23 +157,21 @@ class TaskQueue:
             )
         try:
             check_name("task type", task.type)
+            if task.assigned_to is not None:
+                check_name("worker id", task.assigned_to)
         except ConfigError as exc:
-            raise ValidationError(str(exc)) from None
-        if task.assigned_to is not None:
-            check_name("worker id", task.assigned_to)
-        if task.id in task.dependencies:
-            raise ValidationError(f"task {task.id!r} depends on itself")
+            raise ValidationError(f"task {task.id!r}: {exc}") from None
         s = self.settings
         return attrs.evolve(
             task,
-            status=TaskStatus.PENDING,
+            **_KEPT_DEFAULTS,
             max_attempts=task.max_attempts if task.max_attempts is not None else s.max_attempts,
             backoff_ms=task.backoff_ms if task.backoff_ms is not None else s.backoff_ms,
             max_stalled=task.max_stalled if task.max_stalled is not None else s.max_stalled,
         )
 
     def _encode(self, task: Task) -> str:
-        data = json.dumps(task_to_hash(task), separators=(",", ":"))
+        data = json.dumps(task_to_hash(task, compact=True), separators=(",", ":"))
         if len(data) > self.settings.max_payload_bytes:
             raise PayloadTooLarge(task.id, len(data), self.settings.max_payload_bytes)
         return data

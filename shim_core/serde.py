@@ -63,13 +63,28 @@ attrs.resolve_types(Task)
 TASK_FIELDS: dict[str, bool] = {f.name: _is_raw_string(f.type) for f in attrs.fields(Task)}
 
 
-def task_to_hash(task: Task) -> dict[str, str]:
-    """The Redis hash fields of ``task`` (``None`` values omitted)."""
+def _default(field: attrs.Attribute[Any]) -> Any:
+    default = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        default = default.factory()
+    return converter.unstructure(default)
+
+
+#: Fields always written, even at their default value (the Lua scripts read them).
+_ALWAYS = frozenset({"id", "type", "priority"})
+_DEFAULTS: dict[str, Any] = {
+    f.name: _default(f) for f in attrs.fields(Task) if f.name not in _ALWAYS
+}
+
+
+def task_to_hash(task: Task, *, compact: bool = False) -> dict[str, str]:
+    """The Redis hash fields of ``task``: ``None`` values omitted and, with ``compact``, every
+    field still at its default (decoding restores them), which keeps a queued task small."""
     data = converter.unstructure(task)
     out: dict[str, str] = {}
     for name, raw in TASK_FIELDS.items():
         value = data[name]
-        if value is None:
+        if value is None or (compact and name in _DEFAULTS and value == _DEFAULTS[name]):
             continue
         out[name] = value if raw else json.dumps(value, separators=(",", ":"))
     return out

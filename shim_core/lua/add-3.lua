@@ -39,12 +39,13 @@ for _, t in ipairs(tasks) do
     end
   end
   local seq = rcall('INCR', KEYS[1])
-  local fields = {'seq', seq, 'created_at', now, 'deps_left', left}
+  local fields = {}
   for k, v in pairs(t) do
     table.insert(fields, k)
     table.insert(fields, v)
   end
   rcall('HSET', key, unpack(fields))
+  rcall('HSET', key, 'seq', seq, 'created_at', now, 'deps_left', left)
   rcall('SADD', KEYS[2], queue)
   if doomed then
     local result = cjson.encode({success = false, error = 'dependency ' .. doomed .. ' failed'})

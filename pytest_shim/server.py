@@ -1,0 +1,106 @@
+"""A real redis-server process for tests: started on a free loopback port, killed, restarted."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+#: Seconds a fresh redis-server gets to accept connections before the start counts as failed.
+START_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_redis_server(explicit: str | None = None) -> str | None:
+    """The redis-server binary: ``explicit`` if given, else the one on PATH, else None."""
+    return explicit or shutil.which("redis-server")
+
+
+class RedisServer:
+    """One redis-server process with its own data directory.
+
+    ``appendonly=True`` makes it durable (``appendfsync always``), so :meth:`kill` followed by
+    :meth:`start` loses nothing: that is how tests prove a Redis crash loses no task.
+    """
+
+    def __init__(
+        self, binary: str, *, port: int | None = None, appendonly: bool = False,
+        directory: str | Path | None = None,
+    ) -> None:
+        self.binary = binary
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="shim-redis-")
+        self.directory = Path(directory or self._tmp.name)  # type: ignore[union-attr]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.directory), "--save", "", "--daemonize", "no",
+                "--protected-mode", "no", "--loglevel", "warning"]
+        if self.appendonly:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + START_TIMEOUT
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    err = self.process.stderr.read().decode() if self.process.stderr else ""
+                    raise RuntimeError(f"redis-server exited at start: {err.strip()}")
+                try:
+                    client.ping()
+                    return self
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would."""
+        self._end(signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM) and wait for it."""
+        self._end(signal.SIGTERM)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def version(self) -> str:
+        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True,
+                             check=False).stdout
+        return next((p.split("=", 1)[1] for p in out.split() if p.startswith("v=")), "?")
+
+    def _end(self, sig: signal.Signals) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=10)
+        if self.process is not None and self.process.stderr:
+            self.process.stderr.close()
+        self.process = None

@@ -1,0 +1,148 @@
+"""Claiming: strict priority, FIFO within a band, per-type and targeted claims, blocking waits."""
+
+import random
+import threading
+
+from shim_core import Priority, Task, TaskStatus
+from shim_core.doctor import check_invariants
+
+
+def test_priority_then_fifo_over_a_thousand_mixed_tasks(shim_queue):
+    """1,000 tasks of mixed priority come out critical > high > normal > low, FIFO in each band."""
+    rng = random.Random(7)
+    priorities = list(Priority)
+    tasks = [Task(id=f"t{i:04d}", priority=rng.choice(priorities)) for i in range(1000)]
+    for start in range(0, 1000, 100):  # several batches, as separate submissions would be
+        shim_queue.add_many(tasks[start : start + 100])
+    claimed = []
+    while batch := shim_queue.claim(["code"], worker_id="w", count=64):
+        claimed += [c.task.id for c in batch]
+    expected = [t.id for t in sorted(tasks, key=lambda t: (t.priority.band, t.id))]
+    assert claimed == expected
+
+
+def test_claim_only_takes_supported_types(shim_queue):
+    """A claimer gets tasks of its types only; other types stay pending."""
+    shim_queue.add_many([Task(id="c1", type="code"), Task(id="r1", type="research"),
+                         Task(id="t1", type="test")])
+    got = shim_queue.claim(["test", "research"], count=10)
+    assert sorted(c.task.id for c in got) == ["r1", "t1"]
+    assert shim_queue.get("c1").status is TaskStatus.PENDING
+
+
+def test_priority_is_respected_across_types(shim_queue):
+    """With several types, the claimer takes the highest-priority head among them."""
+    shim_queue.add_many([Task(id="low", type="code", priority=Priority.LOW),
+                         Task(id="crit", type="test", priority=Priority.CRITICAL)])
+    assert [c.task.id for c in shim_queue.claim(["code", "test"], count=2)] == ["crit", "low"]
+
+
+def test_targeted_task_goes_only_to_its_worker(shim_queue):
+    """A task assigned to a worker is invisible to others and claimed by that worker."""
+    shim_queue.add(Task(id="mine", assigned_to="w2"))
+    assert shim_queue.claim(["code"], worker_id="w1") == []
+    claims = shim_queue.claim(["code"], worker_id="w2")
+    assert [c.task.id for c in claims] == ["mine"]
+    assert claims[0].task.worker_id == "w2"
+
+
+def test_claim_sets_lease_attempt_and_running(shim_queue):
+    """A claim starts the task, counts the attempt and hands out a lease token."""
+    shim_queue.add(Task(id="a"))
+    claim = shim_queue.claim(["code"], worker_id="w1", lease_ms=5000)[0]
+    task = claim.task
+    assert task.status is TaskStatus.RUNNING
+    assert (task.attempts, task.lease, task.worker_id) == (1, claim.token, "w1")
+    deadline_ms = (task.lease_deadline - task.claimed_at).total_seconds() * 1000
+    assert deadline_ms == 5000
+    assert shim_queue.stats().active == 1
+
+
+def test_each_claim_gets_a_new_increasing_token(shim_queue):
+    """Fencing tokens are unique and monotonic across claims."""
+    shim_queue.add_many([Task(id=f"t{i}") for i in range(5)])
+    tokens = [c.token for c in shim_queue.claim(["code"], count=5)]
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == 5
+
+
+def test_claim_without_start_holds_task_as_claimed(shim_queue):
+    """start=False leaves the task claimed until start() is called."""
+    shim_queue.add(Task(id="a"))
+    claim = shim_queue.claim(["code"], start=False)[0]
+    assert claim.task.status is TaskStatus.CLAIMED
+    shim_queue.start("a", claim.token)
+    shim_queue.start("a", claim.token)  # repeating is harmless
+    assert shim_queue.get("a").status is TaskStatus.RUNNING
+    assert check_invariants(shim_queue.client, shim_queue.keys) == []
+
+
+def test_empty_queue_returns_nothing_without_blocking(shim_queue):
+    """A non-blocking claim on an empty queue returns an empty list."""
+    assert shim_queue.claim(["code"]) == []
+
+
+def test_blocking_claim_times_out_empty(shim_queue):
+    """A blocking claim with nothing to do returns empty after its timeout."""
+    assert shim_queue.claim(["code"], block=0.2) == []
+
+
+def test_blocking_claim_wakes_when_a_task_arrives(shim_queue):
+    """A claimer blocked on an empty queue receives a task added later by another client."""
+    result = []
+    claimer = threading.Thread(
+        target=lambda: result.extend(shim_queue.claim(["code"], worker_id="w", block=30))
+    )
+    claimer.start()
+    shim_queue.add(Task(id="late"))
+    claimer.join(timeout=30)
+    assert [c.task.id for c in result] == ["late"]
+
+
+def test_several_blocked_claimers_each_get_a_task(shim_queue):
+    """A batch added while several claimers block wakes them all, one task each."""
+    results: list[list] = [[] for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda r=r: r.extend(shim_queue.claim(["code"], block=30)))
+        for r in results
+    ]
+    for t in threads:
+        t.start()
+    shim_queue.add_many([Task(id=f"t{i}") for i in range(3)])
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(r[0].task.id for r in results) == ["t0", "t1", "t2"]
+
+
+def test_paused_namespace_hands_out_nothing_until_resumed(shim_queue):
+    """Pause stops claims; resume wakes a blocked claimer with the waiting task."""
+    shim_queue.add(Task(id="a"))
+    shim_queue.pause()
+    assert shim_queue.is_paused()
+    assert shim_queue.claim(["code"]) == []
+    result = []
+    claimer = threading.Thread(target=lambda: result.extend(shim_queue.claim(["code"], block=30)))
+    claimer.start()
+    shim_queue.resume()
+    claimer.join(timeout=30)
+    assert [c.task.id for c in result] == ["a"]
+    assert not shim_queue.is_paused()
+
+
+def test_concurrent_claimers_never_share_a_task(shim_queue):
+    """Four threads claiming 400 tasks together get each task exactly once."""
+    shim_queue.add_many([Task(id=f"t{i}") for i in range(400)])
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def drain() -> None:
+        while batch := shim_queue.claim(["code"], count=3):
+            with lock:
+                seen.extend(c.task.id for c in batch)
+
+    threads = [threading.Thread(target=drain) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(seen) == sorted(f"t{i}" for i in range(400))
