@@ -36,7 +36,11 @@ class RedisServer:
     """
 
     def __init__(
-        self, binary: str, *, port: int | None = None, appendonly: bool = False,
+        self,
+        binary: str,
+        *,
+        port: int | None = None,
+        appendonly: bool = False,
         directory: str | Path | None = None,
     ) -> None:
         self.binary = binary
@@ -51,9 +55,23 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.directory), "--save", "", "--daemonize", "no",
-                "--protected-mode", "no", "--loglevel", "warning"]
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -67,10 +85,12 @@ class RedisServer:
                 try:
                     client.ping()
                     return self
-                except redis.ConnectionError:
+                except redis.ConnectionError as exc:
                     if time.monotonic() > deadline:
                         self.stop()
-                        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+                        raise RuntimeError(
+                            f"redis-server did not answer on port {self.port}"
+                        ) from exc
                     time.sleep(0.02)
         finally:
             client.close()
@@ -93,8 +113,9 @@ class RedisServer:
             self._tmp.cleanup()
 
     def version(self) -> str:
-        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True,
-                             check=False).stdout
+        out = subprocess.run(
+            [self.binary, "--version"], capture_output=True, text=True, check=False
+        ).stdout
         return next((p.split("=", 1)[1] for p in out.split() if p.startswith("v=")), "?")
 
     def _end(self, sig: signal.Signals) -> None:

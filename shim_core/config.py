@@ -1,7 +1,8 @@
-"""One settings object, built from arguments, then ``SHIM_*`` environment variables, then defaults."""
+"""One settings object: from arguments, then ``SHIM_*`` environment variables, then defaults."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,7 +24,7 @@ DEFAULT_LEASE_MS = 30_000
 DEFAULT_MAX_ATTEMPTS = 3
 #: Seed spec: exponential backoff 1 s, 2 s, 4 s.
 DEFAULT_BACKOFF_MS = 1_000
-#: Seed spec (BullMQ maxStalledCount): a task may be recovered from a stall twice, the third fails it.
+#: Seed spec (BullMQ maxStalledCount): a task is recovered from two stalls; the third fails it.
 DEFAULT_MAX_STALLED = 2
 #: Keeps a runaway payload (a whole file pasted into params) out of Redis memory.
 DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
@@ -32,12 +33,12 @@ DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 
 
 def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
+    if not (value > 0 and math.isfinite(value)):
         raise ConfigError(f"{attr.name} must be positive, got {value!r}")
 
 
 def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
+    if not (value >= 0 and math.isfinite(value)):
         raise ConfigError(f"{attr.name} must not be negative, got {value!r}")
 
 
@@ -64,15 +65,18 @@ class Settings:
     retention_ms: int = attrs.field(default=DEFAULT_RETENTION_MS, validator=_non_negative)
 
     @classmethod
-    def load(
-        cls, env: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
-        """Settings from ``overrides`` (None means unset), then ``SHIM_<NAME>`` variables, then defaults."""
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``overrides`` (None = unset), then ``SHIM_<NAME>`` variables, then the
+        defaults."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for field in attrs.fields(cls):
             if overrides.get(field.name) is not None:
-                values[field.name] = overrides.pop(field.name)
+                value = overrides.pop(field.name)
+                parse = _PARSERS[field.type]
+                values[field.name] = (
+                    _parse(field.name, value, parse) if isinstance(value, str) else value
+                )
                 continue
             overrides.pop(field.name, None)
             raw = env.get(f"SHIM_{field.name.upper()}")

@@ -14,6 +14,7 @@ Passwords never appear in a repr, log line or error: :func:`mask_url` hides them
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -44,17 +45,21 @@ _embedded_servers: dict[str, Any] = {}
 _embedded_lock = threading.Lock()
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&#]*")
+
+
 def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to print)."""
+    """``url`` with any password (in the authority or a ``password=`` query) replaced by ``***``."""
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rsplit("@", 1)[1]
+        url = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return _QUERY_PASSWORD.sub(r"\1***", url) if parts.query else url
 
 
 @attrs.frozen
@@ -102,7 +107,13 @@ class RedisConnectionManager:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         health_check_interval: int = DEFAULT_HEALTH_CHECK_INTERVAL,
     ) -> None:
-        scheme = urlsplit(url).scheme
+        try:
+            parts = urlsplit(url)
+            if parts.scheme != "redis+sentinel":  # sentinel netlocs hold several host:port
+                parts.port  # noqa: B018 - validates the port and IPv6 brackets
+            scheme = parts.scheme
+        except ValueError as exc:
+            raise ConfigError(f"invalid Redis URL {mask_url(url)!r}: {exc}") from None
         if scheme not in _SCHEMES:
             raise ConfigError(
                 f"unsupported Redis URL {mask_url(url)!r}: expected one of "
@@ -127,7 +138,7 @@ class RedisConnectionManager:
         return self.url.startswith("embedded:")
 
     def connect(self) -> redis.Redis:
-        """Create the client and check the server answers; raises ConnectionFailed if it does not."""
+        """Create the client and check that the server answers; else raise ConnectionFailed."""
         if self._client is None:
             self._client = self._build_client()
         start = time.perf_counter()
@@ -151,7 +162,7 @@ class RedisConnectionManager:
         return self._client is not None
 
     def ping(self) -> bool:
-        """True when the server answers PING (recording its latency), False on a connection error."""
+        """True when the server answers PING (latency recorded), False on a connection error."""
         client = self._client if self._client is not None else self._build_client()
         start = time.perf_counter()
         try:
@@ -204,9 +215,10 @@ class RedisConnectionManager:
             "retry": Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), self._retries),
             "retry_on_error": [redis.ConnectionError, redis.TimeoutError, ConnectionResetError],
             "socket_connect_timeout": self._connect_timeout,
-            "socket_keepalive": True,
             "health_check_interval": self._health_check_interval,
         }
+        if parts.scheme in ("redis", "rediss"):  # a unix socket connection takes no keepalive
+            options["socket_keepalive"] = True
         if parts.scheme == "redis+sentinel":
             client = self._sentinel_client(parts, options)
         else:
@@ -226,25 +238,32 @@ class RedisConnectionManager:
                 "expected redis+sentinel://host:port[,host:port]/service_name[/db]"
             )
         nodes = []
-        for hostport in hosts.split(","):
-            host, _, port = hostport.partition(":")
-            nodes.append((host, int(port or 26379)))
+        try:
+            for hostport in hosts.split(","):
+                host, _, port = hostport.partition(":")
+                nodes.append((host, int(port or 26379)))
+            options["db"] = int(path[1]) if len(path) > 1 else 0
+        except ValueError:
+            raise ConfigError(
+                f"invalid Sentinel URL {mask_url(self.url)!r}: ports and db must be numbers"
+            ) from None
         if parts.password is not None:
             options["password"] = unquote(parts.password)
         if parts.username:
             options["username"] = unquote(parts.username)
-        options["db"] = int(path[1]) if len(path) > 1 else 0
-        sentinel = Sentinel(nodes, socket_timeout=self._connect_timeout)
-        return sentinel.master_for(path[0], **options)
+        sentinel = Sentinel(nodes, socket_timeout=self._connect_timeout)  # type: ignore[no-untyped-call]
+        client: redis.Redis = sentinel.master_for(path[0], **options)  # type: ignore[no-untyped-call]
+        return client
 
     def _count_connects(self, pool: Any) -> None:
         manager = self
         base = pool.connection_class
 
         class CountingConnection(base):  # type: ignore[misc, valid-type]
-            def on_connect(self) -> None:
+            def _connect(self) -> Any:
+                sock = super()._connect()
                 manager._connects += 1
-                super().on_connect()
+                return sock
 
         pool.connection_class = CountingConnection
 
@@ -261,7 +280,9 @@ def redis_errors(method: Callable[P, R]) -> Callable[P, R]:
             return method(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             url = mask_url(getattr(args[0], "_url", "")) if args else ""
-            raise ConnectionFailed(f"Redis at {url or 'the configured URL'} is unreachable: {exc}") from exc
+            raise ConnectionFailed(
+                f"Redis at {url or 'the configured URL'} is unreachable: {exc}"
+            ) from exc
         except redis.ResponseError as exc:
             raise ShimError(f"Redis refused a command: {exc}") from exc
 

@@ -19,7 +19,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 def check_name(kind: str, value: str) -> str:
     """Return ``value`` if it is a valid namespace / type / worker name, else raise ConfigError."""
-    if not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise ConfigError(
             f"invalid {kind} {value!r}: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"

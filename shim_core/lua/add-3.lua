@@ -6,7 +6,7 @@
 -- ARGV[2] tasks      JSON array of task hashes (string -> string), dependencies first
 -- Builds: task:<id>, dependents:<dep>, ready:<queue>, wake:<queue>, counts
 -- Returns: {n} tasks added, or {code, task_id, detail}: -4 duplicate, -5 missing dependency
--- Events: task:released for tasks that are claimable at once (nothing for waiting tasks)
+-- Events: none (a task is announced when it starts; the counts show it queued)
 local prefix = ARGV[1]
 local tasks = cjson.decode(ARGV[2])
 
