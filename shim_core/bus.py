@@ -70,9 +70,10 @@ class MessageBus:
     def __init__(self, connection: RedisConnectionManager, settings: Settings) -> None:
         self.keys = Keys(settings.namespace)
         self._url = connection.url
-        self._client = connection.get_client()
-        self._sub_client = connection.new_client()
-        self._pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
+        # redis-py types replies as bytes | str; with decode_responses they are always str.
+        self._client: Any = connection.get_client()
+        self._sub_client: Any = connection.new_client()
+        self._pubsub: Any = self._sub_client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         self._handlers: dict[str, list[EventHandler]] = defaultdict(list)
         self._phandlers: dict[str, list[EventHandler]] = defaultdict(list)
         self._lock = threading.Lock()
@@ -136,16 +137,23 @@ class MessageBus:
     @redis_errors
     def subscriber_count(self, channel: str) -> int:
         """Subscribers of ``channel`` across all processes (pattern subscribers not included)."""
-        return int(dict(self._client.pubsub_numsub(self.keys.channel(channel)))
-                   .get(self.keys.channel(channel), 0))
+        return int(
+            dict(self._client.pubsub_numsub(self.keys.channel(channel))).get(
+                self.keys.channel(channel), 0
+            )
+        )
 
     def get_event_stats(self) -> EventStats:
         with self._lock:
             channels, patterns = len(self._handlers), len(self._phandlers)
         return EventStats(
-            published=self._published, received=self._received,
-            handler_errors=self._handler_errors, decode_errors=self._decode_errors,
-            reconnects=self._reconnects, channels=channels, patterns=patterns,
+            published=self._published,
+            received=self._received,
+            handler_errors=self._handler_errors,
+            decode_errors=self._decode_errors,
+            reconnects=self._reconnects,
+            channels=channels,
+            patterns=patterns,
         )
 
     # --------------------------------------------------------------- lifecycle

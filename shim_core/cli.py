@@ -27,11 +27,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 def redis_options(func: F) -> F:
     """The options every command that talks to Redis shares."""
 
-    @click.option("--redis", "redis_url", metavar="URL", envvar="SHIM_REDIS_URL",
-                  help="Redis URL (redis://, rediss://, unix://, redis+sentinel://, embedded://); "
-                       "default $SHIM_REDIS_URL or the embedded in-process server.")
-    @click.option("--namespace", "-n", metavar="NS", envvar="SHIM_NAMESPACE",
-                  help="Namespace of the fleet (default $SHIM_NAMESPACE or 'default').")
+    @click.option(
+        "--redis",
+        "redis_url",
+        metavar="URL",
+        envvar="SHIM_REDIS_URL",
+        help="Redis URL (redis://, rediss://, unix://, redis+sentinel://, embedded://); "
+        "default $SHIM_REDIS_URL or the embedded in-process server.",
+    )
+    @click.option(
+        "--namespace",
+        "-n",
+        metavar="NS",
+        envvar="SHIM_NAMESPACE",
+        help="Namespace of the fleet (default $SHIM_NAMESPACE or 'default').",
+    )
     @functools.wraps(func)
     def wrapper(*args: Any, redis_url: str | None, namespace: str | None, **kwargs: Any) -> Any:
         settings = Settings.load(redis_url=redis_url, namespace=namespace)
@@ -66,8 +76,15 @@ def doctor(queue: TaskQueue, as_json: bool) -> None:
     violations = check_invariants(queue.client, queue.keys)
     stats = queue.stats()
     if as_json:
-        click.echo(json.dumps({"ok": not violations, "tasks": stats.total,
-                               "violations": [str(v) for v in violations]}))
+        click.echo(
+            json.dumps(
+                {
+                    "ok": not violations,
+                    "tasks": stats.total,
+                    "violations": [str(v) for v in violations],
+                }
+            )
+        )
     else:
         where = f"{mask_url(queue.settings.redis_url)} namespace {queue.settings.namespace!r}"
         click.echo(f"checked {stats.total} task(s) in {where}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 
 from shim_core.errors import DependencyCycle, DuplicateTask
 from shim_core.models import Task
@@ -30,7 +30,7 @@ def topological_order(tasks: Sequence[Task]) -> list[Task]:
 def _visit(root: str, by_id: dict[str, Task], state: dict[str, int], order: list[Task]) -> None:
     # Iterative DFS so a 10,000-task chain cannot hit the recursion limit.
     path: list[str] = [root]
-    stack: list[Iterable[str]] = [iter(by_id[root].dependencies)]
+    stack: list[Iterator[str]] = [iter(by_id[root].dependencies)]
     state[root] = 1
     while stack:
         dep = next(stack[-1], None)

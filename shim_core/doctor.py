@@ -20,8 +20,13 @@ import attrs
 from shim_core.keys import Keys
 from shim_core.models import TaskStatus
 
-_ZSETS = {"delayed": "retrying", "active": "active", "complete": "complete",
-          "failed": "failed", "cancelled": "cancelled"}
+_ZSETS = {
+    "delayed": "retrying",
+    "active": "active",
+    "complete": "complete",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
 
 
 @attrs.frozen
@@ -47,8 +52,11 @@ def check_invariants(client: Any, keys: Keys) -> list[Violation]:
         expected = _expected_set(status, f"@{assigned}" if assigned else str(ttype))
         found = membership.pop(task_id, [])
         if found != [expected]:
-            problems.append(Violation(task_id, f"is {status} but in {found or 'no state set'}"
-                                               f" (expected {expected})"))
+            problems.append(
+                Violation(
+                    task_id, f"is {status} but in {found or 'no state set'} (expected {expected})"
+                )
+            )
         if status in ("claimed", "running") and not int(lease or 0):
             problems.append(Violation(task_id, f"is {status} without a lease token"))
         if status == "waiting" and int(deps_left or 0) <= 0:

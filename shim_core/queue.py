@@ -3,8 +3,9 @@
 Every state change is one Lua script (``shim_core/lua``), so a task is in exactly one state set at
 every instant and the event announcing a transition is published by the script that made it.
 
-Round trips per task: ``add`` 1 (a batch of any size: 1 per 1,000 tasks, pipelined),
-``claim`` 1 (plus one blocking wait when the queue is empty), ``complete`` / ``fail`` 1.
+Round trips per task: ``add`` 1 (a batch of up to 1,000 tasks: 1; larger batches 2 plus one
+existence check), ``claim`` 1 (a batch of ``count`` tasks: 1; plus one blocking wait when the queue
+is empty), ``complete`` / ``fail`` 1 (``complete_many``: 1 for the whole batch).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from shim_core.errors import (
     DuplicateTask,
     MissingDependency,
     PayloadTooLarge,
+    TaskNotFound,
     ValidationError,
     raise_for_code,
 )
@@ -45,16 +47,41 @@ MAX_BLOCK_SLICE = 5.0
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 _UPDATABLE = frozenset(
-    {"title", "description", "priority", "context", "params", "estimated_duration",
-     "max_attempts", "timeout_ms", "executor"}
+    {
+        "title",
+        "description",
+        "priority",
+        "context",
+        "params",
+        "estimated_duration",
+        "max_attempts",
+        "timeout_ms",
+        "executor",
+    }
 )
 _FINISHED = ("complete", "failed", "cancelled")
 #: Fields the queue keeps: whatever a caller put there is reset when the task is added.
 _KEPT_DEFAULTS: dict[str, Any] = {
-    f.name: f.default for f in attrs.fields(Task)
-    if f.name in {"status", "attempts", "stalls", "lease", "worker_id", "progress",
-                  "progress_message", "deps_left", "result", "created_at", "claimed_at",
-                  "completed_at", "due_at", "lease_deadline", "actual_duration"}
+    f.name: f.default
+    for f in attrs.fields(Task)
+    if f.name
+    in {
+        "status",
+        "attempts",
+        "stalls",
+        "lease",
+        "worker_id",
+        "progress",
+        "progress_message",
+        "deps_left",
+        "result",
+        "created_at",
+        "claimed_at",
+        "completed_at",
+        "due_at",
+        "lease_deadline",
+        "actual_duration",
+    }
 }
 
 
@@ -117,7 +144,8 @@ class TaskQueue:
     def __init__(self, connection: RedisConnectionManager, settings: Settings) -> None:
         self.settings = settings
         self.keys = Keys(settings.namespace)
-        self.client = connection.get_client()
+        # redis-py types replies as bytes | str; with decode_responses they are always str.
+        self.client: Any = connection.get_client()
         self.scripts = Scripts(self.client)
         self._url = connection.url
 
@@ -139,13 +167,19 @@ class TaskQueue:
         encoded = [self._encode(t) for t in prepared]
         if len(prepared) > ADD_CHUNK:  # one script validates its own chunk; check the rest first
             self._check_existing(prepared)
-        prefix = self.keys.prefix
         fixed = [self.keys.seq, self.keys.queues, self.keys.waiting]
-        pipe = self.client.pipeline(transaction=False)
-        for start in range(0, len(encoded), ADD_CHUNK):
-            chunk = "[" + ",".join(encoded[start : start + ADD_CHUNK]) + "]"
-            self.scripts.call("add", fixed, [prefix, chunk], client=pipe)
-        for reply in pipe.execute():
+        chunks = [
+            [self.keys.prefix, "[" + ",".join(encoded[i : i + ADD_CHUNK]) + "]"]
+            for i in range(0, len(encoded), ADD_CHUNK)
+        ]
+        if len(chunks) == 1:  # one round trip: a pipeline would first send SCRIPT EXISTS
+            replies = [self.scripts.call("add", fixed, chunks[0])]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for args in chunks:
+                self.scripts.call("add", fixed, args, client=pipe)
+            replies = pipe.execute()
+        for reply in replies:
             if reply[0] < 0:
                 raise_for_code(reply[0], reply[1], detail=reply[2])
         return prepared
@@ -219,11 +253,12 @@ class TaskQueue:
             raise ValidationError(f"cannot update {', '.join(sorted(unknown))} of a task")
         current = self.get(task_id)
         if current is None:
-            raise_for_code(-1, task_id)
-        fields = task_to_hash(attrs.evolve(current, **changes))  # type: ignore[arg-type]
+            raise TaskNotFound(task_id)
+        fields = task_to_hash(attrs.evolve(current, **changes))
         payload = json.dumps({k: fields[k] for k in changes if k in fields})
-        reply = self.scripts.call("update", [self.keys.task(task_id)],
-                                  [self.keys.prefix, task_id, payload])
+        reply = self.scripts.call(
+            "update", [self.keys.task(task_id)], [self.keys.prefix, task_id, payload]
+        )
         raise_for_code(reply[0], task_id, detail=_status_detail(reply))
 
     # --------------------------------------------------------------- claiming
@@ -248,17 +283,28 @@ class TaskQueue:
         queues = [*types, *([f"@{worker_id}"] if worker_id else [])]
         if not queues:
             raise ConfigError("a claim needs at least one task type or a worker id")
-        keys = [self.keys.active, self.keys.delayed, self.keys.paused,
-                *(self.keys.ready(q) for q in queues)]
-        args = [self.keys.prefix, worker_id, count, lease_ms or self.settings.lease_ms,
-                "1" if start else "0"]
+        keys = [
+            self.keys.active,
+            self.keys.delayed,
+            self.keys.paused,
+            *(self.keys.ready(q) for q in queues),
+        ]
+        args = [
+            self.keys.prefix,
+            worker_id,
+            count,
+            lease_ms or self.settings.lease_ms,
+            "1" if start else "0",
+        ]
         wake = [self.keys.wake(q) for q in queues]
         deadline = None if block is None else time.monotonic() + block
         while True:
             reply = self.scripts.call("claim", keys, args)
             if len(reply) > 1 or deadline is None:
-                return [Claim(task=task_from_hash(_pairs(reply[i + 1])), token=int(reply[i]))
-                        for i in range(1, len(reply), 2)]
+                return [
+                    Claim(task=task_from_hash(_pairs(reply[i + 1])), token=int(reply[i]))
+                    for i in range(1, len(reply), 2)
+                ]
             wait = min(deadline - time.monotonic(), MAX_BLOCK_SLICE)
             if reply[0] >= 0:
                 wait = min(wait, reply[0] / 1000)
@@ -271,22 +317,35 @@ class TaskQueue:
     @redis_errors
     def start(self, task_id: str, token: int) -> None:
         """Move a claimed task to running (publishes ``task:started``)."""
-        reply = self.scripts.call("start", [self.keys.task(task_id), self.keys.active],
-                                  [self.keys.prefix, task_id, token])
+        reply = self.scripts.call(
+            "start", [self.keys.task(task_id), self.keys.active], [self.keys.prefix, task_id, token]
+        )
         raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
 
     @redis_errors
     def progress(
-        self, task_id: str, token: int, fraction: float, message: str = "",
-        *, lease_ms: int | None = None,
+        self,
+        task_id: str,
+        token: int,
+        fraction: float,
+        message: str = "",
+        *,
+        lease_ms: int | None = None,
     ) -> None:
         """Record progress (0..1), extend the lease and publish ``task:progress``."""
         if not 0.0 <= fraction <= 1.0:
             raise ValidationError(f"progress must be between 0 and 1, got {fraction!r}")
         reply = self.scripts.call(
-            "progress", [self.keys.task(task_id), self.keys.active],
-            [self.keys.prefix, task_id, token, repr(float(fraction)), message,
-             lease_ms or self.settings.lease_ms],
+            "progress",
+            [self.keys.task(task_id), self.keys.active],
+            [
+                self.keys.prefix,
+                task_id,
+                token,
+                repr(float(fraction)),
+                message,
+                lease_ms or self.settings.lease_ms,
+            ],
         )
         raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
 
@@ -310,10 +369,34 @@ class TaskQueue:
         Repeating the call with the same lease after it succeeded is harmless.
         """
         result = result or TaskResult(success=True)
-        reply = self.scripts.call("complete", [self.keys.task(task_id), self.keys.waiting],
-                                  [self.keys.prefix, task_id, token, dumps(result)])
+        reply = self.scripts.call(
+            "complete",
+            [self.keys.task(task_id), self.keys.waiting],
+            [self.keys.prefix, task_id, token, dumps(result)],
+        )
         raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
         return int(reply[1]) if reply[0] == 1 else 0
+
+    @redis_errors
+    def complete_many(self, completions: Sequence[tuple[str, int, TaskResult | None]]) -> int:
+        """Complete several tasks in one round trip (e.g. after a batch claim); returns how many
+        dependents became claimable. Raises the error of the first refused completion, after
+        every other completion in the batch has been recorded."""
+        if not completions:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for task_id, token, result in completions:
+            self.scripts.call(
+                "complete",
+                [self.keys.task(task_id), self.keys.waiting],
+                [self.keys.prefix, task_id, token, dumps(result or TaskResult(success=True))],
+                client=pipe,
+            )
+        released = 0
+        for (task_id, token, _), reply in zip(completions, pipe.execute(), strict=True):
+            raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
+            released += int(reply[1]) if reply[0] == 1 else 0
+        return released
 
     @redis_errors
     def fail(
@@ -325,9 +408,16 @@ class TaskQueue:
         result = error if isinstance(error, TaskResult) else TaskResult(success=False, error=error)
         jitter = random.random() * self.settings.backoff_jitter
         reply = self.scripts.call(
-            "fail", [self.keys.task(task_id), self.keys.delayed],
-            [self.keys.prefix, task_id, token, dumps(result), repr(jitter),
-             "1" if permanent else "0"],
+            "fail",
+            [self.keys.task(task_id), self.keys.delayed],
+            [
+                self.keys.prefix,
+                task_id,
+                token,
+                dumps(result),
+                repr(jitter),
+                "1" if permanent else "0",
+            ],
         )
         raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
         if reply[0] == 1:
@@ -337,8 +427,9 @@ class TaskQueue:
     @redis_errors
     def cancel(self, task_id: str, reason: str = "cancelled") -> int:
         """Cancel an unfinished task and its dependents; returns the dependents cancelled."""
-        reply = self.scripts.call("cancel", [self.keys.task(task_id)],
-                                  [self.keys.prefix, task_id, reason])
+        reply = self.scripts.call(
+            "cancel", [self.keys.task(task_id)], [self.keys.prefix, task_id, reason]
+        )
         raise_for_code(reply[0], task_id, detail=_status_detail(reply))
         return int(reply[1]) if reply[0] == 1 else 0
 
@@ -367,7 +458,7 @@ class TaskQueue:
         return bool(self.client.exists(self.keys.paused))
 
     def drain(self) -> int:
-        """Remove every task that has not started (pending, waiting, retrying); returns the count."""
+        """Delete all tasks that has not started (pending, waiting, retrying); return the count."""
         return self._remove("drain", [])
 
     def clean(self, grace_ms: int | None = None, statuses: Sequence[str] = _FINISHED) -> int:
@@ -383,8 +474,9 @@ class TaskQueue:
         keys = [self.keys.queues, self.keys.waiting, self.keys.delayed]
         removed = 0
         while True:
-            n = int(self.scripts.call("remove", keys,
-                                      [self.keys.prefix, mode, REMOVE_CHUNK, *extra]))
+            n = int(
+                self.scripts.call("remove", keys, [self.keys.prefix, mode, REMOVE_CHUNK, *extra])
+            )
             removed += n
             if n < REMOVE_CHUNK:
                 return removed

@@ -24,7 +24,7 @@ from shim_core.models import ProgressEvent, Task
 T = TypeVar("T")
 
 converter = make_converter()
-converter.register_unstructure_hook(datetime, lambda dt: to_ms(dt))
+converter.register_unstructure_hook(datetime, lambda dt: to_ms(dt))  # noqa: PLW0108 (forward ref)
 converter.register_structure_hook(datetime, lambda v, _t: from_ms(v))
 
 
@@ -51,7 +51,7 @@ def loads(data: str | bytes, cls: type[T]) -> T:
 
 
 def _is_raw_string(tp: Any) -> bool:
-    """True when a field's values are stored as the bare string (str, str enum, Optional of those)."""
+    """True when a field is stored as the bare string (str, str enum, Optional of those)."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return len(args) == 1 and _is_raw_string(args[0])
@@ -64,8 +64,8 @@ TASK_FIELDS: dict[str, bool] = {f.name: _is_raw_string(f.type) for f in attrs.fi
 
 
 def _default(field: attrs.Attribute[Any]) -> Any:
-    default = field.default
-    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+    default: Any = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]  # attrs types Factory oddly
         default = default.factory()
     return converter.unstructure(default)
 

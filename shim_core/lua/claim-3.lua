@@ -40,12 +40,11 @@ if rcall('EXISTS', KEYS[3]) == 0 then
     table.insert(out, token)
     table.insert(out, rcall('HGETALL', key))
   end
-  if #out > 1 then
-    for i = 4, #KEYS do
-      if rcall('ZCARD', KEYS[i]) > 0 then
-        rcall('ZADD', prefix .. 'wake:' .. string.sub(KEYS[i], #prefix + 7), 0, '1')
-      end
-    end
+  -- Keep each wake marker in step with its queue: set while work remains (so the next blocked
+  -- claimer wakes), gone when the queue is empty (so no claimer wakes for nothing).
+  for i = 4, #KEYS do
+    local wake = prefix .. 'wake:' .. string.sub(KEYS[i], #prefix + 7)
+    if rcall('ZCARD', KEYS[i]) > 0 then rcall('ZADD', wake, 0, '1') else rcall('DEL', wake) end
   end
 end
 local due = rcall('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')

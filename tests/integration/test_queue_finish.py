@@ -78,9 +78,13 @@ def test_repeated_complete_with_same_lease_is_harmless(shim_queue):
 
 def test_operations_on_missing_task_raise_not_found(shim_queue):
     """complete / fail / progress / cancel / start on an unknown id raise TaskNotFound."""
-    for call in (lambda: shim_queue.complete("x", 1), lambda: shim_queue.fail("x", 1, "e"),
-                 lambda: shim_queue.progress("x", 1, 0.1), lambda: shim_queue.cancel("x"),
-                 lambda: shim_queue.start("x", 1)):
+    for call in (
+        lambda: shim_queue.complete("x", 1),
+        lambda: shim_queue.fail("x", 1, "e"),
+        lambda: shim_queue.progress("x", 1, 0.1),
+        lambda: shim_queue.cancel("x"),
+        lambda: shim_queue.start("x", 1),
+    ):
         with pytest.raises(TaskNotFound):
             call()
 
@@ -163,10 +167,14 @@ def test_completion_releases_dependents_atomically(shim_queue):
 
 def test_final_failure_cancels_dependents_transitively(shim_queue):
     """When a task fails for good, its dependents and theirs are cancelled; others go on."""
-    shim_queue.add_many([
-        Task(id="a", max_attempts=1), Task(id="b", dependencies=("a",)),
-        Task(id="c", dependencies=("b",)), Task(id="other"),
-    ])
+    shim_queue.add_many(
+        [
+            Task(id="a", max_attempts=1),
+            Task(id="b", dependencies=("a",)),
+            Task(id="c", dependencies=("b",)),
+            Task(id="other"),
+        ]
+    )
     claim = next(c for c in shim_queue.claim(["code"], count=2) if c.task.id == "a")
     outcome = shim_queue.fail("a", claim.token, "boom")
     assert outcome.cancelled_dependents == 2
@@ -180,8 +188,9 @@ def test_final_failure_cancels_dependents_transitively(shim_queue):
 
 def test_cancel_pending_waiting_and_running_tasks(shim_queue):
     """Cancel works in every unfinished state; a cancelled running task's completion is refused."""
-    shim_queue.add_many([Task(id="run"), Task(id="pend", type="test"),
-                         Task(id="wait", dependencies=("run",))])
+    shim_queue.add_many(
+        [Task(id="run"), Task(id="pend", type="test"), Task(id="wait", dependencies=("run",))]
+    )
     claim = claim_one(shim_queue, "run")
     assert shim_queue.cancel("pend") == 0
     assert shim_queue.cancel("run", reason="user asked") == 1  # "wait" goes with it
@@ -265,8 +274,10 @@ def test_progress_is_recorded_and_extends_the_lease(shim_queue):
     shim_queue.progress("a", claim.token, 0.25, "a quarter", lease_ms=60_000)
     task = shim_queue.get("a")
     assert (task.progress, task.progress_message) == (0.25, "a quarter")
-    assert shim_queue.client.zscore(shim_queue.keys.active, "a") >= server_ms(
-        shim_queue.client) + 59_000
+    assert (
+        shim_queue.client.zscore(shim_queue.keys.active, "a")
+        >= server_ms(shim_queue.client) + 59_000
+    )
     with pytest.raises(ValidationError):
         shim_queue.progress("a", claim.token, 1.5)
 
@@ -302,8 +313,9 @@ def test_drain_removes_everything_not_started(shim_queue):
     claims = {c.task.id: c for c in shim_queue.claim(["code"], count=3)}
     shim_queue.complete("done", claims["done"].token)
     shim_queue.fail("retry", claims["retry"].token, "x")
-    shim_queue.add_many([Task(id=f"p{i}") for i in range(5)] + [
-        Task(id="w", dependencies=("run",))])
+    shim_queue.add_many(
+        [Task(id=f"p{i}") for i in range(5)] + [Task(id="w", dependencies=("run",))]
+    )
     assert shim_queue.drain() == 7
     assert shim_queue.get("w") is None
     assert shim_queue.get("retry") is None
@@ -328,13 +340,53 @@ def test_clean_removes_finished_tasks_older_than_grace(shim_queue):
 
 def test_stats_count_by_type_and_status(shim_queue):
     """Statistics report exact counts per type and status, and the queue's totals."""
-    shim_queue.add_many([Task(id="c1"), Task(id="c2"), Task(id="t1", type="test"),
-                         Task(id="w1", dependencies=("c1",))])
+    shim_queue.add_many(
+        [
+            Task(id="c1"),
+            Task(id="c2"),
+            Task(id="t1", type="test"),
+            Task(id="w1", dependencies=("c1",)),
+        ]
+    )
     claim_one(shim_queue, "c1")
     stats = shim_queue.stats()
-    assert stats.by_type == {"code": {"pending": 1, "running": 1, "waiting": 1},
-                             "test": {"pending": 1}}
+    assert stats.by_type == {
+        "code": {"pending": 1, "running": 1, "waiting": 1},
+        "test": {"pending": 1},
+    }
     assert (stats.pending, stats.active, stats.waiting, stats.total) == (2, 1, 1, 4)
     assert shim_queue.waiting_count() == 3
     assert shim_queue.active_count() == 1
     assert not stats.paused
+
+
+def test_complete_many_records_every_result_in_one_call(shim_queue):
+    """A batch completion records each result and releases dependents of all of them."""
+    shim_queue.add_many([Task(id="a"), Task(id="b"), Task(id="c", dependencies=("a", "b"))])
+    claims = shim_queue.claim(["code"], count=2)
+    done = [(c.task.id, c.token, TaskResult(success=True, output=c.task.id)) for c in claims]
+    assert shim_queue.complete_many(done) == 1
+    assert shim_queue.get("a").result.output == "a"
+    assert shim_queue.get("c").status is TaskStatus.PENDING
+    assert shim_queue.complete_many([]) == 0
+    assert_consistent(shim_queue)
+
+
+def test_complete_many_reports_a_stale_lease_after_recording_the_rest(shim_queue):
+    """One stale lease in a batch raises StaleLease; the valid completions still land."""
+    shim_queue.add_many([Task(id="a"), Task(id="b")])
+    claims = {c.task.id: c for c in shim_queue.claim(["code"], count=2)}
+    with pytest.raises(StaleLease):
+        shim_queue.complete_many([("a", 12345, None), ("b", claims["b"].token, None)])
+    assert shim_queue.get("b").status is TaskStatus.COMPLETE
+    assert shim_queue.get("a").status is TaskStatus.RUNNING
+
+
+def test_no_wake_marker_is_left_behind_when_the_queue_empties(shim_queue):
+    """After a claim empties a queue its wake marker is gone, so no blocked claimer wakes for
+    nothing; while work remains the marker is set."""
+    shim_queue.add_many([Task(id="a"), Task(id="b")])
+    shim_queue.claim(["code"])
+    assert shim_queue.client.exists(shim_queue.keys.wake("code")) == 1
+    shim_queue.claim(["code"])
+    assert shim_queue.client.exists(shim_queue.keys.wake("code")) == 0
