@@ -1,65 +1,14 @@
-"""pytest plugin: a real redis-server per test session, a namespace per test, fakeredis fallback.
+"""Entry point of SHIM's pytest plugin (``pytest11: shim``).
 
-Options (each also an ini key with ``-`` replaced by ``_``):
-
-* ``--shim-redis-server PATH``  redis-server binary (default: the one on PATH)
-* ``--shim-redis-url URL``      use this running server instead of starting one
-
-Without a binary or URL the fixtures fall back to fakeredis (a fresh in-process server per test)
-and tests marked ``shim_real_redis`` are skipped with the reason.
+pytest imports this module before coverage measurement starts, so it stays tiny: it declares the
+options and registers :mod:`pytest_shim.fixtures` (which imports SHIM) at configure time.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+import importlib
 
 import pytest
-
-from pytest_shim.server import RedisServer, find_redis_server
-from shim_core.bus import MessageBus
-from shim_core.config import Settings
-from shim_core.connection import RedisConnectionManager, forget_embedded
-from shim_core.keys import Keys
-from shim_core.queue import TaskQueue
-
-_BACKEND = pytest.StashKey["Backend"]()
-
-
-class Backend:
-    """Where this session's tests get Redis from."""
-
-    def __init__(self, binary: str | None, url: str | None) -> None:
-        self.binary = binary
-        self.url = url
-        self.server: RedisServer | None = None
-
-    @property
-    def real(self) -> bool:
-        return bool(self.binary or self.url)
-
-    def describe(self) -> str:
-        if self.url:
-            return f"shim: using the Redis server at {self.url}"
-        if self.binary:
-            return f"shim: real redis-server ({self.binary}) on a free loopback port"
-        return ("shim: no redis-server found: using fakeredis; "
-                "tests marked shim_real_redis will be skipped")
-
-    def test_url(self) -> str:
-        if self.url:
-            return self.url
-        if self.binary:
-            if self.server is None:
-                self.server = RedisServer(self.binary).start()
-            return self.server.url
-        return f"embedded://{uuid.uuid4().hex}"
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -72,113 +21,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(name.replace("-", "_"), help_text, default=None)
 
 
-def _option(config: pytest.Config, name: str) -> str | None:
-    value = config.getoption(name.replace("-", "_")) or config.getini(name.replace("-", "_"))
-    return str(value) if value else None
-
-
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "shim_real_redis: needs a real redis-server (skipped on fakeredis)"
-    )
-    url = _option(config, "shim-redis-url")
-    binary = None if url else find_redis_server(_option(config, "shim-redis-server"))
-    config.stash[_BACKEND] = Backend(binary, url)
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    backend = config.stash.get(_BACKEND, None)
-    if backend is not None:
-        backend.close()
-
-
-def pytest_report_header(config: pytest.Config) -> str:
-    return config.stash[_BACKEND].describe()
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("shim_real_redis") and not item.config.stash[_BACKEND].real:
-        pytest.skip("needs a real redis-server (none on PATH; only fakeredis is available)")
-
-
-@pytest.fixture
-def shim_redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A Redis URL for this test: the session's real server, or a fresh fakeredis server."""
-    url = request.config.stash[_BACKEND].test_url()
-    yield url
-    if url.startswith("embedded://"):
-        forget_embedded(url.removeprefix("embedded://"))
-
-
-@pytest.fixture
-def shim_real_redis(request: pytest.FixtureRequest) -> bool:
-    """True when the tests run on a real redis-server."""
-    return bool(request.config.stash[_BACKEND].real)
-
-
-@pytest.fixture
-def shim_settings(shim_redis_url: str) -> Settings:
-    """Default settings on this test's URL, in a namespace of its own (safe under xdist)."""
-    return Settings(redis_url=shim_redis_url, namespace=f"test-{uuid.uuid4().hex[:12]}")
-
-
-@pytest.fixture
-def shim_connection(shim_settings: Settings) -> Iterator[RedisConnectionManager]:
-    """A connected manager; every key of the test's namespace is deleted afterwards."""
-    manager = RedisConnectionManager(shim_settings.redis_url)
-    manager.connect()
-    yield manager
-    delete_namespace(manager, shim_settings.namespace)
-    manager.disconnect()
-
-
-@pytest.fixture
-def shim_queue(shim_connection: RedisConnectionManager, shim_settings: Settings) -> TaskQueue:
-    """A TaskQueue on the test's namespace."""
-    return TaskQueue(shim_connection, shim_settings)
-
-
-@pytest.fixture
-def shim_bus(
-    shim_connection: RedisConnectionManager, shim_settings: Settings
-) -> Iterator[MessageBus]:
-    """A MessageBus on the test's namespace, closed afterwards."""
-    bus = MessageBus(shim_connection, shim_settings)
-    yield bus
-    bus.close()
-
-
-@pytest.fixture
-def shim_redis_server_factory(
-    request: pytest.FixtureRequest,
-) -> Iterator[Callable[..., RedisServer]]:
-    """Start dedicated redis-servers (e.g. ``appendonly=True`` to crash and restart them)."""
-    backend: Backend = request.config.stash[_BACKEND]
-    started: list[RedisServer] = []
-
-    def start(**options: Any) -> RedisServer:
-        if not backend.binary:
-            pytest.skip("needs a redis-server binary to start a dedicated server")
-        server = RedisServer(backend.binary, **options).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.close()
-
-
-def delete_namespace(manager: RedisConnectionManager, namespace: str) -> int:
-    """Delete every key of ``namespace``; returns how many were deleted."""
-    client = manager.get_client()
-    pattern = Keys(namespace).prefix.replace("{", "\\{").replace("}", "\\}") + "*"
-    deleted = 0
-    batch: list[str] = []
-    for key in client.scan_iter(match=pattern, count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            deleted += client.delete(*batch)
-            batch.clear()
-    if batch:
-        deleted += client.delete(*batch)
-    return deleted
+    fixtures = importlib.import_module("pytest_shim.fixtures")
+    if not config.pluginmanager.is_registered(fixtures):
+        config.pluginmanager.register(fixtures, "shim-fixtures")
