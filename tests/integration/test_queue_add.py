@@ -70,8 +70,11 @@ def test_missing_dependency_is_refused(shim_queue):
 
 def test_cycle_is_refused_and_named(shim_queue):
     """A dependency cycle is refused with the cycle spelled out."""
-    tasks = [Task(id="a", dependencies=("c",)), Task(id="b", dependencies=("a",)),
-             Task(id="c", dependencies=("b",))]
+    tasks = [
+        Task(id="a", dependencies=("c",)),
+        Task(id="b", dependencies=("a",)),
+        Task(id="c", dependencies=("b",)),
+    ]
     with pytest.raises(DependencyCycle) as info:
         shim_queue.add_many(tasks)
     assert info.value.cycle[0] == info.value.cycle[-1]
@@ -87,8 +90,12 @@ def test_self_dependency_is_refused(shim_queue):
 
 @pytest.mark.parametrize(
     "task",
-    [Task(id="has space"), Task(id=""), Task(id="a", type="bad type"),
-     Task(id="a", assigned_to="w 1")],
+    [
+        Task(id="has space"),
+        Task(id=""),
+        Task(id="a", type="bad type"),
+        Task(id="a", assigned_to="w 1"),
+    ],
 )
 def test_malformed_task_is_refused(shim_queue, task):
     """Ids, types and worker names that could not form a key are refused."""

@@ -23,8 +23,9 @@ def test_priority_then_fifo_over_a_thousand_mixed_tasks(shim_queue):
 
 def test_claim_only_takes_supported_types(shim_queue):
     """A claimer gets tasks of its types only; other types stay pending."""
-    shim_queue.add_many([Task(id="c1", type="code"), Task(id="r1", type="research"),
-                         Task(id="t1", type="test")])
+    shim_queue.add_many(
+        [Task(id="c1", type="code"), Task(id="r1", type="research"), Task(id="t1", type="test")]
+    )
     got = shim_queue.claim(["test", "research"], count=10)
     assert sorted(c.task.id for c in got) == ["r1", "t1"]
     assert shim_queue.get("c1").status is TaskStatus.PENDING
@@ -32,8 +33,12 @@ def test_claim_only_takes_supported_types(shim_queue):
 
 def test_priority_is_respected_across_types(shim_queue):
     """With several types, the claimer takes the highest-priority head among them."""
-    shim_queue.add_many([Task(id="low", type="code", priority=Priority.LOW),
-                         Task(id="crit", type="test", priority=Priority.CRITICAL)])
+    shim_queue.add_many(
+        [
+            Task(id="low", type="code", priority=Priority.LOW),
+            Task(id="crit", type="test", priority=Priority.CRITICAL),
+        ]
+    )
     assert [c.task.id for c in shim_queue.claim(["code", "test"], count=2)] == ["crit", "low"]
 
 

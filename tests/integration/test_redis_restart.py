@@ -14,8 +14,9 @@ def test_redis_killed_and_restarted_loses_no_task(shim_redis_server_factory):
     manager = RedisConnectionManager(server.url)
     manager.connect()
     queue = TaskQueue(manager, Settings(redis_url=server.url, namespace="restart"))
-    queue.add_many([Task(id=f"t{i}") for i in range(200)] + [
-        Task(id="after", dependencies=("t0",))])
+    queue.add_many(
+        [Task(id=f"t{i}") for i in range(200)] + [Task(id="after", dependencies=("t0",))]
+    )
     held = queue.claim(["code"], worker_id="w1", count=10)
 
     server.kill()
