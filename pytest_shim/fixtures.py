@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pytest_shim.fleet import Fleet
 from pytest_shim.server import RedisServer, find_redis_server
 from shim_core.bus import MessageBus
 from shim_core.config import Settings
@@ -176,3 +177,43 @@ def delete_namespace(manager: RedisConnectionManager, namespace: str) -> int:
     if batch:
         deleted += client.delete(*batch)
     return deleted
+
+
+@pytest.fixture
+def shim_fleet_factory(
+    request: pytest.FixtureRequest,
+    shim_settings: Settings,
+    shim_connection: Any,
+    tmp_path: Any,
+) -> Iterator[Callable[..., Fleet]]:
+    """Build fleets on the test's namespace: ``shim_fleet_factory(workers=2, heartbeat=0.5)``.
+
+    Process workers on a real server, thread workers on fakeredis (``mode=`` to choose).
+    Every fleet is stopped after the test.
+    """
+    backend: Backend = request.config.stash[_BACKEND]
+    fleets: list[Fleet] = []
+
+    def build(workers: int | None = None, *, mode: str | None = None, **options: Any) -> Fleet:
+        chosen = mode or ("process" if backend.real else "thread")
+        if chosen == "process" and not backend.real:
+            pytest.skip("process fleets need a real redis-server (only fakeredis is available)")
+        fleet = Fleet(shim_settings, mode=chosen, log_dir=tmp_path, **options)
+        fleets.append(fleet)
+        fleet.start(fleet_size(request.config) if workers is None else workers)
+        return fleet
+
+    yield build
+    for fleet in fleets:
+        fleet.close()
+
+
+@pytest.fixture
+def shim_fleet(shim_fleet_factory: Callable[..., Fleet]) -> Fleet:
+    """A started fleet of ``--shim-workers`` workers (default 3) running the ``sim`` executor."""
+    return shim_fleet_factory()
+
+
+def fleet_size(config: pytest.Config) -> int:
+    value = config.getoption("shim_workers") or config.getini("shim_workers")
+    return int(value)

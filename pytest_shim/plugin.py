@@ -19,6 +19,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     ):
         group.addoption(f"--{name}", default=None, help=help_text)
         parser.addini(name.replace("-", "_"), help_text, default=None)
+    group.addoption(
+        "--shim-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="workers in the shim_fleet fixture (default 3)",
+    )
+    parser.addini("shim_workers", "workers in the shim_fleet fixture (default 3)", default="3")
 
 
 @pytest.hookimpl(tryfirst=True)

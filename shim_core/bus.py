@@ -62,6 +62,9 @@ class EventStats:
 
 #: Seconds one read of the listener waits; bounds how long close() takes.
 _READ_TIMEOUT = 0.2
+#: Longest pause between reconnect attempts: a worker's liveness subscription must come back well
+#: within the registry's liveness grace (1 s) after a network blip.
+_MAX_RECONNECT_DELAY = 0.25
 
 
 class MessageBus:
@@ -185,7 +188,7 @@ class MessageBus:
                 self._reconnects += 1
                 log.warning("event bus lost its connection (%s); reconnecting", exc)
                 self._stop.wait(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, _MAX_RECONNECT_DELAY)
                 continue
             delay = 0.05
             if message is not None:

@@ -133,6 +133,170 @@ def resume(queue: TaskQueue) -> None:
     click.echo(f"resumed namespace {queue.settings.namespace!r}")
 
 
+@app.command()
+@click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    envvar="SHIM_REDIS_URL",
+    help="Redis URL of the fleet (default $SHIM_REDIS_URL); a worker process needs a "
+    "real server, not the embedded one.",
+)
+@click.option(
+    "--namespace",
+    "-n",
+    metavar="NS",
+    envvar="SHIM_NAMESPACE",
+    help="Namespace of the fleet (default $SHIM_NAMESPACE or 'default').",
+)
+@click.option(
+    "--types",
+    metavar="T1,T2",
+    help="Task types to claim (default: every type its "
+    "executors declare, or the built-in five with --default-executor).",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Tasks run at once.",
+)
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(0.05),
+    metavar="SECONDS",
+    help="Heartbeat interval in seconds, fractions allowed (default 10).",
+)
+@click.option("--name", help="Readable name shown in `shim workers` (default: the worker id).")
+@click.option("--id", "worker_id", help="Worker id (default: host-pid-random).")
+@click.option(
+    "--default-executor",
+    metavar="NAME",
+    help="Executor for tasks that name none (e.g. sim, shell, python).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM/SIGINT, time to finish running tasks.",
+)
+def worker(
+    *,
+    redis_url: str | None,
+    namespace: str | None,
+    types: str | None,
+    concurrency: int,
+    heartbeat: float | None,
+    name: str | None,
+    worker_id: str | None,
+    default_executor: str | None,
+    grace: float,
+) -> None:
+    """Join a fleet: claim, execute and report tasks until stopped (SIGTERM / Ctrl-C).
+
+    The first signal stops gracefully (finish or release running tasks within --grace), a
+    second exits at once (the tasks are then reaped by the other workers).
+
+    \b
+    Example:
+      shim worker --redis redis://localhost:6379/0 --types code,test -c 2 --heartbeat 1
+    """
+    from shim_core.worker import Worker, WorkerConfig
+
+    settings = Settings.load(redis_url=redis_url, namespace=namespace)
+    if settings.redis_url.startswith("embedded:"):
+        raise ShimError(
+            "a worker process needs a Redis server: pass --redis URL or set "
+            "SHIM_REDIS_URL (the embedded store lives inside one process)"
+        )
+    options: dict[str, Any] = {
+        "concurrency": concurrency,
+        "heartbeat_interval": heartbeat,
+        "name": name or "",
+        "default_executor": default_executor,
+        "shutdown_grace": grace,
+    }
+    if worker_id:
+        options["worker_id"] = worker_id
+    if types:
+        options["types"] = tuple(t.strip() for t in types.split(",") if t.strip())
+    config = WorkerConfig(**options)
+    connection = RedisConnectionManager(settings.redis_url)
+    connection.connect()
+    _configure_logging()
+    runner = Worker(connection, settings, config)
+    for problem in runner.plugins.errors:
+        click.echo(f"warning: {problem}", err=True)
+    click.echo(
+        f"worker {runner.id} joined {mask_url(settings.redis_url)} namespace "
+        f"{settings.namespace!r} (types: {','.join(runner.capabilities.supported_task_types)})",
+        err=True,
+    )
+    try:
+        runner.run()
+    finally:
+        connection.disconnect()
+
+
+@app.command()
+@redis_options
+@click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON.")
+def workers(queue: TaskQueue, as_json: bool) -> None:
+    """List the workers of the namespace with their status and statistics."""
+    from shim_core.registry import WorkerRegistry
+    from shim_core.serde import converter
+
+    registry = WorkerRegistry(RedisConnectionManager(queue.settings.redis_url), queue.settings)
+    found = registry.all_workers()
+    if as_json:
+        click.echo(json.dumps([converter.unstructure(w) for w in found]))
+        return
+    if not found:
+        click.echo("no workers")
+    for w in found:
+        task = w.current_task.task_id if w.current_task else "-"
+        click.echo(
+            f"{w.name or w.id:<30} {w.status.value:<8} done {w.stats.tasks_completed:>5} "
+            f"failed {w.stats.tasks_failed:>4} current {task}"
+        )
+
+
+@app.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def plugins(as_json: bool) -> None:
+    """List the installed executors, decomposition strategies and checkpoint backends."""
+    from shim_core.plugins import Plugins
+
+    found = Plugins()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "provided": [
+                        {"kind": p.kind, "name": p.name, "plugin": p.plugin, "package": p.package}
+                        for p in found.provided
+                    ],
+                    "errors": [str(e) for e in found.errors],
+                }
+            )
+        )
+        return
+    for p in sorted(found.provided, key=lambda p: (p.kind, p.name)):
+        click.echo(f"{p.kind:<20} {p.name:<12} from {p.package} ({p.plugin})")
+    for problem in found.errors:
+        click.echo(f"error: {problem}")
+
+
+def _configure_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: SHIM errors become one line on stderr and an exit code."""
     try:
@@ -149,3 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     except ShimError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -112,7 +112,23 @@ class Keys:
 
     @property
     def workers(self) -> str:
+        """Zset of live workers scored by heartbeat deadline (server ms): a crash scan is a
+        range query up to now."""
         return f"{self.prefix}workers"
+
+    @property
+    def worker_ids(self) -> str:
+        """Set of every worker id ever registered (live, crashed or offline)."""
+        return f"{self.prefix}worker-ids"
+
+    def alive(self, worker_id: str) -> str:
+        """Liveness channel a worker keeps subscribed on its own connection: no subscriber means
+        the process is gone (the OS closed its socket)."""
+        return f"{self.prefix}alive:{worker_id}"
+
+    def log(self, task_id: str) -> str:
+        """Capped list of a task's log lines."""
+        return f"{self.prefix}log:{task_id}"
 
     def channel(self, name: str) -> str:
         """Pub/sub channel ``name`` (e.g. ``task:progress``) under the namespace prefix."""

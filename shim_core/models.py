@@ -85,7 +85,10 @@ class EventType(enum.Enum):
     RETRYING = "retrying"
     STALLED = "stalled"
     CANCELLED = "cancelled"
-    RELEASED = "released"  # dependencies complete: the task became claimable
+    RELEASED = "released"  # became claimable: dependencies complete, backoff over, or released
+    REGISTERED = "registered"  # worker events (channel worker:<type>)
+    CRASHED = "crashed"
+    OFFLINE = "offline"
 
 
 def new_id() -> str:
@@ -223,7 +226,12 @@ class WorkerStats:
 
 @attrs.frozen(kw_only=True)
 class WorkerRegistration:
+    """A worker as the registry knows it (seed data model, plus name, host and pid)."""
+
     id: str = attrs.field(factory=new_id)
+    name: str = ""
+    host: str = ""
+    pid: int = 0
     session_id: str = ""
     status: WorkerStatus = WorkerStatus.IDLE
     capabilities: WorkerCapabilities = WorkerCapabilities()

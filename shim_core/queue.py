@@ -434,6 +434,14 @@ class TaskQueue:
         return int(reply[1]) if reply[0] == 1 else 0
 
     @redis_errors
+    def release(self, task_id: str, token: int) -> None:
+        """Hand an unfinished task back (e.g. on shutdown): pending at once, no stall counted."""
+        reply = self.scripts.call(
+            "release", [self.keys.task(task_id)], [self.keys.prefix, task_id, token]
+        )
+        raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
+
+    @redis_errors
     def reap_stalled(self, limit: int = 100) -> dict[str, TaskStatus]:
         """Return tasks whose lease expired to pending (or fail them past ``max_stalled``).
 

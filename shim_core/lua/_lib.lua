@@ -102,3 +102,57 @@ local function fail_final(prefix, id, status, queue, ttype, now, result, worker,
   emit(prefix, 'failed', id, worker, 'failed', attempt, now, '"completion":' .. result)
   return cancel_dependents(prefix, id, now, 'dependency ' .. id .. ' failed')
 end
+
+-- Publish a worker event on prefix .. 'worker:' .. etype.
+local function emit_worker(prefix, etype, worker, now, tail)
+  local event = cjson.encode({
+    id = tostring(rcall('INCR', prefix .. 'evseq')), type = etype, worker_id = worker,
+    timestamp = now,
+  })
+  if tail then event = string.sub(event, 1, -2) .. ',' .. tail .. '}' end
+  rcall('PUBLISH', prefix .. 'worker:' .. etype, event)
+end
+
+-- A lease was lost without the worker reporting (stall, crash): back to pending with a stall
+-- counted, or failed for good past max_stalled. Returns the new status.
+local function requeue_stalled(prefix, id, now, why)
+  local key = prefix .. 'task:' .. id
+  local f = rcall('HMGET', key, 'status', 'type', 'max_stalled', 'worker_id', 'attempts')
+  local stalls = rcall('HINCRBY', key, 'stalls', 1)
+  rcall('HSET', key, 'lease', 0)
+  if stalls > tonumber(f[3] or '0') then
+    local result = cjson.encode({success = false, error = why .. ' (stalled ' .. stalls .. ' times)'})
+    fail_final(prefix, id, f[1], nil, f[2], now, result, f[4], tonumber(f[5]))
+    return 'failed'
+  end
+  make_pending(prefix, id, f[1], now, 'stalled')
+  return 'pending'
+end
+
+-- Declare a worker crashed and requeue every task it held. Returns {id, outcome, ...}.
+local function crash_worker(prefix, worker, now, reason)
+  local wkey = prefix .. 'worker:' .. worker
+  rcall('HSET', wkey, 'status', 'crashed', 'crashed_at', now, 'crash_reason', reason)
+  rcall('HDEL', wkey, 'suspect_since', 'current_task')
+  rcall('ZREM', prefix .. 'workers', worker)
+  local out = {}
+  for _, id in ipairs(rcall('ZRANGE', prefix .. 'active', 0, -1)) do
+    if rcall('HGET', prefix .. 'task:' .. id, 'worker_id') == worker then
+      table.insert(out, id)
+      table.insert(out, requeue_stalled(prefix, id, now, 'worker ' .. worker .. ' ' .. reason))
+    end
+  end
+  emit_worker(prefix, 'crashed', worker, now, '"status":"crashed"')
+  return out
+end
+
+-- Worker statistics kept by the scripts that finish a task (only for registered workers).
+local function count_for_worker(prefix, worker, id, field, duration)
+  if not worker then return end
+  local wkey = prefix .. 'worker:' .. worker
+  if rcall('EXISTS', wkey) == 1 then
+    rcall('HINCRBY', wkey, field, 1)
+    if duration then rcall('HINCRBY', wkey, 'total_duration', duration) end
+    if rcall('HGET', wkey, 'current_task') == id then rcall('HDEL', wkey, 'current_task') end
+  end
+end

@@ -4,7 +4,7 @@
 -- KEYS[3] paused     exists while the namespace is paused
 -- KEYS[4...]         ready:<queue> of every queue the claimer takes (its types, '@<worker>')
 -- ARGV[1] prefix, ARGV[2] worker id, ARGV[3] count, ARGV[4] lease ms, ARGV[5] '1' = start now
--- Builds: task:<id>, fence, wake:<queue>, counts
+-- Builds: task:<id>, fence, wake:<queue>, counts, worker:<id> (current task, when registered)
 -- Returns: {ms until the next delayed task is due or -1, token1, {field, value, ...}, token2, {...}, ...}
 -- Events: task:released (promoted from backoff), task:started (when ARGV[5] is '1')
 local prefix, worker = ARGV[1], ARGV[2]
@@ -16,6 +16,8 @@ for _, id in ipairs(rcall('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100
   make_pending(prefix, id, 'retrying', now, 'released')
 end
 
+local wkey = prefix .. 'worker:' .. worker
+local has_worker = worker ~= '' and rcall('EXISTS', wkey) == 1
 local out = {-1}
 if rcall('EXISTS', KEYS[3]) == 0 then
   for _ = 1, count do
@@ -37,6 +39,9 @@ if rcall('EXISTS', KEYS[3]) == 0 then
     rcall('HSET', key, 'lease', token, 'worker_id', worker, 'claimed_at', now,
           'lease_deadline', now + lease, 'progress', 0, 'progress_message', '')
     if status == 'running' then emit(prefix, 'started', best_id, worker, status, attempt, now) end
+    if has_worker then
+      rcall('HSET', wkey, 'current_task', best_id, 'last_activity_at', now)
+    end
     table.insert(out, token)
     table.insert(out, rcall('HGETALL', key))
   end

@@ -1,7 +1,8 @@
 -- complete: record a task's result and release the tasks that were waiting only on it.
 -- KEYS[1] task:<id>, KEYS[2] waiting
 -- ARGV[1] prefix, ARGV[2] task id, ARGV[3] lease token, ARGV[4] result JSON (TaskResult)
--- Builds: dependents:<id>, task:<dependent>, ready:<queue>, wake:<queue>, active, complete, counts
+-- Builds: dependents:<id>, task:<dependent>, ready:<queue>, wake:<queue>, active, complete, counts,
+--         worker:<holder> (statistics)
 -- Returns: {1, released count}; {0} when this same lease already completed it (a retried call);
 --          -1 not found, -2 stale lease, -3 wrong state (with the status)
 -- Events: task:completed, task:released for each dependent that became claimable
@@ -17,6 +18,7 @@ enter(prefix, id, 'complete', nil, f[5], now)
 rcall('HSET', KEYS[1], 'result', ARGV[4], 'completed_at', now, 'progress', 1,
       'actual_duration', now - tonumber(f[6]))
 emit(prefix, 'completed', id, f[3], 'complete', tonumber(f[4]), now, '"completion":' .. ARGV[4])
+count_for_worker(prefix, f[3], id, 'tasks_completed', now - tonumber(f[6]))
 local released = 0
 local depkey = prefix .. 'dependents:' .. id
 for _, child in ipairs(rcall('SMEMBERS', depkey)) do

@@ -15,6 +15,7 @@ if f[1] == 'failed' or f[1] == 'retrying' then return {0} end
 if f[1] ~= 'running' and f[1] ~= 'claimed' then return {-3, f[1]} end
 local now = now_ms()
 local attempts = tonumber(f[4])
+count_for_worker(prefix, f[3], id, 'tasks_failed', nil)
 if ARGV[6] ~= '1' and attempts < tonumber(f[6] or '1') then
   local due = now + math.floor(tonumber(f[7] or '0') * 2 ^ (attempts - 1) * (1 + tonumber(ARGV[5])))
   leave(prefix, id, f[1], nil, f[5])

@@ -1,0 +1,65 @@
+"""CheckpointStore: saves and finds checkpoints through the configured backend, fenced by lease.
+
+A checkpoint is accepted only from the current holder of the task's lease, so a worker presumed
+dead cannot overwrite the state its successor resumes from.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from shim_core.contracts import Checkpoint, CheckpointBackend
+from shim_core.errors import raise_for_code
+from shim_core.models import new_id
+from shim_core.queue import TaskQueue
+
+
+class CheckpointStore:
+    """Facade over one :class:`~shim_core.contracts.CheckpointBackend`."""
+
+    def __init__(self, backend: CheckpointBackend, queue: TaskQueue) -> None:
+        self.backend = backend
+        self.queue = queue
+
+    def save(
+        self,
+        task_id: str,
+        token: int,
+        state: dict[str, Any],
+        *,
+        progress: float = 0.0,
+        attempt: int = 0,
+        session_id: str = "",
+    ) -> str:
+        """Save a checkpoint for ``task_id`` if ``token`` is its current lease; returns its id.
+
+        Raises StaleLease / InvalidTransition / TaskNotFound like every fenced call.
+        """
+        self.check_lease(task_id, token)
+        checkpoint = Checkpoint(
+            id=new_id(),
+            task_id=task_id,
+            session_id=session_id,
+            attempt=attempt,
+            progress=progress,
+            state=state,
+            created_at_ms=int(time.time() * 1000),
+        )
+        return self.backend.save(checkpoint)
+
+    def check_lease(self, task_id: str, token: int) -> None:
+        """Raise unless ``token`` is the current lease of an active task."""
+        reply = self.queue.scripts.call("lease", [self.queue.keys.task(task_id)], [token])
+        raise_for_code(
+            reply[0], task_id, token=token, detail=str(reply[1]) if len(reply) > 1 else ""
+        )
+
+    def latest(self, task_id: str) -> Checkpoint | None:
+        return self.backend.latest(task_id)
+
+    def for_session(self, session_id: str) -> list[Checkpoint]:
+        return self.backend.for_session(session_id)
+
+    def delete(self, task_id: str) -> int:
+        return self.backend.delete(task_id)

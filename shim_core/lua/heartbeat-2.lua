@@ -1,0 +1,36 @@
+-- heartbeat: a worker is alive; renew its deadline and the leases of the tasks it runs.
+-- KEYS[1] worker:<id>, KEYS[2] workers
+-- ARGV[1] prefix, ARGV[2] worker id, ARGV[3] lease ms, ARGV[4] status ('' = unchanged),
+-- ARGV[5..] task id, token, task id, token, ...
+-- Builds: active, task:<id> for each lease
+-- Returns: {1, lost ids...}; {-1, all ids} unknown worker; {-6, all ids} declared crashed
+--          (the worker must stop its tasks: their leases are void, and register again)
+-- Events: worker:heartbeat
+local prefix, id = ARGV[1], ARGV[2]
+local f = rcall('HMGET', KEYS[1], 'status', 'interval_ms', 'misses')
+local code = 1
+if not f[1] then code = -1 elseif f[1] == 'crashed' or f[1] == 'offline' then code = -6 end
+local out = {code}
+if code ~= 1 then
+  for i = 5, #ARGV, 2 do table.insert(out, ARGV[i]) end
+  return out
+end
+local now = now_ms()
+rcall('HSET', KEYS[1], 'last_seen', now)
+rcall('HDEL', KEYS[1], 'suspect_since')
+if ARGV[4] ~= '' then rcall('HSET', KEYS[1], 'status', ARGV[4]) end
+rcall('ZADD', KEYS[2], now + tonumber(f[2]) * tonumber(f[3]), id)
+local deadline = now + tonumber(ARGV[3])
+for i = 5, #ARGV, 2 do
+  local tid, token = ARGV[i], ARGV[i + 1]
+  local key = prefix .. 'task:' .. tid
+  local t = rcall('HMGET', key, 'status', 'lease')
+  if t[2] == token and (t[1] == 'running' or t[1] == 'claimed') then
+    rcall('ZADD', prefix .. 'active', 'XX', deadline, tid)
+    rcall('HSET', key, 'lease_deadline', deadline)
+  else
+    table.insert(out, tid)
+  end
+end
+emit_worker(prefix, 'heartbeat', id, now, nil)
+return out

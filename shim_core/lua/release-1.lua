@@ -1,0 +1,14 @@
+-- release: a worker hands a task back unfinished (graceful shutdown): pending again at once,
+-- no stall counted.
+-- KEYS[1] task:<id>
+-- ARGV[1] prefix, ARGV[2] task id, ARGV[3] lease token
+-- Returns: {1}; -1 not found, -2 stale lease, -3 not active (with the status)
+-- Events: task:released
+local prefix, id = ARGV[1], ARGV[2]
+local f = rcall('HMGET', KEYS[1], 'status', 'lease')
+if not f[1] then return {-1} end
+if f[2] ~= ARGV[3] then return {-2} end
+if f[1] ~= 'running' and f[1] ~= 'claimed' then return {-3, f[1]} end
+rcall('HSET', KEYS[1], 'lease', 0)
+make_pending(prefix, id, f[1], now_ms(), 'released')
+return {1}

@@ -1,0 +1,126 @@
+"""The ExecutionContext a worker hands to an executor for one execution of one task."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from shim_core.checkpoints import CheckpointStore
+from shim_core.errors import TaskError
+from shim_core.models import Claim, Task, TaskResult
+from shim_core.queue import TaskQueue
+
+#: Log lines kept per task in Redis.
+LOG_LINES_KEPT = 1000
+#: Log lines buffered before one pipelined write.
+LOG_FLUSH_LINES = 50
+
+
+class TaskLogHandler(logging.Handler):
+    """Sends a task's log records to its capped Redis list, buffered into pipelined writes."""
+
+    def __init__(self, queue: TaskQueue, task_id: str) -> None:
+        super().__init__()
+        self._queue = queue
+        self._key = queue.keys.log(task_id)
+        self._buffer: list[str] = []
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._buffer.append(self.format(record))
+        if len(self._buffer) >= LOG_FLUSH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        lines, self._buffer = self._buffer, []
+        if not lines:
+            return
+        try:
+            pipe = self._queue.client.pipeline(transaction=False)
+            pipe.rpush(self._key, *lines)
+            pipe.ltrim(self._key, -LOG_LINES_KEPT, -1)
+            pipe.execute()
+        except Exception:  # the log is best effort; the task result is what matters
+            logging.getLogger(__name__).warning("could not store %d log line(s)", len(lines))
+
+
+class TaskExecution:
+    """One execution: the lease, the cancellation flag and the helpers an executor calls.
+
+    Satisfies :class:`shim_core.contracts.ExecutionContext`.
+    """
+
+    def __init__(
+        self,
+        claim: Claim,
+        queue: TaskQueue,
+        checkpoints: CheckpointStore | None,
+        *,
+        worker_id: str,
+        resume_state: dict[str, Any] | None = None,
+        dependency_results: Mapping[str, TaskResult] | None = None,
+    ) -> None:
+        self.claim = claim
+        self.task: Task = claim.task
+        self.token = claim.token
+        self.worker_id = worker_id
+        self.cancelled = threading.Event()
+        self.cancel_reason = ""
+        self.resume_state = resume_state
+        self.dependency_results: Mapping[str, TaskResult] = dependency_results or {}
+        self._queue = queue
+        self._checkpoints = checkpoints
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.workdir = self._workdir()
+        self.log = logging.getLogger(f"shim.task.{self.task.id}")
+        self._handler = TaskLogHandler(queue, self.task.id)
+        self.log.addHandler(self._handler)
+        self.log.setLevel(logging.INFO)
+
+    def cancel(self, reason: str) -> None:
+        """Ask the executor to stop (first reason wins)."""
+        if not self.cancelled.is_set():
+            self.cancel_reason = reason
+            self.cancelled.set()
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report progress; a refused report (lease lost, task cancelled) cancels the execution."""
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        try:
+            self._queue.progress(self.task.id, self.token, fraction, message)
+        except TaskError as exc:
+            self.cancel(f"lease lost: {exc}")
+
+    def checkpoint(self, state: dict[str, Any], progress: float | None = None) -> str:
+        """Save a checkpoint the next attempt resumes from; returns its id ('' if refused)."""
+        if self._checkpoints is None:
+            return ""
+        try:
+            return self._checkpoints.save(
+                self.task.id,
+                self.token,
+                state,
+                progress=progress or 0.0,
+                attempt=self.task.attempts,
+                session_id=self.task.context.session_id,
+            )
+        except TaskError as exc:
+            self.cancel(f"lease lost: {exc}")
+            return ""
+
+    def close(self) -> None:
+        """Flush the task log and remove the private work directory, if any."""
+        self._handler.flush()
+        self.log.removeHandler(self._handler)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def _workdir(self) -> Path:
+        if self.task.context.project_path:
+            return Path(self.task.context.project_path)
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"shim-{self.task.id[:40]}-")
+        return Path(self._tmp.name)

@@ -1,0 +1,141 @@
+"""WorkExecutor: runs one claimed task through its executor plugin (seed component 9)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+
+import attrs
+
+from shim_core.checkpoints import CheckpointStore
+from shim_core.errors import InvalidTransition, StaleLease, TaskNotFound
+from shim_core.models import Claim, TaskResult
+from shim_core.plugins import Plugins
+from shim_core.queue import TaskQueue
+from shim_core.worker.context import TaskExecution
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class ExecutionOutcome:
+    """How one execution ended.
+
+    ``status``: ``complete``, ``retrying``, ``failed``, ``fenced`` (the result was refused because
+    another worker holds the task now), ``cancelled`` (the task was cancelled meanwhile).
+    """
+
+    task_id: str
+    status: str
+    duration_ms: int
+    result: TaskResult
+
+
+class WorkExecutor:
+    """Prepares the context, runs the executor, enforces the time limit, records the result."""
+
+    def __init__(
+        self,
+        queue: TaskQueue,
+        plugins: Plugins,
+        checkpoints: CheckpointStore | None,
+        *,
+        worker_id: str,
+        default_executor: str | None = None,
+        max_task_duration_ms: int | None = None,
+    ) -> None:
+        self.queue = queue
+        self.plugins = plugins
+        self.checkpoints = checkpoints
+        self.worker_id = worker_id
+        self.default_executor = default_executor
+        self.max_task_duration_ms = max_task_duration_ms
+
+    def prepare(self, claim: Claim) -> TaskExecution:
+        """The execution context: dependency results and, after a crash or stall, the latest
+        checkpoint to resume from."""
+        task = claim.task
+        deps = self.queue.get_many(task.dependencies) if task.dependencies else []
+        results = {d.id: d.result for d in deps if d is not None and d.result is not None}
+        resume = None
+        if self.checkpoints is not None and task.attempts > 1:
+            latest = self.checkpoints.latest(task.id)
+            resume = latest.state if latest is not None else None
+        return TaskExecution(
+            claim,
+            self.queue,
+            self.checkpoints,
+            worker_id=self.worker_id,
+            resume_state=resume,
+            dependency_results=results,
+        )
+
+    def execute_task(self, execution: TaskExecution) -> ExecutionOutcome:
+        """Run the task and record its result; never raises for a task's own failure."""
+        task = execution.task
+        start = time.monotonic()
+        executor = self.plugins.executor_for(task, self.default_executor)
+        if executor is None:
+            wanted = task.executor or f"one for type {task.type!r}"
+            result = TaskResult(
+                success=False, error=f"no executor {wanted} on worker {self.worker_id}"
+            )
+            return self._finish(execution, result, start, permanent=True)
+        limit_ms = task.timeout_ms or self.max_task_duration_ms
+        timer = None
+        if limit_ms:
+            timer = threading.Timer(
+                limit_ms / 1000, execution.cancel, [f"timed out after {limit_ms / 1000:g} s"]
+            )
+            timer.daemon = True
+            timer.start()
+        try:
+            returned: object = executor.execute(task, execution)
+            # A plugin may return a bare value; it is the output of a successful run.
+            result = (
+                returned
+                if isinstance(returned, TaskResult)
+                else TaskResult(success=True, output=returned)
+            )
+        except Exception as exc:
+            execution.log.error("executor %s raised:\n%s", executor.name, traceback.format_exc())
+            result = TaskResult(success=False, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if execution.cancel_reason.startswith("timed out"):
+            result = TaskResult(success=False, error=execution.cancel_reason, output=result.output)
+        return self._finish(execution, result, start)
+
+    def _finish(
+        self,
+        execution: TaskExecution,
+        result: TaskResult,
+        start: float,
+        *,
+        permanent: bool = False,
+    ) -> ExecutionOutcome:
+        task, token = execution.task, execution.token
+        duration = int((time.monotonic() - start) * 1000)
+        if result.duration_ms is None:
+            result = attrs.evolve(result, duration_ms=duration)
+        try:
+            if result.success:
+                self.queue.complete(task.id, token, result)
+                status = "complete"
+            else:
+                outcome = self.queue.fail(task.id, token, result, permanent=permanent)
+                status = "failed" if outcome.final else "retrying"
+        except StaleLease:
+            log.warning(
+                "late result of task %s refused: another worker holds it now (lease %d superseded)",
+                task.id,
+                token,
+            )
+            status = "fenced"
+        except (InvalidTransition, TaskNotFound) as exc:
+            log.warning("result of task %s not recorded: %s", task.id, exc)
+            status = "cancelled" if "cancelled" in str(exc) else "fenced"
+        return ExecutionOutcome(task.id, status, duration, result)

@@ -1,0 +1,117 @@
+"""WorkerCrashRecovery: the reaper (seed component 11).
+
+It runs in every worker (and the supervisor): each pass declares crashed the workers that missed
+their heartbeats or whose process is gone, requeues their tasks (attempt + 1 on the next claim,
+stall counted), and returns expired leases to pending. Every step is one idempotent Lua script,
+so any number of reapers may run at once. The next claimer of a requeued task receives its latest
+checkpoint as ``ctx.resume_state``, so it resumes instead of restarting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+
+import attrs
+
+from shim_core.checkpoints import CheckpointStore
+from shim_core.errors import ShimError
+from shim_core.models import TaskStatus
+from shim_core.queue import TaskQueue
+from shim_core.registry import CrashedWorker, WorkerRegistry
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class RecoveryReport:
+    """What one reaper pass found and did."""
+
+    crashed_workers: list[CrashedWorker] = attrs.Factory(list)
+    reassigned_tasks: list[str] = attrs.Factory(list)  # back to pending for another worker
+    failed_tasks: list[str] = attrs.Factory(list)  # stalled too often: failed for good
+    stalled_tasks: list[str] = attrs.Factory(list)  # lease expired (not from a crash)
+    #: task id -> whether a checkpoint exists for the next claimer to resume from
+    resumed_from_checkpoint: dict[str, bool] = attrs.Factory(dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.crashed_workers or self.stalled_tasks)
+
+
+class WorkerCrashRecovery:
+    """Detects crashed workers and recovers their tasks."""
+
+    def __init__(
+        self, registry: WorkerRegistry, queue: TaskQueue, checkpoints: CheckpointStore | None
+    ) -> None:
+        self.registry = registry
+        self.queue = queue
+        self.checkpoints = checkpoints
+        self.last_report = RecoveryReport()
+        self.passes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def detect_and_recover(self) -> RecoveryReport:
+        """One reaper pass."""
+        crashed = self.registry.detect_crashed_workers()
+        stalled = self.queue.reap_stalled()
+        report = self._report(crashed, stalled)
+        self.passes += 1
+        self.last_report = report
+        for worker in crashed:
+            log.warning(
+                "worker %s %s; requeued %d task(s)",
+                worker.worker_id,
+                worker.reason,
+                len(worker.tasks),
+            )
+        return report
+
+    def recover_worker(self, worker_id: str) -> RecoveryReport:
+        """Declare one worker crashed now and requeue its tasks."""
+        crashed = self.registry.declare_crashed(worker_id)
+        return self._report([crashed] if crashed else [], {})
+
+    def start_monitoring(self, interval: float) -> None:
+        """Run a pass every ``interval`` seconds on a background thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._loop, args=(interval,), daemon=True, name="shim-reaper"
+        )
+        self._thread.start()
+
+    def stop_monitoring(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.detect_and_recover()
+            except ShimError as exc:
+                log.warning("reaper pass failed: %s", exc)
+
+    def _report(
+        self, crashed: list[CrashedWorker], stalled: Mapping[str, TaskStatus]
+    ) -> RecoveryReport:
+        outcomes: dict[str, str] = {}
+        for worker in crashed:
+            outcomes.update(worker.tasks)
+        outcomes.update({k: v.value for k, v in stalled.items()})
+        reassigned = sorted(t for t, s in outcomes.items() if s == "pending")
+        resumed = {t: self._has_checkpoint(t) for t in reassigned}
+        return RecoveryReport(
+            crashed_workers=crashed,
+            reassigned_tasks=reassigned,
+            failed_tasks=sorted(t for t, s in outcomes.items() if s == "failed"),
+            stalled_tasks=sorted(stalled),
+            resumed_from_checkpoint=resumed,
+        )
+
+    def _has_checkpoint(self, task_id: str) -> bool:
+        return self.checkpoints is not None and self.checkpoints.latest(task_id) is not None

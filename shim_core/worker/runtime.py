@@ -1,0 +1,269 @@
+"""Worker: one process (or thread group) of the fleet, built from the seed's worker components.
+
+``start()`` registers the worker, subscribes its liveness channel, starts the heartbeat, the
+reaper and ``concurrency`` executor threads. ``stop()`` shuts down gracefully: stop claiming,
+let running tasks finish within the grace period, release the rest, unregister. ``run()`` does
+both around a wait, with SIGTERM / SIGINT handlers: the first signal stops gracefully, a second
+one exits at once (the tasks are then reaped as for a crash).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+import attrs
+
+from shim_core.bus import MessageBus
+from shim_core.checkpoints import CheckpointStore
+from shim_core.config import Settings
+from shim_core.connection import RedisConnectionManager
+from shim_core.errors import ConnectionFailed, ShimError, TaskError
+from shim_core.keys import check_name
+from shim_core.models import TaskType, WorkerCapabilities, WorkerRegistration, new_id
+from shim_core.plugins import Plugins
+from shim_core.queue import TaskQueue
+from shim_core.registry import HeartbeatRefused, WorkerRegistry
+from shim_core.worker.claimer import TaskClaimer
+from shim_core.worker.context import TaskExecution
+from shim_core.worker.executor import ExecutionOutcome, WorkExecutor
+from shim_core.worker.recovery import WorkerCrashRecovery
+from shim_core.worker.reporter import ProgressReporter
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())[:30]
+    return f"{host or 'worker'}-{os.getpid()}-{new_id()[:6]}"
+
+
+@attrs.frozen(kw_only=True)
+class WorkerConfig:
+    """How one worker behaves; the fleet-wide settings (Redis, namespace) are in Settings."""
+
+    worker_id: str = attrs.field(factory=default_worker_id)
+    name: str = ""
+    #: Task types to claim; empty: the types its executors declare, or the five built-in types
+    #: when a default executor is set.
+    types: tuple[str, ...] = ()
+    concurrency: int = 1
+    #: Seconds between heartbeats (None: the settings' heartbeat_interval).
+    heartbeat_interval: float | None = None
+    #: Executor for tasks that name none and whose type no executor declares.
+    default_executor: str | None = None
+    #: Longest single blocking claim; bounds how fast a stopping worker notices.
+    claim_block: float = 1.0
+    #: Seconds between reaper passes (crash detection by liveness is at most this late).
+    reap_interval: float = 0.5
+    shutdown_grace: float = 30.0
+    max_task_duration_ms: int = 3_600_000
+    checkpoint_backend: str = "redis"
+    session_id: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        check_name("worker id", self.worker_id)
+        if self.concurrency < 1:
+            raise ShimError(f"concurrency must be at least 1, got {self.concurrency}")
+
+
+class Worker:
+    """A member of the fleet."""
+
+    def __init__(
+        self,
+        connection: RedisConnectionManager,
+        settings: Settings,
+        config: WorkerConfig | None = None,
+        *,
+        plugins: Plugins | None = None,
+    ) -> None:
+        self.connection = connection
+        self.settings = settings
+        self.config = config or WorkerConfig()
+        self.id = self.config.worker_id
+        self.plugins = plugins if plugins is not None else Plugins()
+        self.queue = TaskQueue(connection, settings)
+        self.registry = WorkerRegistry(connection, settings)
+        self.bus = MessageBus(connection, settings)
+        self.checkpoints = self._checkpoint_store()
+        self.interval = self.config.heartbeat_interval or settings.heartbeat_interval
+        self.capabilities = WorkerCapabilities(
+            max_concurrent_tasks=self.config.concurrency,
+            supported_task_types=self._types(),
+            max_task_duration=self.config.max_task_duration_ms,
+        )
+        self.claimer = TaskClaimer(self.queue, self.id, self.capabilities)
+        self.executor = WorkExecutor(
+            self.queue,
+            self.plugins,
+            self.checkpoints,
+            worker_id=self.id,
+            default_executor=self.config.default_executor,
+            max_task_duration_ms=self.config.max_task_duration_ms,
+        )
+        self.reporter = ProgressReporter(
+            self.registry,
+            self.id,
+            self.interval,
+            on_lost=self._leases_lost,
+            on_refused=self._refused,
+        )
+        self.recovery = WorkerCrashRecovery(self.registry, self.queue, self.checkpoints)
+        self.outcomes: list[ExecutionOutcome] = []
+        self._running: dict[str, TaskExecution] = {}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._stopped = threading.Event()
+        self._stopping = False
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Join the fleet and start working (returns at once)."""
+        self._register()
+        self.bus.subscribe(f"alive:{self.id}", lambda event, channel: None)
+        self.claimer.start()
+        self.reporter.start()
+        self.recovery.start_monitoring(self.config.reap_interval)
+        for n in range(self.config.concurrency):
+            thread = threading.Thread(target=self._work, name=f"shim-{self.id}-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info(
+            "worker %s started: types %s, concurrency %d",
+            self.id,
+            ",".join(self.capabilities.supported_task_types),
+            self.config.concurrency,
+        )
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful shutdown: finish or release current tasks within ``grace`` seconds."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.claimer.stop()
+        deadline = time.monotonic() + (self.config.shutdown_grace if grace is None else grace)
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            unfinished = list(self._running.values())
+        for execution in unfinished:
+            execution.cancel("worker shutting down")
+            try:
+                self.queue.release(execution.task.id, execution.token)
+                log.info("released unfinished task %s", execution.task.id)
+            except TaskError:
+                pass  # finished or taken over meanwhile
+        self.recovery.stop_monitoring()
+        self.reporter.stop()
+        try:
+            self.registry.unregister_worker(self.id)
+        except ShimError as exc:
+            log.warning("could not unregister %s: %s", self.id, exc)
+        self.bus.close()
+        self._stopped.set()
+
+    def run(self) -> None:
+        """Start, then block until stopped by a signal or :meth:`stop`."""
+        if threading.current_thread() is threading.main_thread():
+            self._install_signal_handlers()
+        self.start()
+        self._stopped.wait()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def running_tasks(self) -> list[str]:
+        with self._lock:
+            return sorted(self._running)
+
+    # ------------------------------------------------------------------- work
+    def _work(self) -> None:
+        backoff = 0.1
+        while self.claimer.is_active():
+            try:
+                claims = self.claimer.claim_batch(1, block=self.config.claim_block)
+                backoff = 0.1
+            except ConnectionFailed as exc:
+                log.warning("claim failed (%s); retrying in %.1f s", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for claim in claims:
+                self._execute(self.executor.prepare(claim))
+
+    def _execute(self, execution: TaskExecution) -> None:
+        task_id = execution.task.id
+        with self._lock:
+            self._running[task_id] = execution
+        self.reporter.report_task_start(task_id, execution.token)
+        try:
+            outcome = self.executor.execute_task(execution)
+        finally:
+            with self._lock:
+                self._running.pop(task_id, None)
+            execution.close()
+        self.reporter.report_task_complete(task_id, outcome.duration_ms, outcome.status)
+        self.outcomes.append(outcome)
+
+    def _leases_lost(self, task_ids: list[str]) -> None:
+        with self._lock:
+            lost = [self._running[t] for t in task_ids if t in self._running]
+        for execution in lost:
+            execution.cancel("lease lost (cancelled, reaped or taken over)")
+
+    def _refused(self, exc: HeartbeatRefused) -> None:
+        """Declared crashed while alive (e.g. frozen past the threshold): stop the tasks, whose
+        leases are void, and join the fleet again."""
+        log.warning("%s; stopping its tasks and registering again", exc)
+        self._leases_lost(exc.lost)
+        if not self._stopping:
+            self._register()
+
+    # ------------------------------------------------------------------ set-up
+    def _register(self) -> None:
+        self.registry.register_worker(
+            WorkerRegistration(
+                id=self.id,
+                name=self.config.name or self.id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                session_id=self.config.session_id,
+                capabilities=self.capabilities,
+            ),
+            heartbeat_interval=self.interval,
+        )
+
+    def _types(self) -> tuple[str, ...]:
+        if self.config.types:
+            return self.config.types
+        declared = [t for e in self.plugins.executors.values() for t in e.task_types]
+        if self.config.default_executor:
+            declared += TaskType.BUILTIN
+        return tuple(dict.fromkeys(declared)) or TaskType.BUILTIN
+
+    def _checkpoint_store(self) -> CheckpointStore | None:
+        factory = self.plugins.backends.get(self.config.checkpoint_backend)
+        if factory is None:
+            log.warning(
+                "no checkpoint backend %r: tasks restart from scratch after a crash",
+                self.config.checkpoint_backend,
+            )
+            return None
+        return CheckpointStore(factory.create(self.connection, self.settings), self.queue)
+
+    def _install_signal_handlers(self) -> None:
+        def handle(signum: int, _frame: Any) -> None:
+            if self._stopping:
+                log.warning("second signal: exiting now; tasks will be reaped")
+                os._exit(1)
+            log.info("signal %d: shutting down gracefully", signum)
+            threading.Thread(target=self.stop, daemon=True).start()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
