@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from shim_core.connection import redis_errors
 from shim_core.contracts import Checkpoint, CheckpointBackend
 from shim_core.errors import raise_for_code
 from shim_core.models import new_id
@@ -21,6 +22,7 @@ class CheckpointStore:
     def __init__(self, backend: CheckpointBackend, queue: TaskQueue) -> None:
         self.backend = backend
         self.queue = queue
+        self._url = queue._url
 
     def save(
         self,
@@ -48,6 +50,7 @@ class CheckpointStore:
         )
         return self.backend.save(checkpoint)
 
+    @redis_errors
     def check_lease(self, task_id: str, token: int) -> None:
         """Raise unless ``token`` is the current lease of an active task."""
         reply = self.queue.scripts.call("lease", [self.queue.keys.task(task_id)], [token])

@@ -17,9 +17,12 @@ import click
 from shim_core import __version__
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager, mask_url
+from shim_core.console import LiveProgress, bar, render_plan, render_report
 from shim_core.doctor import check_invariants
 from shim_core.errors import ConnectionFailed, ShimError
+from shim_core.models import TaskStatus
 from shim_core.queue import TaskQueue
+from shim_core.supervisor.runs import load_run
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,28 +96,6 @@ def doctor(queue: TaskQueue, as_json: bool) -> None:
         click.echo("no violations" if not violations else f"{len(violations)} violation(s)")
     if violations:
         sys.exit(1)
-
-
-@app.command()
-@redis_options
-@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
-def status(queue: TaskQueue, as_json: bool) -> None:
-    """Show task counts by type and status.
-
-    \b
-    Example:
-      shim status --redis redis://localhost:6379/0 --json
-    """
-    stats = queue.stats()
-    if as_json:
-        click.echo(json.dumps({"paused": stats.paused, "by_type": stats.by_type}))
-        return
-    click.echo(f"namespace {queue.settings.namespace!r}" + (" (paused)" if stats.paused else ""))
-    if not stats.by_type:
-        click.echo("  no tasks")
-    for task_type, counts in sorted(stats.by_type.items()):
-        line = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        click.echo(f"  {task_type}: {line}")
 
 
 @app.command()
@@ -289,6 +270,357 @@ def plugins(as_json: bool) -> None:
         click.echo(f"{p.kind:<20} {p.name:<12} from {p.package} ({p.plugin})")
     for problem in found.errors:
         click.echo(f"error: {problem}")
+
+
+# --------------------------------------------------------------------------- runs
+def _request_options(func: F) -> F:
+    func = click.option(
+        "--strategy",
+        "-s",
+        metavar="NAME",
+        help="Decomposition strategy (default: 'plan' for a .yaml/.yml/.json file, else 'lines').",
+    )(func)
+    func = click.option(
+        "--executor",
+        "-e",
+        metavar="NAME",
+        default="sim",
+        show_default=True,
+        help="Executor for tasks that name none ('sim' simulates the work).",
+    )(func)
+    return func
+
+
+def _decompose(supervisor: Any, request: str, strategy: str | None, executor: str) -> Any:
+    return supervisor.decompose(request, strategy, {"executor": executor})
+
+
+@app.command()
+@click.argument("request")
+@_request_options
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Workers the estimate assumes.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(request: str, strategy: str | None, executor: str, workers: int, as_json: bool) -> None:
+    """Decompose REQUEST (a plan file, or a numbered / bulleted list) without running it: tasks,
+    dependencies, waves, parallelisation factor and estimate.
+
+    \b
+    Examples:
+      shim plan examples/auth_system.yaml
+      shim plan $'1. Design schema\n2. Build API (after 1)\n3. Write docs'
+    """
+    from shim_core.plugins import Plugins
+    from shim_core.supervisor.decomposer import TaskDecomposer
+
+    decomposition = TaskDecomposer(Plugins()).decompose(request, strategy, {"executor": executor})
+    if as_json:
+        data = decomposition.to_dict()
+        data["makespan"] = {str(workers): decomposition.makespan(workers)}
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(render_plan(decomposition, workers))
+
+
+@app.command()
+@click.argument("request")
+@_request_options
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(0),
+    default=None,
+    help="Local workers to start [default: 3 on the embedded Redis, 0 with --redis, "
+    "where `shim worker` processes do the work].",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    envvar="SHIM_REDIS_URL",
+    help="Use this Redis and its fleet (default $SHIM_REDIS_URL, else a private "
+    "embedded Redis for this run).",
+)
+@click.option(
+    "--namespace",
+    "-n",
+    metavar="NS",
+    envvar="SHIM_NAMESPACE",
+    help="Namespace of the fleet (default $SHIM_NAMESPACE or 'default').",
+)
+@click.option("--yes", "-y", is_flag=True, help="Run without asking for approval.")
+@click.option("--json", "as_json", is_flag=True, help="Print only the final report, as JSON.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    metavar="SECONDS",
+    help="Give up (exit 1) when the run takes longer.",
+)
+def run(
+    *,
+    request: str,
+    strategy: str | None,
+    executor: str,
+    workers: int | None,
+    redis_url: str | None,
+    namespace: str | None,
+    yes: bool,
+    as_json: bool,
+    timeout: float | None,
+) -> None:
+    """Decompose REQUEST, show the waves, run the tasks on a fleet with live progress, and
+    report. Exit 0 only when every task completed; 1 when any failed or was cancelled; 2 for
+    bad input.
+
+    \b
+    Examples:
+      shim run examples/auth_system.yaml
+      shim run examples/auth_system.yaml --workers 5 --json
+      shim run plan.yaml --redis redis://localhost:6379/0 --yes
+    """
+    from contextlib import nullcontext
+
+    import attrs
+
+    from shim_core.local import LocalRedis, LocalWorkers
+    from shim_core.plugins import Plugins
+    from shim_core.supervisor import Supervisor
+    from shim_core.supervisor.decomposer import TaskDecomposer
+
+    settings = Settings.load(redis_url=redis_url, namespace=namespace)
+    local = settings.redis_url.startswith("embedded:")
+    count = workers if workers is not None else (3 if local else 0)
+    plugins = Plugins()
+    decomposition = TaskDecomposer(plugins).decompose(request, strategy, {"executor": executor})
+    if not as_json:
+        click.echo(render_plan(decomposition, max(count, 1)), err=True)
+    if not yes and not as_json and sys.stdin.isatty():
+        click.confirm("Run this plan?", default=True, abort=True, err=True)
+    server = LocalRedis() if local else nullcontext(settings.redis_url)
+    with server as url:
+        settings = attrs.evolve(settings, redis_url=url)
+        connection = RedisConnectionManager(url)
+        connection.connect()
+        supervisor = Supervisor(connection, settings, plugins=plugins)
+        fleet = LocalWorkers(
+            connection, settings, count, default_executor=executor, plugins=plugins
+        )
+        live = None if as_json else LiveProgress()
+        try:
+            fleet.start()
+            supervisor.start()
+            record = supervisor.submit(decomposition)
+            if not as_json:
+                where = server.description if isinstance(server, LocalRedis) else mask_url(url)
+                click.echo(f"Run {record.run_id} on {where}, {count} local worker(s)", err=True)
+                if count == 0 and not supervisor.registry.live_worker_ids():
+                    click.echo(
+                        "No worker is connected yet: start some with `shim worker "
+                        "--redis URL`; waiting.",
+                        err=True,
+                    )
+            try:
+                report = supervisor.wait(
+                    record.run_id, timeout=timeout, on_update=live.update if live else None
+                )
+            except KeyboardInterrupt:
+                supervisor.cancel_run(record.run_id, "interrupted by the user")
+                raise click.exceptions.Exit(130) from None
+        finally:
+            if live is not None:
+                live.close()
+            fleet.stop()
+            supervisor.stop()
+            connection.disconnect()
+    _print_report(report, as_json)
+
+
+@app.command()
+@click.argument("request")
+@_request_options
+@click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    envvar="SHIM_REDIS_URL",
+    help="Redis of the running fleet (default $SHIM_REDIS_URL).",
+)
+@click.option(
+    "--namespace",
+    "-n",
+    metavar="NS",
+    envvar="SHIM_NAMESPACE",
+    help="Namespace of the fleet (default $SHIM_NAMESPACE or 'default').",
+)
+@click.option(
+    "--wait", "wait_for", is_flag=True, help="Block until the run ends; print its report."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def submit(
+    *,
+    request: str,
+    strategy: str | None,
+    executor: str,
+    redis_url: str | None,
+    namespace: str | None,
+    wait_for: bool,
+    as_json: bool,
+) -> None:
+    """Enqueue REQUEST for a running fleet and print the run id.
+
+    \b
+    Example:
+      shim submit examples/auth_system.yaml --redis redis://localhost:6379/0 --wait
+    """
+    from shim_core.supervisor import Supervisor
+
+    settings = Settings.load(redis_url=redis_url, namespace=namespace)
+    if settings.redis_url.startswith("embedded:"):
+        raise ShimError(
+            "submit needs the Redis of a running fleet: pass --redis URL or set "
+            "SHIM_REDIS_URL (or use `shim run` to run locally)"
+        )
+    connection = RedisConnectionManager(settings.redis_url)
+    connection.connect()
+    supervisor = Supervisor(connection, settings)
+    try:
+        record = supervisor.submit(_decompose(supervisor, request, strategy, executor))
+        if not wait_for:
+            click.echo(json.dumps({"run_id": record.run_id}) if as_json else record.run_id)
+            return
+        if not as_json:
+            click.echo(f"Run {record.run_id} submitted; waiting for it to finish", err=True)
+        supervisor.start()
+        report = supervisor.wait(record.run_id)
+    finally:
+        supervisor.stop()
+        connection.disconnect()
+    _print_report(report, as_json)
+
+
+@app.command()
+@click.argument("run_id", required=False)
+@redis_options
+@click.option("--watch", is_flag=True, help="Keep showing progress until the run ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(queue: TaskQueue, run_id: str | None, watch: bool, as_json: bool) -> None:
+    """Show a run's progress (RUN), or task counts by type and status for the namespace.
+
+    \b
+    Examples:
+      shim status --redis redis://localhost:6379/0
+      shim status 3f2a9c01d4 --watch
+    """
+    if run_id is None:
+        _namespace_status(queue, as_json)
+        return
+    from shim_core.supervisor import Supervisor
+
+    connection = RedisConnectionManager(queue.settings.redis_url)
+    supervisor = Supervisor(connection, queue.settings)
+    try:
+        record = load_run(queue, run_id)
+        aggregator = supervisor.watch(record)
+        progress = aggregator.get_overall_progress()
+        if watch and not progress.finished:
+            live = LiveProgress()
+            try:
+                supervisor.wait(run_id, on_update=live.update)
+            finally:
+                live.close()
+        report = supervisor.report(record, aggregator.completion_order)
+        progress = aggregator.get_overall_progress()
+    finally:
+        supervisor.stop()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "finished": progress.finished,
+                    "percent_complete": progress.percent_complete,
+                    "report": report.to_dict(),
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    else:
+        click.echo(
+            f"{bar(progress.percent_complete)} {progress.percent_complete:.0%}  "
+            f"{progress.completed_tasks}/{progress.total_tasks} done, "
+            f"{progress.running_tasks} running, {progress.queued_tasks} queued"
+        )
+        click.echo(render_report(report))
+
+
+def _namespace_status(queue: TaskQueue, as_json: bool) -> None:
+    stats = queue.stats()
+    if as_json:
+        click.echo(json.dumps({"paused": stats.paused, "by_type": stats.by_type}))
+        return
+    click.echo(f"namespace {queue.settings.namespace!r}" + (" (paused)" if stats.paused else ""))
+    if not stats.by_type:
+        click.echo("  no tasks")
+    for task_type, counts in sorted(stats.by_type.items()):
+        line = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        click.echo(f"  {task_type}: {line}")
+
+
+@app.command()
+@click.argument("target")
+@redis_options
+def cancel(queue: TaskQueue, target: str) -> None:
+    """Cancel a run (every unfinished task) or one task (and its dependents)."""
+    from shim_core.supervisor.runs import RunNotFound
+
+    try:
+        record = load_run(queue, target)
+    except RunNotFound:
+        n = queue.cancel(target, "cancelled by the user")
+        click.echo(f"cancelled task {target}" + (f" and {n} dependent(s)" if n else ""))
+        return
+    count = 0
+    for task in queue.get_many(record.task_ids):
+        if task is not None and not task.status.is_final:
+            count += 1 + queue.cancel(task.id, "run cancelled by the user")
+    click.echo(f"cancelled {count} task(s) of run {target}")
+
+
+@app.command()
+@click.argument("target")
+@redis_options
+def retry(queue: TaskQueue, target: str) -> None:
+    """Run a failed or cancelled task again, or every failed / cancelled task of a run."""
+    from shim_core.supervisor.runs import RunNotFound
+
+    try:
+        record = load_run(queue, target)
+    except RunNotFound:
+        click.echo(f"task {target} is {queue.retry(target).value} again")
+        return
+    again = [
+        t.id
+        for t in queue.get_many(record.task_ids)
+        if t is not None and t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED)
+    ]
+    for task_id in again:  # plan order: dependencies first
+        queue.retry(task_id)
+    click.echo(f"retrying {len(again)} task(s) of run {target}")
+
+
+def _print_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        click.echo(render_report(report))
+    if not report.ok:
+        sys.exit(1)
 
 
 def _configure_logging() -> None:

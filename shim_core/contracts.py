@@ -61,8 +61,11 @@ class Executor(Protocol):
     only tasks that name it). Raising an exception fails the attempt (retried while attempts
     are left); returning ``TaskResult(success=False)`` does the same without a traceback."""
 
-    name: str
-    task_types: tuple[str, ...]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def task_types(self) -> tuple[str, ...]: ...
 
     def execute(self, task: Task, ctx: ExecutionContext) -> TaskResult: ...
 
@@ -71,7 +74,8 @@ class Executor(Protocol):
 class CheckpointBackend(Protocol):
     """Stores checkpoints. Lease checks happen before ``save`` is called (in CheckpointStore)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def save(self, checkpoint: Checkpoint) -> str: ...
 
@@ -86,7 +90,8 @@ class CheckpointBackend(Protocol):
 class CheckpointBackendFactory(Protocol):
     """Builds a backend for one namespace: ``factory.create(connection, settings)``."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def create(self, connection: Any, settings: Any) -> CheckpointBackend: ...
 
@@ -95,6 +100,7 @@ class CheckpointBackendFactory(Protocol):
 class Decomposer(Protocol):
     """Turns a request (a plan file path or free text) into a plan of tasks."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def decompose(self, request: str, context: Mapping[str, Any]) -> Any: ...

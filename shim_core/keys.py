@@ -99,6 +99,16 @@ class Keys:
         return f"{self.prefix}counts"
 
     @property
+    def history(self) -> str:
+        """Hash ``<type>:n`` / ``<type>:ms``: completed tasks and their total duration, per type."""
+        return f"{self.prefix}history"
+
+    @property
+    def runs(self) -> str:
+        """Zset of run ids by submission time."""
+        return f"{self.prefix}runs"
+
+    @property
     def paused(self) -> str:
         return f"{self.prefix}paused"
 

@@ -140,6 +140,9 @@ class Task:
     timeout_ms: int | None = None
     estimated_duration: int | None = None
     run_id: str | None = None
+    #: When this task fails for good: ``cancel-dependents`` (None, the default) or ``continue``
+    #: (its dependents run anyway).
+    on_failure: str | None = None
     # --- kept by the queue ---
     status: TaskStatus = TaskStatus.PENDING
     attempts: int = 0

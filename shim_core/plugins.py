@@ -63,6 +63,7 @@ class Plugins:
         self._packages: dict[str, str] = {}
         if entry_points:
             self._load_entry_points(os.environ if env is None else env)
+        self._load_errors = list(self.errors)
         for plugin in extra:
             self.register(plugin)
         self.executors: dict[str, Executor] = {}
@@ -80,6 +81,7 @@ class Plugins:
     def refresh(self) -> None:
         """Collect what every registered plugin provides (again)."""
         self.provided.clear()
+        self.errors = list(self._load_errors)
         hook = self.manager.hook
         self.executors = self._collect("executor", hook.shim_executors, Executor)
         self.decomposers = self._collect("strategy", hook.shim_decomposers, Decomposer)
@@ -114,7 +116,7 @@ class Plugins:
     def _collect(self, kind: str, caller: Any, protocol: Any) -> dict[str, Any]:
         # protocol: a runtime-checkable Protocol (mypy refuses abstract types as type[T])
         found: dict[str, Any] = {}
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # registration order: the first provider of a name wins
             try:
                 items = list(impl.function())
             except Exception as exc:

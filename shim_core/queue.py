@@ -193,6 +193,10 @@ class TaskQueue:
             check_name("task type", task.type)
             if task.assigned_to is not None:
                 check_name("worker id", task.assigned_to)
+            if task.on_failure not in (None, "cancel-dependents", "continue"):
+                raise ConfigError(
+                    f"on_failure must be cancel-dependents or continue, not {task.on_failure!r}"
+                )
         except ConfigError as exc:
             raise ValidationError(f"task {task.id!r}: {exc}") from None
         s = self.settings
@@ -440,6 +444,33 @@ class TaskQueue:
             "release", [self.keys.task(task_id)], [self.keys.prefix, task_id, token]
         )
         raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
+
+    @redis_errors
+    def reassign(self, task_id: str, worker_id: str | None = None) -> None:
+        """Give a pending or active task to ``worker_id`` (None: to any worker). An active task's
+        lease is voided, so its current worker's result will be refused."""
+        reply = self.scripts.call(
+            "reassign", [self.keys.task(task_id)], [self.keys.prefix, task_id, worker_id or ""]
+        )
+        raise_for_code(reply[0], task_id, detail=_status_detail(reply))
+
+    @redis_errors
+    def retry(self, task_id: str) -> TaskStatus:
+        """Run a failed or cancelled task again; returns its new status (pending or waiting)."""
+        reply = self.scripts.call("retry", [self.keys.task(task_id)], [self.keys.prefix, task_id])
+        raise_for_code(reply[0], task_id, detail=_status_detail(reply))
+        return TaskStatus(reply[1])
+
+    @redis_errors
+    def duration_history(self) -> dict[str, float]:
+        """Average measured duration in seconds of a completed task, per type."""
+        raw = self.client.hgetall(self.keys.history)
+        out: dict[str, float] = {}
+        for field, value in raw.items():
+            task_type, _, kind = field.rpartition(":")
+            if kind == "n" and int(value):
+                out[task_type] = int(raw.get(f"{task_type}:ms", 0)) / int(value) / 1000
+        return out
 
     @redis_errors
     def reap_stalled(self, limit: int = 100) -> dict[str, TaskStatus]:

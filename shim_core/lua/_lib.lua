@@ -94,12 +94,34 @@ local function cancel_dependents(prefix, root, now, reason)
   return count
 end
 
--- Final failure: record it, publish it, cancel the dependents.
+-- Count a finished dependency for each waiting dependent; release those with none left.
+local function release_dependents(prefix, id, now)
+  local released = 0
+  local depkey = prefix .. 'dependents:' .. id
+  for _, child in ipairs(rcall('SMEMBERS', depkey)) do
+    local ckey = prefix .. 'task:' .. child
+    if rcall('HGET', ckey, 'status') == 'waiting'
+        and rcall('HINCRBY', ckey, 'deps_left', -1) <= 0 then
+      make_pending(prefix, child, 'waiting', now, 'released')
+      released = released + 1
+    end
+  end
+  rcall('DEL', depkey)
+  return released
+end
+
+-- Final failure: record it, publish it, then cancel the dependents, or release them when the
+-- task's plan said on_failure = continue. Returns the number of dependents cancelled.
 local function fail_final(prefix, id, status, queue, ttype, now, result, worker, attempt)
+  local key = prefix .. 'task:' .. id
   leave(prefix, id, status, queue, ttype)
   enter(prefix, id, 'failed', nil, ttype, now)
-  rcall('HSET', prefix .. 'task:' .. id, 'result', result, 'completed_at', now)
+  rcall('HSET', key, 'result', result, 'completed_at', now)
   emit(prefix, 'failed', id, worker, 'failed', attempt, now, '"completion":' .. result)
+  if rcall('HGET', key, 'on_failure') == 'continue' then
+    release_dependents(prefix, id, now)
+    return 0
+  end
   return cancel_dependents(prefix, id, now, 'dependency ' .. id .. ' failed')
 end
 
@@ -129,6 +151,25 @@ local function requeue_stalled(prefix, id, now, why)
   return 'pending'
 end
 
+-- Move a pending task to another ready queue (target '' = its type's queue).
+local function retarget(prefix, id, target)
+  local key = prefix .. 'task:' .. id
+  local f = rcall('HMGET', key, 'type', 'assigned_to', 'priority', 'seq')
+  rcall('ZREM', prefix .. 'ready:' .. queue_of(f[1], f[2]), id)
+  if target == '' then rcall('HDEL', key, 'assigned_to') else rcall('HSET', key, 'assigned_to', target) end
+  local queue = queue_of(f[1], target)
+  rcall('SADD', prefix .. 'queues', queue)
+  rcall('ZADD', prefix .. 'ready:' .. queue, ready_score(f[3], f[4]), id)
+  rcall('ZADD', prefix .. 'wake:' .. queue, 0, '1')
+end
+
+-- Tasks assigned to a worker that left go back to their type's queue for anyone to claim.
+local function untarget(prefix, worker, now)
+  for _, id in ipairs(rcall('ZRANGE', prefix .. 'ready:@' .. worker, 0, -1)) do
+    retarget(prefix, id, '')
+  end
+end
+
 -- Declare a worker crashed and requeue every task it held. Returns {id, outcome, ...}.
 local function crash_worker(prefix, worker, now, reason)
   local wkey = prefix .. 'worker:' .. worker
@@ -142,6 +183,7 @@ local function crash_worker(prefix, worker, now, reason)
       table.insert(out, requeue_stalled(prefix, id, now, 'worker ' .. worker .. ' ' .. reason))
     end
   end
+  untarget(prefix, worker, now)
   emit_worker(prefix, 'crashed', worker, now, '"status":"crashed"')
   return out
 end

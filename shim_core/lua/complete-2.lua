@@ -2,7 +2,7 @@
 -- KEYS[1] task:<id>, KEYS[2] waiting
 -- ARGV[1] prefix, ARGV[2] task id, ARGV[3] lease token, ARGV[4] result JSON (TaskResult)
 -- Builds: dependents:<id>, task:<dependent>, ready:<queue>, wake:<queue>, active, complete, counts,
---         worker:<holder> (statistics)
+--         worker:<holder> (statistics), history (durations per type, for estimates)
 -- Returns: {1, released count}; {0} when this same lease already completed it (a retried call);
 --          -1 not found, -2 stale lease, -3 wrong state (with the status)
 -- Events: task:completed, task:released for each dependent that became claimable
@@ -19,14 +19,6 @@ rcall('HSET', KEYS[1], 'result', ARGV[4], 'completed_at', now, 'progress', 1,
       'actual_duration', now - tonumber(f[6]))
 emit(prefix, 'completed', id, f[3], 'complete', tonumber(f[4]), now, '"completion":' .. ARGV[4])
 count_for_worker(prefix, f[3], id, 'tasks_completed', now - tonumber(f[6]))
-local released = 0
-local depkey = prefix .. 'dependents:' .. id
-for _, child in ipairs(rcall('SMEMBERS', depkey)) do
-  local ckey = prefix .. 'task:' .. child
-  if rcall('HGET', ckey, 'status') == 'waiting' and rcall('HINCRBY', ckey, 'deps_left', -1) <= 0 then
-    make_pending(prefix, child, 'waiting', now, 'released')
-    released = released + 1
-  end
-end
-rcall('DEL', depkey)
-return {1, released}
+rcall('HINCRBY', prefix .. 'history', f[5] .. ':n', 1)
+rcall('HINCRBY', prefix .. 'history', f[5] .. ':ms', now - tonumber(f[6]))
+return {1, release_dependents(prefix, id, now)}

@@ -50,6 +50,8 @@ class WorkerCrashRecovery:
         self.queue = queue
         self.checkpoints = checkpoints
         self.last_report = RecoveryReport()
+        #: Everything recovered since this object was created.
+        self.total = RecoveryReport()
         self.passes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -61,6 +63,8 @@ class WorkerCrashRecovery:
         report = self._report(crashed, stalled)
         self.passes += 1
         self.last_report = report
+        if not report.empty:
+            self.total = _merge(self.total, report)
         for worker in crashed:
             log.warning(
                 "worker %s %s; requeued %d task(s)",
@@ -73,7 +77,9 @@ class WorkerCrashRecovery:
     def recover_worker(self, worker_id: str) -> RecoveryReport:
         """Declare one worker crashed now and requeue its tasks."""
         crashed = self.registry.declare_crashed(worker_id)
-        return self._report([crashed] if crashed else [], {})
+        report = self._report([crashed] if crashed else [], {})
+        self.total = _merge(self.total, report)
+        return report
 
     def start_monitoring(self, interval: float) -> None:
         """Run a pass every ``interval`` seconds on a background thread."""
@@ -115,3 +121,13 @@ class WorkerCrashRecovery:
 
     def _has_checkpoint(self, task_id: str) -> bool:
         return self.checkpoints is not None and self.checkpoints.latest(task_id) is not None
+
+
+def _merge(a: RecoveryReport, b: RecoveryReport) -> RecoveryReport:
+    return RecoveryReport(
+        crashed_workers=[*a.crashed_workers, *b.crashed_workers],
+        reassigned_tasks=[*a.reassigned_tasks, *b.reassigned_tasks],
+        failed_tasks=[*a.failed_tasks, *b.failed_tasks],
+        stalled_tasks=[*a.stalled_tasks, *b.stalled_tasks],
+        resumed_from_checkpoint={**a.resumed_from_checkpoint, **b.resumed_from_checkpoint},
+    )

@@ -1,0 +1,144 @@
+"""The embedded default of ``shim run``: a private Redis and local workers, nothing to set up.
+
+When ``redis-server`` is on PATH, a private one listens on a unix socket in a temporary directory
+(no TCP port) and is stopped and removed afterwards; otherwise an in-process fakeredis runs the
+same Lua scripts. Either way the local workers are threads of this process.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from shim_core.config import Settings
+from shim_core.connection import RedisConnectionManager, forget_embedded
+from shim_core.errors import ShimError
+from shim_core.models import new_id
+from shim_core.plugins import Plugins
+from shim_core.worker import Worker, WorkerConfig
+
+#: Seconds a private redis-server gets to accept connections.
+START_TIMEOUT = 10.0
+
+
+class LocalRedis:
+    """A private Redis for one run: ``with LocalRedis() as url: ...``."""
+
+    def __init__(self, binary: str | None = None) -> None:
+        self.binary = binary or shutil.which("redis-server")
+        self.url = ""
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def description(self) -> str:
+        if self._process is not None:
+            return "a private redis-server on a unix socket"
+        return "the in-process embedded Redis (fakeredis; install redis-server for a real one)"
+
+    def __enter__(self) -> str:
+        if self.binary:
+            self._dir = tempfile.TemporaryDirectory(prefix="shim-run-")
+            sock = Path(self._dir.name) / "redis.sock"
+            self._process = subprocess.Popen(
+                [
+                    self.binary,
+                    "--port",
+                    "0",
+                    "--unixsocket",
+                    str(sock),
+                    "--unixsocketperm",
+                    "700",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    self._dir.name,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            self.url = f"unix://{sock}"
+            self._wait_ready(sock)
+        else:
+            self.url = f"embedded://run-{new_id()[:8]}"
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            if self._process.stderr:
+                self._process.stderr.close()
+            self._process = None
+        if self._dir is not None:
+            self._dir.cleanup()
+        if self.url.startswith("embedded://"):
+            forget_embedded(self.url.removeprefix("embedded://"))
+
+    def _wait_ready(self, sock: Path) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self._process.poll() is not None:
+                err = self._process.stderr.read().decode() if self._process.stderr else ""
+                raise ShimError(f"the private redis-server did not start: {err.strip()}")
+            if sock.exists():
+                client = redis.Redis(unix_socket_path=str(sock))
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    pass
+                finally:
+                    client.close()
+            if time.monotonic() > deadline:
+                raise ShimError("the private redis-server did not answer in time")
+            time.sleep(0.01)
+
+
+class LocalWorkers:
+    """``count`` in-process workers (threads) on ``settings``' namespace."""
+
+    def __init__(
+        self,
+        connection: RedisConnectionManager,
+        settings: Settings,
+        count: int,
+        *,
+        default_executor: str | None = None,
+        plugins: Plugins | None = None,
+        heartbeat_interval: float = 1.0,
+    ) -> None:
+        plugins = plugins if plugins is not None else Plugins()
+        self.workers = [
+            Worker(
+                connection,
+                settings,
+                WorkerConfig(
+                    worker_id=f"local-{n + 1}-{new_id()[:6]}",
+                    name=f"local-{n + 1}",
+                    default_executor=default_executor,
+                    heartbeat_interval=heartbeat_interval,
+                    claim_block=0.2,
+                ),
+                plugins=plugins,
+            )
+            for n in range(count)
+        ]
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    def stop(self, grace: float = 5.0) -> None:
+        for worker in self.workers:
+            worker.claimer.stop()
+        for worker in self.workers:
+            worker.stop(grace=grace)

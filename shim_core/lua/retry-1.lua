@@ -1,0 +1,30 @@
+-- retry: run a failed or cancelled task again (attempts and stalls start over). It waits if some
+-- dependency is not complete, and is cancelled again at once if a dependency failed for good.
+-- KEYS[1] task:<id>
+-- ARGV[1] prefix, ARGV[2] task id
+-- Builds: failed / cancelled, waiting, ready:<queue>, dependents:<dep>, counts
+-- Returns: {1, new status}; -1 not found, -3 not failed or cancelled (with the status)
+-- Events: task:released when it is claimable at once
+local prefix, id = ARGV[1], ARGV[2]
+local f = rcall('HMGET', KEYS[1], 'status', 'type', 'assigned_to', 'dependencies')
+if not f[1] then return {-1} end
+if f[1] ~= 'failed' and f[1] ~= 'cancelled' then return {-3, f[1]} end
+local now = now_ms()
+local left = 0
+for _, dep in ipairs(cjson.decode(f[4] or '[]')) do
+  local st = rcall('HGET', prefix .. 'task:' .. dep, 'status')
+  if st ~= 'complete' then
+    left = left + 1
+    rcall('SADD', prefix .. 'dependents:' .. dep, id)
+  end
+end
+rcall('HSET', KEYS[1], 'attempts', 0, 'stalls', 0, 'lease', 0, 'deps_left', left, 'progress', 0)
+rcall('HDEL', KEYS[1], 'result', 'completed_at', 'due_at')
+local queue = queue_of(f[2], f[3])
+if left > 0 then
+  leave(prefix, id, f[1], queue, f[2])
+  enter(prefix, id, 'waiting', queue, f[2], 0)
+  return {1, 'waiting'}
+end
+make_pending(prefix, id, f[1], now, 'released')
+return {1, 'pending'}

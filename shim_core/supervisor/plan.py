@@ -1,0 +1,442 @@
+"""Plans: a named set of tasks with dependencies, read from a YAML or JSON file and checked.
+
+A plan file::
+
+    name: auth-system
+    on_failure: cancel-dependents        # or: continue
+    defaults:                            # applied to every task that does not set the key
+      executor: sim
+    tasks:
+      - id: schema
+        title: Design the schema
+      - id: model
+        deps: [schema]                   # alias: dependencies; a single string is accepted
+
+Everything wrong with a plan is reported at once in one :class:`PlanError`, one problem a line,
+each naming the file and the task: ``examples/x.yaml: task 'login': unknown key 'dep' (...)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from shim_core.dag import topological_order
+from shim_core.errors import DependencyCycle, ValidationError
+from shim_core.models import Priority, Task
+
+ON_FAILURE = ("cancel-dependents", "continue")
+PLAN_SUFFIXES = (".yaml", ".yml", ".json")
+TOP_KEYS = ("name", "defaults", "on_failure", "tasks")
+TASK_KEYS = (
+    "id",
+    "title",
+    "type",
+    "executor",
+    "params",
+    "description",
+    "priority",
+    "deps",
+    "dependencies",
+    "max_attempts",
+    "timeout",
+    "files",
+    "estimate",
+)
+DEFAULT_KEYS = TASK_KEYS[1:]  # every task key but the id
+MAX_CYCLES = 10  # cycles named in one PlanError; more would repeat the same fix
+_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_ID_RULE = "1-64 letters, digits, '_', '.', '-'"
+_PRIORITIES = tuple(p.value for p in Priority)
+
+
+@attrs.frozen(kw_only=True)
+class PlanTask:
+    """One task of a plan. ``timeout`` and ``estimate`` are in seconds."""
+
+    id: str
+    title: str = ""
+    type: str = "code"
+    executor: str | None = None
+    params: dict[str, Any] = attrs.field(factory=dict)
+    description: str = ""
+    priority: Priority = Priority.NORMAL
+    deps: tuple[str, ...] = ()
+    max_attempts: int | None = None
+    timeout: float | None = None
+    files: tuple[str, ...] = ()
+    estimate: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    """A named set of tasks. ``source`` is the file it came from, or ``"request"`` for text."""
+
+    name: str
+    tasks: tuple[PlanTask, ...]
+    on_failure: str = "cancel-dependents"
+    source: str = ""
+
+    def task(self, task_id: str) -> PlanTask:
+        """The task with this id; KeyError when the plan has none."""
+        for task in self.tasks:
+            if task.id == task_id:
+                return task
+        raise KeyError(task_id)
+
+
+class PlanError(ValidationError):
+    """A plan was refused. ``problems`` lists every problem found, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+class _Bad(Exception):
+    """A field value is unusable; the message says why (internal to parsing)."""
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and check a plan file (``.yaml``, ``.yml`` or ``.json``); raises PlanError."""
+    source = str(path)
+    suffix = Path(path).suffix.lower()
+    if suffix not in PLAN_SUFFIXES:
+        shown = repr(suffix) if suffix else "without a suffix"
+        raise PlanError([f"{source}: plan files are .yaml, .yml or .json, not {shown}"])
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlanError([f"{source}: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise PlanError([f"{source}: cannot read: not UTF-8 text ({exc.reason})"]) from exc
+    return parse_plan(_decode(text, suffix, source), source)
+
+
+def _decode(text: str, suffix: str, source: str) -> Any:
+    try:
+        return json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise PlanError([f"{source}: invalid JSON at {where}: {exc.msg}"]) from exc
+    except yaml.YAMLError as exc:
+        raise PlanError([f"{source}: invalid YAML{_yaml_where(exc)}"]) from exc
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return f": {problem}"
+    return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def parse_plan(data: Any, source: str) -> Plan:
+    """Build a plan from parsed YAML/JSON data; raises PlanError listing every problem."""
+    where = source or "plan"
+    if not isinstance(data, Mapping):
+        raise PlanError([f"{where}: a plan must be a mapping with 'tasks', got {_kind(data)}"])
+    problems: list[str] = []
+    _check_keys(data, TOP_KEYS, where, problems)
+    name = _field(where, problems, _text, "name", data.get("name", Path(source).stem or "plan"))
+    on_failure = _field(where, problems, _text, "on_failure", data.get("on_failure", ON_FAILURE[0]))
+    defaults = _parse_defaults(data.get("defaults"), where, problems)
+    tasks = _parse_tasks(data.get("tasks"), defaults, where, problems)
+    plan = Plan(
+        name=name or "plan",
+        tasks=tuple(tasks),
+        on_failure=ON_FAILURE[0] if on_failure is None else on_failure,
+        source=source,
+    )
+    problems += _on_failure_problems(plan) + _graph_problems(plan)
+    if problems:
+        raise PlanError(problems)
+    return plan
+
+
+def validate_plan(
+    plan: Plan,
+    *,
+    executors: Collection[str] | None = None,
+    types: Collection[str] | None = None,
+) -> None:
+    """Check a plan's ids, dependencies, cycles and on_failure, and (when given) that every
+    task's type is in ``types`` and executor in ``executors``; raises PlanError."""
+    where = plan.source or "plan"
+    problems = _on_failure_problems(plan)
+    if not plan.tasks:
+        problems.append(f"{where}: the plan has no tasks")
+    problems += _graph_problems(plan)
+    for task in plan.tasks:
+        label = f"{where}: task {task.id!r}"
+        if types is not None and task.type not in types:
+            problems.append(f"{label}: unknown type {task.type!r} (known: {_listed(types)})")
+        if executors is not None and task.executor is not None and task.executor not in executors:
+            available = _listed(executors) or "none"
+            problems.append(f"{label}: unknown executor {task.executor!r} (available: {available})")
+    if problems:
+        raise PlanError(problems)
+
+
+# --- reading the mapping ---------------------------------------------------------------------
+
+
+def _parse_defaults(raw: Any, where: str, problems: list[str]) -> dict[str, Any]:
+    """The ``defaults`` mapping with aliases resolved and bad values reported once (and dropped)."""
+    if raw is None:
+        return {}
+    label = f"{where}: defaults"
+    if not isinstance(raw, Mapping):
+        problems.append(f"{label}: must be a mapping of task keys, got {_kind(raw)}")
+        return {}
+    _check_keys(raw, DEFAULT_KEYS, label, problems)
+    merged = _resolve_alias(raw, label, problems)
+    good: dict[str, Any] = {}
+    for key, value in merged.items():
+        if key in _FIELDS and _field(label, problems, _FIELDS[key], key, value) is not None:
+            good[key] = value
+    return good
+
+
+def _parse_tasks(
+    raw: Any, defaults: Mapping[str, Any], where: str, problems: list[str]
+) -> list[PlanTask]:
+    """The tasks that could be built (those without a usable id are reported and left out)."""
+    if raw is None:
+        problems.append(f"{where}: missing 'tasks' (a list of task mappings)")
+        return []
+    if not isinstance(raw, list):
+        problems.append(f"{where}: 'tasks' must be a list of task mappings, got {_kind(raw)}")
+        return []
+    if not raw:
+        problems.append(f"{where}: the plan has no tasks")
+    tasks = [_parse_task(i, item, defaults, where, problems) for i, item in enumerate(raw, 1)]
+    return [task for task in tasks if task is not None]
+
+
+def _parse_task(
+    position: int, raw: Any, defaults: Mapping[str, Any], where: str, problems: list[str]
+) -> PlanTask | None:
+    """One task mapping merged over the defaults; None when it has no usable id."""
+    if not isinstance(raw, Mapping):
+        problems.append(f"{where}: task #{position}: must be a mapping, got {_kind(raw)}")
+        return None
+    task_id = raw.get("id")
+    if isinstance(task_id, int) and not isinstance(task_id, bool):
+        task_id = str(task_id)  # `id: 1` in YAML
+    label = (
+        f"{where}: task {task_id!r}" if isinstance(task_id, str) else f"{where}: task #{position}"
+    )
+    _check_keys(raw, TASK_KEYS, label, problems)
+    if task_id is None:
+        problems.append(f"{label}: missing 'id'")
+    elif not isinstance(task_id, str):
+        problems.append(f"{label}: 'id' must be a string ({_ID_RULE}), got {task_id!r}")
+    merged = {**defaults, **_resolve_alias(raw, label, problems)}
+    fields: dict[str, Any] = {}
+    for key, parse in _FIELDS.items():
+        if key in merged:
+            value = _field(label, problems, parse, key, merged[key])
+            if value is not None:
+                fields[key] = value
+    return PlanTask(id=task_id, **fields) if isinstance(task_id, str) else None
+
+
+def _resolve_alias(raw: Mapping[str, Any], label: str, problems: list[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with ``dependencies`` renamed to ``deps`` (and the id dropped)."""
+    merged = {key: value for key, value in raw.items() if key != "id"}
+    if "dependencies" in merged:
+        if "deps" in merged:
+            problems.append(f"{label}: give 'deps' or 'dependencies', not both")
+        merged["deps"] = merged.pop("dependencies")
+    return merged
+
+
+def _check_keys(
+    raw: Mapping[Any, Any], allowed: tuple[str, ...], label: str, problems: list[str]
+) -> None:
+    for key in raw:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{label}: unknown key {key!r} (allowed: {', '.join(allowed)}){hint}")
+
+
+def _field(
+    label: str, problems: list[str], parse: Callable[[str, Any], Any], key: str, value: Any
+) -> Any:
+    """``parse(key, value)``, or None with the problem recorded."""
+    try:
+        return parse(key, value)
+    except _Bad as bad:
+        problems.append(f"{label}: {bad}")
+        return None
+
+
+# --- one parser per field: (key, raw value) -> value, or _Bad --------------------------------
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f"{key!r} must be a string, got {value!r}")
+    return value
+
+
+def _name(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad(f"{key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _executor(key: str, value: Any) -> str | None:
+    return None if value is None else _name(key, value)
+
+
+def _params(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise _Bad(f"{key!r} must be a mapping with string keys, got {value!r}")
+    return dict(value)
+
+
+def _priority(key: str, value: Any) -> Priority:
+    if isinstance(value, Priority):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _PRIORITIES:
+        return Priority(value.strip().lower())
+    raise _Bad(f"bad priority {value!r} (allowed: {', '.join(_PRIORITIES)})")
+
+
+def _ids(key: str, value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str | int) else value
+    if not isinstance(items, list | tuple) or not all(_is_id_like(item) for item in items):
+        raise _Bad(f"{key!r} must be a task id or a list of task ids, got {value!r}")
+    return tuple(dict.fromkeys(str(item) for item in items))  # de-duplicated, order kept
+
+
+def _strings(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise _Bad(f"{key!r} must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _attempts(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _Bad(f"{key!r} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _seconds(minimum: float, inclusive: bool) -> Callable[[str, Any], float]:
+    def parse(key: str, value: Any) -> float:
+        number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+        if number is None or not math.isfinite(number) or not _above(number, minimum, inclusive):
+            bound = ">=" if inclusive else ">"
+            raise _Bad(f"{key!r} must be a number of seconds {bound} {minimum:g}, got {value!r}")
+        return float(number)
+
+    return parse
+
+
+def _above(value: float, minimum: float, inclusive: bool) -> bool:
+    return value >= minimum if inclusive else value > minimum
+
+
+def _is_id_like(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+_FIELDS: dict[str, Callable[[str, Any], Any]] = {
+    "title": _text,
+    "type": _name,
+    "executor": _executor,
+    "params": _params,
+    "description": _text,
+    "priority": _priority,
+    "deps": _ids,
+    "max_attempts": _attempts,
+    "timeout": _seconds(0.0, inclusive=False),
+    "files": _strings,
+    "estimate": _seconds(0.0, inclusive=True),
+}
+
+
+# --- checks on a built plan ------------------------------------------------------------------
+
+
+def _on_failure_problems(plan: Plan) -> list[str]:
+    if plan.on_failure in ON_FAILURE:
+        return []
+    where = plan.source or "plan"
+    return [f"{where}: bad on_failure {plan.on_failure!r} (allowed: {', '.join(ON_FAILURE)})"]
+
+
+def _graph_problems(plan: Plan) -> list[str]:
+    """Invalid and duplicate ids, unknown dependencies, then cycles."""
+    where = plan.source or "plan"
+    ids = {task.id for task in plan.tasks}
+    return (
+        _id_problems(plan, where)
+        + [
+            f"{where}: task {task.id!r}: depends on unknown task {dep!r}"
+            for task in plan.tasks
+            for dep in task.deps
+            if dep not in ids
+        ]
+        + [
+            f"{where}: task {cycle[0]!r}: dependency cycle {' -> '.join(cycle)}"
+            for cycle in find_cycles(plan)
+        ]
+    )
+
+
+def _id_problems(plan: Plan, where: str) -> list[str]:
+    problems: list[str] = []
+    positions: dict[str, list[int]] = {}
+    for position, task in enumerate(plan.tasks, 1):
+        positions.setdefault(task.id, []).append(position)
+        if not _ID.fullmatch(task.id):
+            problems.append(f"{where}: task {task.id!r}: invalid id (use {_ID_RULE})")
+    for task_id, found in positions.items():
+        if len(found) > 1:
+            numbers = ", ".join(f"#{n}" for n in found)
+            problems.append(f"{where}: task {task_id!r}: duplicate id (tasks {numbers})")
+    return problems
+
+
+def find_cycles(plan: Plan) -> list[list[str]]:
+    """The dependency cycles of a plan, each as ``[a, b, ..., a]`` (empty list: none).
+
+    Found with :func:`shim_core.dag.topological_order`; after each cycle the edge closing it is
+    ignored and the search repeats, so independent cycles are reported too (at most
+    :data:`MAX_CYCLES`: each search walks the whole graph).
+    """
+    graph: dict[str, list[str]] = {}
+    for task in plan.tasks:
+        graph.setdefault(task.id, list(task.deps))  # the first of duplicate ids
+    cycles: list[list[str]] = []
+    for _ in range(min(len(graph), MAX_CYCLES)):
+        batch = [Task(id=tid, dependencies=tuple(deps)) for tid, deps in graph.items()]
+        try:
+            topological_order(batch)
+        except DependencyCycle as exc:
+            cycles.append(exc.cycle)
+            graph[exc.cycle[-2]].remove(exc.cycle[-1])
+            continue
+        break
+    return cycles
+
+
+def _listed(names: Collection[str]) -> str:
+    return ", ".join(sorted(names))
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}
+    return names.get(type(value), type(value).__name__)

@@ -1,0 +1,226 @@
+"""Runs: one submitted plan, its task ids under the run id, and its report.
+
+A plan's task ids are local to the plan; in Redis each task is ``<run_id>:<plan id>``, so the same
+plan can run many times side by side. The run record (hash ``run:<id>``) keeps the plan's name,
+waves and task ids, so any process can rebuild the run's view from Redis alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from shim_core.errors import ShimError
+from shim_core.models import Task, TaskContext, TaskResult, TaskStatus, new_id
+from shim_core.queue import TaskQueue
+from shim_core.serde import converter, from_ms
+from shim_core.supervisor.graph import DecompositionPlan
+from shim_core.supervisor.plan import Plan
+
+
+class RunNotFound(ShimError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} not found")
+        self.run_id = run_id
+
+
+def task_id_in_run(run_id: str, plan_id: str) -> str:
+    return f"{run_id}:{plan_id}"
+
+
+def plan_id_of(task_id: str) -> str:
+    return task_id.split(":", 1)[1] if ":" in task_id else task_id
+
+
+def tasks_of_plan(plan: Plan, run_id: str, estimates: dict[str, float]) -> list[Task]:
+    """The queue tasks of ``plan`` for run ``run_id``."""
+    on_failure = "continue" if plan.on_failure == "continue" else None
+    return [
+        Task(
+            id=task_id_in_run(run_id, t.id),
+            type=t.type,
+            title=t.title or t.id,
+            description=t.description,
+            priority=t.priority,
+            executor=t.executor,
+            params=dict(t.params),
+            dependencies=tuple(task_id_in_run(run_id, d) for d in t.deps),
+            context=TaskContext(files=t.files, session_id=run_id),
+            max_attempts=t.max_attempts,
+            timeout_ms=int(t.timeout * 1000) if t.timeout else None,
+            estimated_duration=int(estimates.get(t.id, 0) * 1000) or None,
+            run_id=run_id,
+            on_failure=on_failure,
+        )
+        for t in plan.tasks
+    ]
+
+
+@attrs.frozen(kw_only=True)
+class RunRecord:
+    run_id: str
+    name: str
+    created_at: datetime
+    task_ids: tuple[str, ...]  # queue ids, plan order
+    waves: tuple[tuple[str, ...], ...]  # plan ids
+    estimates: dict[str, float]  # plan id -> seconds
+    plan: dict[str, Any]  # DecompositionPlan.to_dict()
+
+
+def submit_run(queue: TaskQueue, decomposition: DecompositionPlan) -> RunRecord:
+    """Write the run record and enqueue its tasks; nothing is written if the tasks are refused."""
+    run_id = new_id()[:10]
+    plan = decomposition.plan
+    tasks = tasks_of_plan(plan, run_id, dict(decomposition.estimates))
+    queue.add_many(tasks)
+    now_s, now_us = queue.client.time()
+    created_ms = int(now_s) * 1000 + int(now_us) // 1000
+    record = {
+        "name": plan.name,
+        "created_at": str(created_ms),
+        "task_ids": json.dumps([t.id for t in tasks]),
+        "waves": json.dumps([list(w) for w in decomposition.waves]),
+        "estimates": json.dumps(dict(decomposition.estimates)),
+        "plan": json.dumps(decomposition.to_dict()),
+    }
+    pipe = queue.client.pipeline(transaction=False)
+    pipe.hset(queue.keys.run(run_id), mapping=record)
+    pipe.zadd(queue.keys.runs, {run_id: created_ms})
+    pipe.execute()
+    return load_run(queue, run_id)
+
+
+def load_run(queue: TaskQueue, run_id: str) -> RunRecord:
+    fields = queue.client.hgetall(queue.keys.run(run_id))
+    if not fields:
+        raise RunNotFound(run_id)
+    return RunRecord(
+        run_id=run_id,
+        name=fields.get("name", ""),
+        created_at=from_ms(fields["created_at"]),
+        task_ids=tuple(json.loads(fields["task_ids"])),
+        waves=tuple(tuple(w) for w in json.loads(fields["waves"])),
+        estimates=json.loads(fields.get("estimates", "{}")),
+        plan=json.loads(fields.get("plan", "{}")),
+    )
+
+
+def latest_run_id(queue: TaskQueue) -> str | None:
+    newest = queue.client.zrange(queue.keys.runs, -1, -1)
+    return str(newest[0]) if newest else None
+
+
+@attrs.frozen(kw_only=True)
+class TaskReport:
+    """One task's line of a run report (``id`` is the plan's id)."""
+
+    id: str
+    status: str
+    attempts: int
+    worker: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_ms: int | None
+    result: TaskResult | None
+
+
+@attrs.frozen(kw_only=True)
+class RunReport:
+    run_id: str
+    name: str
+    ok: bool
+    summary: dict[str, int]
+    duration_ms: int
+    waves: tuple[tuple[str, ...], ...]
+    tasks: tuple[TaskReport, ...]  # completion order
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` report: timestamps ISO 8601 UTC, results with success / output /
+        files_modified / error."""
+        return {
+            "run_id": self.run_id,
+            "name": self.name,
+            "ok": self.ok,
+            "summary": self.summary,
+            "duration_ms": self.duration_ms,
+            "waves": [list(w) for w in self.waves],
+            "tasks": [_task_dict(t) for t in self.tasks],
+        }
+
+
+def _task_dict(t: TaskReport) -> dict[str, Any]:
+    result = None
+    if t.result is not None:
+        result = {
+            "success": t.result.success,
+            "output": t.result.output,
+            "files_modified": list(t.result.files_modified),
+            "error": t.result.error,
+        }
+    return {
+        "id": t.id,
+        "status": t.status,
+        "attempts": t.attempts,
+        "worker": t.worker,
+        "started_at": _iso(t.started_at),
+        "completed_at": _iso(t.completed_at),
+        "duration_ms": t.duration_ms,
+        "result": result,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def build_report(record: RunRecord, tasks: Sequence[Task], order: Sequence[str] = ()) -> RunReport:
+    """The report of a run from its tasks' final state; ``order`` is the completion order seen
+    in events (tasks not in it are ordered by completion time)."""
+    position = {task_id: i for i, task_id in enumerate(order)}
+    finished = sorted(
+        (t for t in tasks if t.status.is_final),
+        key=lambda t: (
+            position.get(t.id, len(position)),
+            t.completed_at.timestamp() if t.completed_at else 0.0,
+            t.id,
+        ),
+    )
+    summary: dict[str, int] = {}
+    for task in tasks:
+        summary[task.status.value] = summary.get(task.status.value, 0) + 1
+    ends = [t.completed_at for t in tasks if t.completed_at]
+    duration = int((max(ends) - record.created_at).total_seconds() * 1000) if ends else 0
+    return RunReport(
+        run_id=record.run_id,
+        name=record.name,
+        ok=all(t.status is TaskStatus.COMPLETE for t in tasks),
+        summary=summary,
+        duration_ms=max(duration, 0),
+        waves=record.waves,
+        tasks=tuple(_task_report(t) for t in finished),
+    )
+
+
+def _task_report(task: Task) -> TaskReport:
+    started = task.claimed_at if task.attempts else None
+    duration = None
+    if started and task.completed_at:
+        duration = int((task.completed_at - started).total_seconds() * 1000)
+    return TaskReport(
+        id=plan_id_of(task.id),
+        status=task.status.value,
+        attempts=task.attempts,
+        worker=task.worker_id,
+        started_at=started,
+        completed_at=task.completed_at,
+        duration_ms=duration,
+        result=task.result,
+    )
+
+
+def report_to_json(report: RunReport) -> str:
+    return json.dumps(report.to_dict(), default=converter.unstructure)

@@ -1,0 +1,204 @@
+"""Supervisor: decompose, submit, watch and report a run; it also runs the reaper, so a crashed
+worker's tasks are recovered even when no other worker is left to do it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from shim_core.bus import MessageBus
+from shim_core.config import Settings
+from shim_core.connection import RedisConnectionManager
+from shim_core.errors import ShimError
+from shim_core.models import Task
+from shim_core.plugins import Plugins
+from shim_core.queue import TaskQueue
+from shim_core.registry import WorkerRegistry
+from shim_core.supervisor.assigner import AssignmentResult, TaskAssigner
+from shim_core.supervisor.decomposer import TaskDecomposer
+from shim_core.supervisor.graph import DecompositionPlan
+from shim_core.supervisor.plan import Plan, PlanTask, validate_plan
+from shim_core.supervisor.progress import OverallProgress, ProgressAggregator
+from shim_core.supervisor.runs import (
+    RunRecord,
+    RunReport,
+    TaskReport,
+    build_report,
+    load_run,
+    plan_id_of,
+    submit_run,
+)
+from shim_core.worker.recovery import RecoveryReport, WorkerCrashRecovery
+
+
+class RunTimeout(ShimError):
+    def __init__(self, run_id: str, timeout: float) -> None:
+        super().__init__(f"run {run_id} did not finish within {timeout:g} s")
+        self.run_id = run_id
+
+
+class Supervisor:
+    """The high-level API: ``execute_tasks(tasks)`` or decompose / submit / wait."""
+
+    def __init__(
+        self,
+        connection: RedisConnectionManager,
+        settings: Settings,
+        *,
+        plugins: Plugins | None = None,
+        reap_interval: float = 0.5,
+    ) -> None:
+        self.settings = settings
+        self.plugins = plugins if plugins is not None else Plugins()
+        self.queue = TaskQueue(connection, settings)
+        self.registry = WorkerRegistry(connection, settings)
+        self.bus = MessageBus(connection, settings)
+        self.assigner = TaskAssigner(self.queue, self.registry)
+        self.recovery = WorkerCrashRecovery(self.registry, self.queue, None)
+        self.reap_interval = reap_interval
+        self.recoveries: list[RecoveryReport] = []
+        self.aggregator: ProgressAggregator | None = None
+        self._started = False
+
+    # -------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Start the reaper (idempotent)."""
+        if not self._started:
+            self.recovery.start_monitoring(self.reap_interval)
+            self._started = True
+
+    def stop(self) -> None:
+        if self._started:
+            self.recovery.stop_monitoring()
+            self._started = False
+        if self.aggregator is not None:
+            self.aggregator.stop()
+        self.bus.close()
+
+    def __enter__(self) -> Supervisor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ plans
+    def decompose(
+        self,
+        request: str,
+        strategy: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> DecompositionPlan:
+        """Turn a plan file or request into tasks and waves (refusing bad input)."""
+        decomposer = TaskDecomposer(self.plugins, history=self.queue.duration_history())
+        return decomposer.decompose(request, strategy, context)
+
+    def submit(self, decomposition: DecompositionPlan) -> RunRecord:
+        """Enqueue a decomposed plan as a new run."""
+        return submit_run(self.queue, decomposition)
+
+    def watch(self, run: RunRecord) -> ProgressAggregator:
+        """A started progress view of ``run`` (also kept as :attr:`aggregator`)."""
+        if self.aggregator is not None:
+            self.aggregator.stop()
+        deps = {t.id: t.dependencies for t in self.queue.get_many(run.task_ids) if t}
+        estimates = {f"{run.run_id}:{k}": v for k, v in run.estimates.items()}
+        self.aggregator = ProgressAggregator(
+            self.bus,
+            self.registry,
+            self.queue,
+            run.task_ids,
+            estimates=estimates,
+            dependencies=deps,
+        )
+        self.aggregator.start()
+        return self.aggregator
+
+    def wait(
+        self,
+        run_id: str,
+        *,
+        timeout: float | None = None,
+        on_update: Callable[[OverallProgress], None] | None = None,
+        interval: float = 0.5,
+    ) -> RunReport:
+        """Block until every task of the run is final; returns the report."""
+        run = load_run(self.queue, run_id)
+        aggregator = self.watch(run)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            progress = aggregator.get_overall_progress()
+            if on_update is not None:
+                on_update(progress)
+            if progress.finished:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise RunTimeout(run_id, timeout or 0)
+            aggregator.wait_for_change(interval)
+        aggregator.reconcile()
+        return self.report(run, aggregator.completion_order)
+
+    def report(self, run: RunRecord, order: Sequence[str] = ()) -> RunReport:
+        tasks = [t for t in self.queue.get_many(run.task_ids) if t is not None]
+        return build_report(run, tasks, order)
+
+    def execute_tasks(
+        self, tasks: Sequence[Task], *, name: str = "tasks", timeout: float | None = None
+    ) -> list[TaskReport]:
+        """Run ``tasks`` (ids and dependencies local to this call) as one run; returns their
+        reports in completion order."""
+        plan = Plan(
+            name=name,
+            source="execute_tasks",
+            tasks=tuple(
+                PlanTask(
+                    id=t.id,
+                    title=t.title or t.id,
+                    type=t.type,
+                    executor=t.executor,
+                    params=dict(t.params),
+                    description=t.description,
+                    priority=t.priority,
+                    deps=t.dependencies,
+                    max_attempts=t.max_attempts,
+                    timeout=t.timeout_ms / 1000 if t.timeout_ms else None,
+                    estimate=t.estimated_duration / 1000 if t.estimated_duration else None,
+                )
+                for t in tasks
+            ),
+        )
+        validate_plan(plan)
+        decomposer = TaskDecomposer(self.plugins, history=self.queue.duration_history())
+        decomposition = decomposer.decompose_plan(plan, request=name)
+        self.start()
+        run = self.submit(decomposition)
+        return list(self.wait(run.run_id, timeout=timeout).tasks)
+
+    # ------------------------------------------------------------- assigning
+    def assign_task(self, task: Task) -> AssignmentResult:
+        return self.assigner.assign_task(task)
+
+    def cancel_run(self, run_id: str, reason: str = "run cancelled") -> int:
+        """Cancel every unfinished task of a run; returns how many were cancelled."""
+        run = load_run(self.queue, run_id)
+        cancelled = 0
+        for task in self.queue.get_many(run.task_ids):
+            if task is not None and not task.status.is_final:
+                cancelled += 1 + self.queue.cancel(task.id, reason)
+        return cancelled
+
+    # ---------------------------------------------------------------- queries
+    def get_overall_progress(self) -> OverallProgress | None:
+        return self.aggregator.get_overall_progress() if self.aggregator else None
+
+    def detect_and_recover(self) -> RecoveryReport:
+        """One reaper pass now (the background reaper runs them every ``reap_interval``)."""
+        return self.recovery.detect_and_recover()
+
+    def get_recovery_report(self) -> RecoveryReport:
+        """Everything the reaper of this supervisor recovered so far."""
+        return self.recovery.total
+
+
+__all__ = ["RunTimeout", "Supervisor", "plan_id_of"]

@@ -1,0 +1,14 @@
+"""Registers SHIM's built-in decomposition strategies (entry point ``shim``: ``decomposers``)."""
+
+from __future__ import annotations
+
+from shim_core.contracts import Decomposer
+from shim_core.hookspecs import hookimpl
+from shim_plugins.decomposers.lines import LinesDecomposer
+from shim_plugins.decomposers.plan_file import PlanFileDecomposer
+
+
+@hookimpl
+def shim_decomposers() -> list[Decomposer]:
+    """The built-in strategies: ``plan`` (a plan file) and ``lines`` (a list in text)."""
+    return [PlanFileDecomposer(), LinesDecomposer()]
