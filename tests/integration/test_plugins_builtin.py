@@ -41,7 +41,7 @@ def test_entry_points_provide_the_builtin_executors_and_backends():
         ("checkpoint backend", "redis"),
         ("checkpoint backend", "filesystem"),
     }
-    assert {p.plugin for p in builtin.values()} == {"executors", "checkpoints"}
+    assert {p.plugin for p in builtin.values()} == {"shim-executors", "shim-checkpoints"}
     assert plugins.errors == []
 
 
@@ -96,12 +96,12 @@ def test_a_second_executor_with_a_taken_name_is_reported_once():
 @pytest.mark.parametrize(
     ("env", "executors", "backends"),
     [
-        ({"SHIM_LOAD_PLUGINS": "checkpoints"}, False, True),
-        ({"SHIM_LOAD_PLUGINS": " executors , checkpoints "}, True, True),
+        ({"SHIM_LOAD_PLUGINS": "shim-checkpoints"}, False, True),
+        ({"SHIM_LOAD_PLUGINS": " shim-executors , shim-checkpoints "}, True, True),
         ({"SHIM_LOAD_PLUGINS": ""}, False, False),
-        ({"SHIM_DISABLE_PLUGINS": "executors"}, False, True),
-        ({"SHIM_DISABLE_PLUGINS": "checkpoints,executors"}, False, False),
-        ({"SHIM_LOAD_PLUGINS": "executors", "SHIM_DISABLE_PLUGINS": "executors"}, False, False),
+        ({"SHIM_DISABLE_PLUGINS": "shim-executors"}, False, True),
+        ({"SHIM_DISABLE_PLUGINS": "shim-checkpoints,shim-executors"}, False, False),
+        ({"SHIM_LOAD_PLUGINS": "executors", "SHIM_DISABLE_PLUGINS": "shim-executors"}, False, False),
     ],
 )
 def test_environment_switches_filter_entry_points(env, executors, backends):
