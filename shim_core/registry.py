@@ -36,9 +36,10 @@ MISSED_BEATS = 3
 #: How long a worker's liveness channel may have no subscriber before the worker is declared
 #: crashed: longer than a reconnect of a live worker, far shorter than 3 heartbeats.
 DEFAULT_LIVENESS_GRACE_MS = 1_000
-#: After a Redis restart every liveness subscription is gone until workers reconnect; liveness
-#: evidence is ignored while the server is younger than this (seconds).
-RESTART_GRACE_S = 10
+#: After a Redis restart every liveness subscription is gone until workers reconnect (their
+#: listeners retry every 0.25 s at most); liveness evidence is ignored while the server is younger
+#: than this (seconds), so a restart never looks like the death of the whole fleet.
+RESTART_GRACE_S = 3
 
 
 @attrs.frozen

@@ -14,6 +14,7 @@ from shim_core.errors import InvalidTransition, StaleLease, TaskNotFound
 from shim_core.models import Claim, TaskResult
 from shim_core.plugins import Plugins
 from shim_core.queue import TaskQueue
+from shim_core.serde import dumps
 from shim_core.worker.context import TaskExecution
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,14 @@ class WorkExecutor:
         duration = int((time.monotonic() - start) * 1000)
         if result.duration_ms is None:
             result = attrs.evolve(result, duration_ms=duration)
+        try:
+            dumps(result)
+        except (TypeError, ValueError) as exc:
+            result = TaskResult(
+                success=False,
+                duration_ms=duration,
+                error=f"the result cannot be stored as JSON: {exc}",
+            )
         try:
             if result.success:
                 self.queue.complete(task.id, token, result)

@@ -153,12 +153,14 @@ class Worker:
         with self._lock:
             unfinished = list(self._running.values())
         for execution in unfinished:
-            execution.cancel("worker shutting down")
+            # Release first: the executor's own result, once cancelled, is then refused as stale
+            # instead of spending an attempt.
             try:
                 self.queue.release(execution.task.id, execution.token)
                 log.info("released unfinished task %s", execution.task.id)
             except TaskError:
                 pass  # finished or taken over meanwhile
+            execution.cancel("worker shutting down")
         self.recovery.stop_monitoring()
         self.reporter.stop()
         try:
@@ -202,14 +204,27 @@ class Worker:
         with self._lock:
             self._running[task_id] = execution
         self.reporter.report_task_start(task_id, execution.token)
+        status, duration = "failed", 0
         try:
             outcome = self.executor.execute_task(execution)
+            status, duration = outcome.status, outcome.duration_ms
+            self.outcomes.append(outcome)
+        except BaseException as exc:  # a task must never take its thread down
+            log.exception("task %s could not be run or recorded", task_id)
+            self._record_crash(execution, exc)
         finally:
             with self._lock:
                 self._running.pop(task_id, None)
             execution.close()
-        self.reporter.report_task_complete(task_id, outcome.duration_ms, outcome.status)
-        self.outcomes.append(outcome)
+            self.reporter.report_task_complete(task_id, duration, status)
+
+    def _record_crash(self, execution: TaskExecution, exc: BaseException) -> None:
+        """Fail the attempt whose execution raised past the executor (or leave it to the reaper
+        when Redis is unreachable: the lease then expires)."""
+        try:
+            self.queue.fail(execution.task.id, execution.token, f"{type(exc).__name__}: {exc}")
+        except ShimError as error:
+            log.warning("could not record the failure of %s: %s", execution.task.id, error)
 
     def _leases_lost(self, task_ids: list[str]) -> None:
         with self._lock:
