@@ -101,7 +101,11 @@ def test_a_second_executor_with_a_taken_name_is_reported_once():
         ({"SHIM_LOAD_PLUGINS": ""}, False, False),
         ({"SHIM_DISABLE_PLUGINS": "shim-executors"}, False, True),
         ({"SHIM_DISABLE_PLUGINS": "shim-checkpoints,shim-executors"}, False, False),
-        ({"SHIM_LOAD_PLUGINS": "executors", "SHIM_DISABLE_PLUGINS": "shim-executors"}, False, False),
+        (
+            {"SHIM_LOAD_PLUGINS": "executors", "SHIM_DISABLE_PLUGINS": "shim-executors"},
+            False,
+            False,
+        ),
     ],
 )
 def test_environment_switches_filter_entry_points(env, executors, backends):

@@ -63,7 +63,7 @@ def lines(decomposer, text, **context):
 
 def test_builtin_strategies_are_discovered_through_entry_points():
     """Plugins() finds the plan and lines strategies of the installed package."""
-    plugins = Plugins(env={"SHIM_LOAD_PLUGINS": "decomposers"})
+    plugins = Plugins(env={"SHIM_LOAD_PLUGINS": "shim-decomposers"})
     assert {"plan", "lines"} <= set(plugins.decomposers)
     assert not plugins.errors
 
