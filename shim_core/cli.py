@@ -431,6 +431,7 @@ def run(
                 )
             except KeyboardInterrupt:
                 supervisor.cancel_run(record.run_id, "interrupted by the user")
+                click.echo(f"\ninterrupted: run {record.run_id} cancelled", err=True)
                 raise click.exceptions.Exit(130) from None
         finally:
             if live is not None:
@@ -632,7 +633,9 @@ def _configure_logging() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: SHIM errors become one line on stderr and an exit code."""
     try:
-        app.main(args=argv, prog_name="shim", standalone_mode=False)
+        code = app.main(args=argv, prog_name="shim", standalone_mode=False)
+        if isinstance(code, int) and code:  # click.exceptions.Exit(n) in non-standalone mode
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
