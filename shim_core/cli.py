@@ -158,6 +158,14 @@ def resume(queue: TaskQueue) -> None:
     help="Executor for tasks that name none (e.g. sim, shell, python).",
 )
 @click.option(
+    "--reap-interval",
+    type=click.FloatRange(0.05),
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between reaper passes (how late a crash is noticed at most).",
+)
+@click.option(
     "--grace",
     type=click.FloatRange(0),
     default=30.0,
@@ -175,6 +183,7 @@ def worker(
     name: str | None,
     worker_id: str | None,
     default_executor: str | None,
+    reap_interval: float,
     grace: float,
 ) -> None:
     """Join a fleet: claim, execute and report tasks until stopped (SIGTERM / Ctrl-C).
@@ -200,6 +209,7 @@ def worker(
         "name": name or "",
         "default_executor": default_executor,
         "shutdown_grace": grace,
+        "reap_interval": reap_interval,
     }
     if worker_id:
         options["worker_id"] = worker_id

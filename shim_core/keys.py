@@ -109,6 +109,11 @@ class Keys:
         return f"{self.prefix}runs"
 
     @property
+    def reaper_lock(self) -> str:
+        """Short-lived lock that elects the one process running a reaper pass per interval."""
+        return f"{self.prefix}reaper-lock"
+
+    @property
     def paused(self) -> str:
         return f"{self.prefix}paused"
 

@@ -184,7 +184,7 @@ local function crash_worker(prefix, worker, now, reason)
     end
   end
   untarget(prefix, worker, now)
-  emit_worker(prefix, 'crashed', worker, now, '"status":"crashed"')
+  emit_worker(prefix, 'crashed', worker, now, nil)
   return out
 end
 

@@ -20,5 +20,5 @@ rcall('HSET', KEYS[1], 'id', id, 'status', 'idle', 'interval_ms', interval, 'mis
 local deadline = now + interval * misses
 rcall('ZADD', KEYS[2], deadline, id)
 rcall('SADD', KEYS[3], id)
-emit_worker(prefix, 'registered', id, now, '"status":"idle"')
+emit_worker(prefix, 'registered', id, now, nil)
 return deadline

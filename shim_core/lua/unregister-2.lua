@@ -11,5 +11,5 @@ rcall('HSET', KEYS[1], 'status', 'offline', 'offline_at', now, 'last_activity_at
 rcall('HDEL', KEYS[1], 'current_task', 'suspect_since')
 rcall('ZREM', KEYS[2], id)
 untarget(prefix, id, now)
-emit_worker(prefix, 'offline', id, now, '"status":"offline"')
+emit_worker(prefix, 'offline', id, now, nil)
 return 1

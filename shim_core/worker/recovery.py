@@ -14,6 +14,7 @@ import threading
 from collections.abc import Mapping
 
 import attrs
+import redis
 
 from shim_core.checkpoints import CheckpointStore
 from shim_core.errors import ShimError
@@ -96,11 +97,19 @@ class WorkerCrashRecovery:
             self._thread = None
 
     def _loop(self, interval: float) -> None:
+        # One sweeper at a time: every process runs this loop, but a pass only runs in the
+        # process that takes the namespace's reaper lock for the interval, so Redis does one pass
+        # per interval whatever the size of the fleet. A holder that dies lets the lock expire.
+        lock_ms = max(int(interval * 900), 1)
+        client, key = self.queue.client, self.queue.keys.reaper_lock
         while not self._stop.wait(interval):
             try:
-                self.detect_and_recover()
+                if client.set(key, "1", nx=True, px=lock_ms):
+                    self.detect_and_recover()
             except ShimError as exc:
                 log.warning("reaper pass failed: %s", exc)
+            except redis.RedisError as exc:
+                log.warning("reaper lock unavailable: %s", exc)
 
     def _report(
         self, crashed: list[CrashedWorker], stalled: Mapping[str, TaskStatus]

@@ -521,3 +521,29 @@ def test_claims_by_unregistered_workers_leave_no_record(
     shim_queue.complete("a", token)
     assert registry.get_worker("anonymous") is None
     assert registry.all_workers() == []
+
+
+def test_worker_events_reach_bus_subscribers(shim_connection, shim_settings, shim_bus):
+    """registered, heartbeat, crashed and offline events decode on the bus."""
+    import queue as stdqueue
+
+    from shim_core import Channels, EventType
+
+    seen: stdqueue.Queue = stdqueue.Queue()
+    shim_bus.psubscribe(Channels.WORKER_EVENTS, lambda event, channel: seen.put(event))
+    wait_until(lambda: shim_connection.get_client().pubsub_numpat() > 0)
+    registry = WorkerRegistry(shim_connection, shim_settings)
+    for worker_id in ("w-a", "w-b"):
+        registry.register_worker(WorkerRegistration(id=worker_id), heartbeat_interval=10)
+    registry.record_heartbeat("w-a")
+    registry.declare_crashed("w-a")
+    registry.unregister_worker("w-b")
+    types = [seen.get(timeout=10).type for _ in range(5)]
+    assert types == [
+        EventType.REGISTERED,
+        EventType.REGISTERED,
+        EventType.HEARTBEAT,
+        EventType.CRASHED,
+        EventType.OFFLINE,
+    ]
+    assert shim_bus.get_event_stats().decode_errors == 0
