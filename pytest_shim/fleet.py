@@ -17,6 +17,7 @@ from typing import Any
 
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
+from shim_core.plugins import Plugins
 from shim_core.queue import TaskQueue
 from shim_core.registry import WorkerRegistry
 from shim_core.worker import Worker, WorkerConfig
@@ -101,6 +102,7 @@ class Fleet:
         default_executor: str = "sim",
         log_dir: Path | None = None,
         concurrency: int = 1,
+        plugins: Plugins | None = None,
     ) -> None:
         if mode not in ("process", "thread"):
             raise ValueError(f"mode must be 'process' or 'thread', not {mode!r}")
@@ -109,6 +111,8 @@ class Fleet:
         self.heartbeat = heartbeat
         self.default_executor = default_executor
         self.concurrency = concurrency
+        #: Plugins of thread workers (process workers load the installed entry points).
+        self.plugins = plugins
         self.log_dir = log_dir or Path.cwd()
         self.connection = RedisConnectionManager(settings.redis_url)
         self.queue = TaskQueue(self.connection, settings)
@@ -252,6 +256,8 @@ class Fleet:
         }
         if types:
             options["types"] = tuple(types.split(","))
-        worker = Worker(self.connection, self.settings, WorkerConfig(**options))
+        worker = Worker(
+            self.connection, self.settings, WorkerConfig(**options), plugins=self.plugins
+        )
         worker.start()
         return FleetWorker(worker_id, thread_worker=worker)

@@ -545,6 +545,8 @@ def status(queue: TaskQueue, run_id: str | None, watch: bool, as_json: bool) -> 
                 supervisor.wait(run_id, on_update=live.update)
             finally:
                 live.close()
+        aggregator = supervisor.aggregator or aggregator  # wait() starts a fresh view
+        aggregator.reconcile()
         report = supervisor.report(record, aggregator.completion_order)
         progress = aggregator.get_overall_progress()
     finally:
@@ -588,7 +590,7 @@ def _namespace_status(queue: TaskQueue, as_json: bool) -> None:
 @redis_options
 def cancel(queue: TaskQueue, target: str) -> None:
     """Cancel a run (every unfinished task) or one task (and its dependents)."""
-    from shim_core.supervisor.runs import RunNotFound
+    from shim_core.supervisor.runs import RunNotFound, cancel_run
 
     try:
         record = load_run(queue, target)
@@ -596,10 +598,7 @@ def cancel(queue: TaskQueue, target: str) -> None:
         n = queue.cancel(target, "cancelled by the user")
         click.echo(f"cancelled task {target}" + (f" and {n} dependent(s)" if n else ""))
         return
-    count = 0
-    for task in queue.get_many(record.task_ids):
-        if task is not None and not task.status.is_final:
-            count += 1 + queue.cancel(task.id, "run cancelled by the user")
+    count = cancel_run(queue, record.run_id, "run cancelled by the user")
     click.echo(f"cancelled {count} task(s) of run {target}")
 
 

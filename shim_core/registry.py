@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+import redis
 
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager, redis_errors
@@ -260,7 +261,10 @@ class WorkerRegistry:
         )
 
     def _just_restarted(self) -> bool:
-        uptime = self.client.info("server").get("uptime_in_seconds", RESTART_GRACE_S)
+        try:
+            uptime = self.client.info("server").get("uptime_in_seconds", RESTART_GRACE_S)
+        except redis.ResponseError:  # the embedded store has no INFO, and never restarts
+            return False
         return int(uptime) < RESTART_GRACE_S
 
 

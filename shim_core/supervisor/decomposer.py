@@ -71,10 +71,13 @@ class TaskDecomposer:
         if decomposer is None:
             available = ", ".join(sorted(self.plugins.decomposers)) or "none"
             raise PlanError([f"unknown strategy {name!r} (available: {available})"])
+        check = context.get("validate_executors", True) is not False
+        if check:
+            context.setdefault("executors", tuple(self.plugins.executors))
+            context.setdefault("types", tuple(self.known_types()))
         plan = decomposer.decompose(request, context)
         if not isinstance(plan, Plan):
             raise PlanError([f"strategy {name!r} returned {type(plan).__name__}, not a Plan"])
-        check = context.get("validate_executors", True) is not False
         return self.decompose_plan(plan, request=request, validate_executors=check)
 
     def decompose_plan(

@@ -105,8 +105,14 @@ class _Bad(Exception):
     """A field value is unusable; the message says why (internal to parsing)."""
 
 
-def load_plan(path: str | Path) -> Plan:
-    """Read and check a plan file (``.yaml``, ``.yml`` or ``.json``); raises PlanError."""
+def load_plan(
+    path: str | Path,
+    *,
+    executors: Collection[str] | None = None,
+    types: Collection[str] | None = None,
+) -> Plan:
+    """Read and check a plan file (``.yaml``, ``.yml`` or ``.json``); raises PlanError with every
+    problem, including unknown executors and types when those are given."""
     source = str(path)
     suffix = Path(path).suffix.lower()
     if suffix not in PLAN_SUFFIXES:
@@ -118,7 +124,7 @@ def load_plan(path: str | Path) -> Plan:
         raise PlanError([f"{source}: cannot read: {exc.strerror or exc}"]) from exc
     except UnicodeDecodeError as exc:
         raise PlanError([f"{source}: cannot read: not UTF-8 text ({exc.reason})"]) from exc
-    return parse_plan(_decode(text, suffix, source), source)
+    return parse_plan(_decode(text, suffix, source), source, executors=executors, types=types)
 
 
 def _decode(text: str, suffix: str, source: str) -> Any:
@@ -139,8 +145,15 @@ def _yaml_where(exc: yaml.YAMLError) -> str:
     return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
-def parse_plan(data: Any, source: str) -> Plan:
-    """Build a plan from parsed YAML/JSON data; raises PlanError listing every problem."""
+def parse_plan(
+    data: Any,
+    source: str,
+    *,
+    executors: Collection[str] | None = None,
+    types: Collection[str] | None = None,
+) -> Plan:
+    """Build a plan from parsed YAML/JSON data; raises PlanError listing every problem
+    (unknown executors and types too, when ``executors`` / ``types`` are given)."""
     where = source or "plan"
     if not isinstance(data, Mapping):
         raise PlanError([f"{where}: a plan must be a mapping with 'tasks', got {_kind(data)}"])
@@ -157,6 +170,7 @@ def parse_plan(data: Any, source: str) -> Plan:
         source=source,
     )
     problems += _on_failure_problems(plan) + _graph_problems(plan)
+    problems += _reference_problems(plan, executors, types)
     if problems:
         raise PlanError(problems)
     return plan
@@ -175,6 +189,17 @@ def validate_plan(
     if not plan.tasks:
         problems.append(f"{where}: the plan has no tasks")
     problems += _graph_problems(plan)
+    problems += _reference_problems(plan, executors, types)
+    if problems:
+        raise PlanError(problems)
+
+
+def _reference_problems(
+    plan: Plan, executors: Collection[str] | None, types: Collection[str] | None
+) -> list[str]:
+    """Tasks naming a type or executor that is not available."""
+    where = plan.source or "plan"
+    problems: list[str] = []
     for task in plan.tasks:
         label = f"{where}: task {task.id!r}"
         if types is not None and task.type not in types:
@@ -182,8 +207,7 @@ def validate_plan(
         if executors is not None and task.executor is not None and task.executor not in executors:
             available = _listed(executors) or "none"
             problems.append(f"{label}: unknown executor {task.executor!r} (available: {available})")
-    if problems:
-        raise PlanError(problems)
+    return problems
 
 
 # --- reading the mapping ---------------------------------------------------------------------

@@ -159,6 +159,11 @@ class ProgressAggregator:
         with self._lock:
             for task in tasks:
                 self._reconcile_task(task, now)
+            newly_final = sorted(
+                (t for t in tasks if t.status.is_final and t.id not in self.completion_order),
+                key=lambda t: (t.completed_at.timestamp() if t.completed_at else 0.0, t.id),
+            )
+            self.completion_order += [t.id for t in newly_final]
             self._live_workers = len(workers)
             self._workers = {
                 w.id: WorkerProgress(
@@ -241,8 +246,6 @@ class ProgressAggregator:
             attempts=task.attempts,
             message=task.progress_message,
         )
-        if task.status.is_final and task.id not in self.completion_order:
-            self.completion_order.append(task.id)
 
     def _remaining(self, tasks: Mapping[str, TaskProgress], workers: int) -> float | None:
         left = {

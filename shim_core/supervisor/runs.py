@@ -7,6 +7,7 @@ waves and task ids, so any process can rebuild the run's view from Redis alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -14,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from shim_core.errors import ShimError
+from shim_core.errors import ShimError, TaskError
 from shim_core.models import Task, TaskContext, TaskResult, TaskStatus, new_id
 from shim_core.queue import TaskQueue
 from shim_core.serde import converter, from_ms
@@ -178,14 +179,14 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def build_report(record: RunRecord, tasks: Sequence[Task], order: Sequence[str] = ()) -> RunReport:
-    """The report of a run from its tasks' final state; ``order`` is the completion order seen
-    in events (tasks not in it are ordered by completion time)."""
+    """The report of a run from its tasks' final state, in completion order: by completion time
+    (Redis server clock, ms), ties broken by ``order``, the order in which events arrived."""
     position = {task_id: i for i, task_id in enumerate(order)}
     finished = sorted(
         (t for t in tasks if t.status.is_final),
         key=lambda t: (
-            position.get(t.id, len(position)),
             t.completed_at.timestamp() if t.completed_at else 0.0,
+            position.get(t.id, len(position)),
             t.id,
         ),
     )
@@ -224,3 +225,15 @@ def _task_report(task: Task) -> TaskReport:
 
 def report_to_json(report: RunReport) -> str:
     return json.dumps(report.to_dict(), default=converter.unstructure)
+
+
+def cancel_run(queue: TaskQueue, run_id: str, reason: str = "run cancelled") -> int:
+    """Cancel every unfinished task of a run; returns how many tasks this cancelled."""
+    run = load_run(queue, run_id)
+    before = {t.id for t in queue.get_many(run.task_ids) if t is not None and not t.status.is_final}
+    for task_id in run.task_ids:
+        if task_id in before:
+            with contextlib.suppress(TaskError):  # cancelled meanwhile by a cascade, or finished
+                queue.cancel(task_id, reason)
+    after = queue.get_many(sorted(before))
+    return sum(1 for t in after if t is not None and t.status is TaskStatus.CANCELLED)

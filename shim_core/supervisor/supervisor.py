@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from shim_core.bus import MessageBus
+from shim_core.checkpoints import CheckpointStore
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.errors import ShimError
@@ -25,6 +26,7 @@ from shim_core.supervisor.runs import (
     RunReport,
     TaskReport,
     build_report,
+    cancel_run,
     load_run,
     plan_id_of,
     submit_run,
@@ -55,7 +57,11 @@ class Supervisor:
         self.registry = WorkerRegistry(connection, settings)
         self.bus = MessageBus(connection, settings)
         self.assigner = TaskAssigner(self.queue, self.registry)
-        self.recovery = WorkerCrashRecovery(self.registry, self.queue, None)
+        backend = self.plugins.backends.get("redis")
+        store = (
+            CheckpointStore(backend.create(connection, settings), self.queue) if backend else None
+        )
+        self.recovery = WorkerCrashRecovery(self.registry, self.queue, store)
         self.reap_interval = reap_interval
         self.recoveries: list[RecoveryReport] = []
         self.aggregator: ProgressAggregator | None = None
@@ -181,12 +187,7 @@ class Supervisor:
 
     def cancel_run(self, run_id: str, reason: str = "run cancelled") -> int:
         """Cancel every unfinished task of a run; returns how many were cancelled."""
-        run = load_run(self.queue, run_id)
-        cancelled = 0
-        for task in self.queue.get_many(run.task_ids):
-            if task is not None and not task.status.is_final:
-                cancelled += 1 + self.queue.cancel(task.id, reason)
-        return cancelled
+        return cancel_run(self.queue, run_id, reason)
 
     # ---------------------------------------------------------------- queries
     def get_overall_progress(self) -> OverallProgress | None:

@@ -17,5 +17,10 @@ class PlanFileDecomposer:
     name: str = "plan"
 
     def decompose(self, request: str, context: Mapping[str, Any]) -> Plan:
-        """The plan in file ``request``; raises PlanError for an unreadable or invalid file."""
-        return load_plan(request.strip())
+        """The plan in file ``request``; raises PlanError for an unreadable or invalid file.
+
+        ``context["executors"]`` / ``context["types"]``, when given, are checked in the same pass,
+        so every problem of the file is reported at once."""
+        return load_plan(
+            request.strip(), executors=context.get("executors"), types=context.get("types")
+        )
