@@ -237,3 +237,18 @@ def cancel_run(queue: TaskQueue, run_id: str, reason: str = "run cancelled") -> 
                 queue.cancel(task_id, reason)
     after = queue.get_many(sorted(before))
     return sum(1 for t in after if t is not None and t.status is TaskStatus.CANCELLED)
+
+
+def retry_run(queue: TaskQueue, run_id: str) -> list[str]:
+    """Run every failed or cancelled task of a run again, dependencies first (wave by wave);
+    returns their queue ids."""
+    run = load_run(queue, run_id)
+    ordered = [task_id_in_run(run_id, plan_id) for wave in run.waves for plan_id in wave]
+    again = [
+        t.id
+        for t in queue.get_many(ordered)
+        if t is not None and t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED)
+    ]
+    for task_id in again:
+        queue.retry(task_id)
+    return again

@@ -29,6 +29,7 @@ from shim_core.supervisor.runs import (
     cancel_run,
     load_run,
     plan_id_of,
+    retry_run,
     submit_run,
 )
 from shim_core.worker.recovery import RecoveryReport, WorkerCrashRecovery
@@ -188,6 +189,10 @@ class Supervisor:
     def cancel_run(self, run_id: str, reason: str = "run cancelled") -> int:
         """Cancel every unfinished task of a run; returns how many were cancelled."""
         return cancel_run(self.queue, run_id, reason)
+
+    def retry_run(self, run_id: str) -> list[str]:
+        """Run every failed or cancelled task of a run again; returns their ids."""
+        return retry_run(self.queue, run_id)
 
     # ---------------------------------------------------------------- queries
     def get_overall_progress(self) -> OverallProgress | None:

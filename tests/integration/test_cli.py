@@ -37,7 +37,7 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the CLI's connection give up at once (the default 8 retries take seconds)."""
     monkeypatch.setattr(
-        cli,
+        cli._common,
         "RedisConnectionManager",
         functools.partial(RedisConnectionManager, retries=0, connect_timeout=1.0),
     )

@@ -1,304 +1,20 @@
-"""The ``shim`` command line: a thin layer over the library, one small function per command.
-
-Exit codes: 0 success, 1 the command found a problem (e.g. ``doctor`` violations), 2 bad input,
-3 Redis unreachable. Errors print as one line, never a traceback.
-"""
+"""Commands about runs: plan, run, submit, status, cancel, retry."""
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from shim_core import __version__
+from shim_core.cli._common import app, print_report, redis_options, request_options
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager, mask_url
 from shim_core.console import LiveProgress, bar, render_plan, render_report
-from shim_core.doctor import check_invariants
-from shim_core.errors import ConnectionFailed, ShimError
-from shim_core.models import TaskStatus
+from shim_core.errors import ShimError
 from shim_core.queue import TaskQueue
 from shim_core.supervisor.runs import load_run
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def redis_options(func: F) -> F:
-    """The options every command that talks to Redis shares."""
-
-    @click.option(
-        "--redis",
-        "redis_url",
-        metavar="URL",
-        envvar="SHIM_REDIS_URL",
-        help="Redis URL (redis://, rediss://, unix://, redis+sentinel://, embedded://); "
-        "default $SHIM_REDIS_URL or the embedded in-process server.",
-    )
-    @click.option(
-        "--namespace",
-        "-n",
-        metavar="NS",
-        envvar="SHIM_NAMESPACE",
-        help="Namespace of the fleet (default $SHIM_NAMESPACE or 'default').",
-    )
-    @functools.wraps(func)
-    def wrapper(*args: Any, redis_url: str | None, namespace: str | None, **kwargs: Any) -> Any:
-        settings = Settings.load(redis_url=redis_url, namespace=namespace)
-        connection = RedisConnectionManager(settings.redis_url)
-        try:
-            connection.connect()
-            return func(*args, queue=TaskQueue(connection, settings), **kwargs)
-        finally:
-            connection.disconnect()
-
-    return wrapper  # type: ignore[return-value]
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="shim")
-def app() -> None:
-    """SHIM: run a plan of tasks on a fleet of workers coordinated through Redis."""
-
-
-@app.command()
-@redis_options
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def doctor(queue: TaskQueue, as_json: bool) -> None:
-    """Check that every task of the namespace is in exactly one state set matching its status.
-
-    Exits 1 when it finds a violation.
-
-    \b
-    Example:
-      shim doctor --redis redis://localhost:6379/0 --namespace team-a
-    """
-    violations = check_invariants(queue.client, queue.keys)
-    stats = queue.stats()
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "ok": not violations,
-                    "tasks": stats.total,
-                    "violations": [str(v) for v in violations],
-                }
-            )
-        )
-    else:
-        where = f"{mask_url(queue.settings.redis_url)} namespace {queue.settings.namespace!r}"
-        click.echo(f"checked {stats.total} task(s) in {where}")
-        for violation in violations:
-            click.echo(f"  violation: {violation}")
-        click.echo("no violations" if not violations else f"{len(violations)} violation(s)")
-    if violations:
-        sys.exit(1)
-
-
-@app.command()
-@redis_options
-def pause(queue: TaskQueue) -> None:
-    """Stop workers from claiming new tasks (running tasks go on)."""
-    queue.pause()
-    click.echo(f"paused namespace {queue.settings.namespace!r}")
-
-
-@app.command()
-@redis_options
-def resume(queue: TaskQueue) -> None:
-    """Let workers claim tasks again."""
-    queue.resume()
-    click.echo(f"resumed namespace {queue.settings.namespace!r}")
-
-
-@app.command()
-@click.option(
-    "--redis",
-    "redis_url",
-    metavar="URL",
-    envvar="SHIM_REDIS_URL",
-    help="Redis URL of the fleet (default $SHIM_REDIS_URL); a worker process needs a "
-    "real server, not the embedded one.",
-)
-@click.option(
-    "--namespace",
-    "-n",
-    metavar="NS",
-    envvar="SHIM_NAMESPACE",
-    help="Namespace of the fleet (default $SHIM_NAMESPACE or 'default').",
-)
-@click.option(
-    "--types",
-    metavar="T1,T2",
-    help="Task types to claim (default: every type its "
-    "executors declare, or the built-in five with --default-executor).",
-)
-@click.option(
-    "--concurrency",
-    "-c",
-    type=click.IntRange(1),
-    default=1,
-    show_default=True,
-    help="Tasks run at once.",
-)
-@click.option(
-    "--heartbeat",
-    type=click.FloatRange(0.05),
-    metavar="SECONDS",
-    help="Heartbeat interval in seconds, fractions allowed (default 10).",
-)
-@click.option("--name", help="Readable name shown in `shim workers` (default: the worker id).")
-@click.option("--id", "worker_id", help="Worker id (default: host-pid-random).")
-@click.option(
-    "--default-executor",
-    metavar="NAME",
-    help="Executor for tasks that name none (e.g. sim, shell, python).",
-)
-@click.option(
-    "--reap-interval",
-    type=click.FloatRange(0.05),
-    default=0.5,
-    show_default=True,
-    metavar="SECONDS",
-    help="Seconds between reaper passes (how late a crash is noticed at most).",
-)
-@click.option(
-    "--grace",
-    type=click.FloatRange(0),
-    default=30.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="On SIGTERM/SIGINT, time to finish running tasks.",
-)
-def worker(
-    *,
-    redis_url: str | None,
-    namespace: str | None,
-    types: str | None,
-    concurrency: int,
-    heartbeat: float | None,
-    name: str | None,
-    worker_id: str | None,
-    default_executor: str | None,
-    reap_interval: float,
-    grace: float,
-) -> None:
-    """Join a fleet: claim, execute and report tasks until stopped (SIGTERM / Ctrl-C).
-
-    The first signal stops gracefully (finish or release running tasks within --grace), a
-    second exits at once (the tasks are then reaped by the other workers).
-
-    \b
-    Example:
-      shim worker --redis redis://localhost:6379/0 --types code,test -c 2 --heartbeat 1
-    """
-    from shim_core.worker import Worker, WorkerConfig
-
-    settings = Settings.load(redis_url=redis_url, namespace=namespace)
-    if settings.redis_url.startswith("embedded:"):
-        raise ShimError(
-            "a worker process needs a Redis server: pass --redis URL or set "
-            "SHIM_REDIS_URL (the embedded store lives inside one process)"
-        )
-    options: dict[str, Any] = {
-        "concurrency": concurrency,
-        "heartbeat_interval": heartbeat,
-        "name": name or "",
-        "default_executor": default_executor,
-        "shutdown_grace": grace,
-        "reap_interval": reap_interval,
-    }
-    if worker_id:
-        options["worker_id"] = worker_id
-    if types:
-        options["types"] = tuple(t.strip() for t in types.split(",") if t.strip())
-    config = WorkerConfig(**options)
-    connection = RedisConnectionManager(settings.redis_url)
-    connection.connect()
-    _configure_logging()
-    runner = Worker(connection, settings, config)
-    for problem in runner.plugins.errors:
-        click.echo(f"warning: {problem}", err=True)
-    click.echo(
-        f"worker {runner.id} joined {mask_url(settings.redis_url)} namespace "
-        f"{settings.namespace!r} (types: {','.join(runner.capabilities.supported_task_types)})",
-        err=True,
-    )
-    try:
-        runner.run()
-    finally:
-        connection.disconnect()
-
-
-@app.command()
-@redis_options
-@click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON.")
-def workers(queue: TaskQueue, as_json: bool) -> None:
-    """List the workers of the namespace with their status and statistics."""
-    from shim_core.registry import WorkerRegistry
-    from shim_core.serde import converter
-
-    registry = WorkerRegistry(RedisConnectionManager(queue.settings.redis_url), queue.settings)
-    found = registry.all_workers()
-    if as_json:
-        click.echo(json.dumps([converter.unstructure(w) for w in found]))
-        return
-    if not found:
-        click.echo("no workers")
-    for w in found:
-        task = w.current_task.task_id if w.current_task else "-"
-        click.echo(
-            f"{w.name or w.id:<30} {w.status.value:<8} done {w.stats.tasks_completed:>5} "
-            f"failed {w.stats.tasks_failed:>4} current {task}"
-        )
-
-
-@app.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
-def plugins(as_json: bool) -> None:
-    """List the installed executors, decomposition strategies and checkpoint backends."""
-    from shim_core.plugins import Plugins
-
-    found = Plugins()
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "provided": [
-                        {"kind": p.kind, "name": p.name, "plugin": p.plugin, "package": p.package}
-                        for p in found.provided
-                    ],
-                    "errors": [str(e) for e in found.errors],
-                }
-            )
-        )
-        return
-    for p in sorted(found.provided, key=lambda p: (p.kind, p.name)):
-        click.echo(f"{p.kind:<20} {p.name:<12} from {p.package} ({p.plugin})")
-    for problem in found.errors:
-        click.echo(f"error: {problem}")
-
-
-# --------------------------------------------------------------------------- runs
-def _request_options(func: F) -> F:
-    func = click.option(
-        "--strategy",
-        "-s",
-        metavar="NAME",
-        help="Decomposition strategy (default: 'plan' for a .yaml/.yml/.json file, else 'lines').",
-    )(func)
-    func = click.option(
-        "--executor",
-        "-e",
-        metavar="NAME",
-        default="sim",
-        show_default=True,
-        help="Executor for tasks that name none ('sim' simulates the work).",
-    )(func)
-    return func
 
 
 def _decompose(supervisor: Any, request: str, strategy: str | None, executor: str) -> Any:
@@ -307,7 +23,7 @@ def _decompose(supervisor: Any, request: str, strategy: str | None, executor: st
 
 @app.command()
 @click.argument("request")
-@_request_options
+@request_options
 @click.option(
     "--workers",
     "-w",
@@ -340,7 +56,7 @@ def plan(request: str, strategy: str | None, executor: str, workers: int, as_jso
 
 @app.command()
 @click.argument("request")
-@_request_options
+@request_options
 @click.option(
     "--workers",
     "-w",
@@ -449,12 +165,12 @@ def run(
             fleet.stop()
             supervisor.stop()
             connection.disconnect()
-    _print_report(report, as_json)
+    print_report(report, as_json)
 
 
 @app.command()
 @click.argument("request")
-@_request_options
+@request_options
 @click.option(
     "--redis",
     "redis_url",
@@ -512,7 +228,7 @@ def submit(
     finally:
         supervisor.stop()
         connection.disconnect()
-    _print_report(report, as_json)
+    print_report(report, as_json)
 
 
 @app.command()
@@ -607,57 +323,12 @@ def cancel(queue: TaskQueue, target: str) -> None:
 @redis_options
 def retry(queue: TaskQueue, target: str) -> None:
     """Run a failed or cancelled task again, or every failed / cancelled task of a run."""
-    from shim_core.supervisor.runs import RunNotFound
+    from shim_core.supervisor.runs import RunNotFound, retry_run
 
     try:
         record = load_run(queue, target)
     except RunNotFound:
         click.echo(f"task {target} is {queue.retry(target).value} again")
         return
-    again = [
-        t.id
-        for t in queue.get_many(record.task_ids)
-        if t is not None and t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED)
-    ]
-    for task_id in again:  # plan order: dependencies first
-        queue.retry(task_id)
+    again = retry_run(queue, record.run_id)
     click.echo(f"retrying {len(again)} task(s) of run {target}")
-
-
-def _print_report(report: Any, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
-    else:
-        click.echo(render_report(report))
-    if not report.ok:
-        sys.exit(1)
-
-
-def _configure_logging() -> None:
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: SHIM errors become one line on stderr and an exit code."""
-    try:
-        code = app.main(args=argv, prog_name="shim", standalone_mode=False)
-        if isinstance(code, int) and code:  # click.exceptions.Exit(n) in non-standalone mode
-            sys.exit(code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except ConnectionFailed as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(3)
-    except ShimError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

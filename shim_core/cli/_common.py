@@ -1,0 +1,88 @@
+"""What every ``shim`` command shares: the click group, Redis options, report printing."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from shim_core import __version__
+from shim_core.config import Settings
+from shim_core.connection import RedisConnectionManager
+from shim_core.console import render_report
+from shim_core.queue import TaskQueue
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def redis_options(func: F) -> F:
+    """The options every command that talks to Redis shares."""
+
+    @click.option(
+        "--redis",
+        "redis_url",
+        metavar="URL",
+        envvar="SHIM_REDIS_URL",
+        help="Redis URL (redis://, rediss://, unix://, redis+sentinel://, embedded://); "
+        "default $SHIM_REDIS_URL or the embedded in-process server.",
+    )
+    @click.option(
+        "--namespace",
+        "-n",
+        metavar="NS",
+        envvar="SHIM_NAMESPACE",
+        help="Namespace of the fleet (default $SHIM_NAMESPACE or 'default').",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, redis_url: str | None, namespace: str | None, **kwargs: Any) -> Any:
+        settings = Settings.load(redis_url=redis_url, namespace=namespace)
+        connection = RedisConnectionManager(settings.redis_url)
+        try:
+            connection.connect()
+            return func(*args, queue=TaskQueue(connection, settings), **kwargs)
+        finally:
+            connection.disconnect()
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="shim")
+def app() -> None:
+    """SHIM: run a plan of tasks on a fleet of workers coordinated through Redis."""
+
+
+def request_options(func: F) -> F:
+    func = click.option(
+        "--strategy",
+        "-s",
+        metavar="NAME",
+        help="Decomposition strategy (default: 'plan' for a .yaml/.yml/.json file, else 'lines').",
+    )(func)
+    func = click.option(
+        "--executor",
+        "-e",
+        metavar="NAME",
+        default="sim",
+        show_default=True,
+        help="Executor for tasks that name none ('sim' simulates the work).",
+    )(func)
+    return func
+
+
+def print_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        click.echo(render_report(report))
+    if not report.ok:
+        sys.exit(1)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -1,0 +1,234 @@
+"""Commands about the fleet and the namespace: doctor, pause, resume, worker, workers, plugins."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from shim_core.cli._common import app, configure_logging, redis_options
+from shim_core.config import Settings
+from shim_core.connection import RedisConnectionManager, mask_url
+from shim_core.doctor import check_invariants
+from shim_core.errors import ShimError
+from shim_core.queue import TaskQueue
+
+
+@app.command()
+@redis_options
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor(queue: TaskQueue, as_json: bool) -> None:
+    """Check that every task of the namespace is in exactly one state set matching its status.
+
+    Exits 1 when it finds a violation.
+
+    \b
+    Example:
+      shim doctor --redis redis://localhost:6379/0 --namespace team-a
+    """
+    violations = check_invariants(queue.client, queue.keys)
+    stats = queue.stats()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": not violations,
+                    "tasks": stats.total,
+                    "violations": [str(v) for v in violations],
+                }
+            )
+        )
+    else:
+        where = f"{mask_url(queue.settings.redis_url)} namespace {queue.settings.namespace!r}"
+        click.echo(f"checked {stats.total} task(s) in {where}")
+        for violation in violations:
+            click.echo(f"  violation: {violation}")
+        click.echo("no violations" if not violations else f"{len(violations)} violation(s)")
+    if violations:
+        sys.exit(1)
+
+
+@app.command()
+@redis_options
+def pause(queue: TaskQueue) -> None:
+    """Stop workers from claiming new tasks (running tasks go on)."""
+    queue.pause()
+    click.echo(f"paused namespace {queue.settings.namespace!r}")
+
+
+@app.command()
+@redis_options
+def resume(queue: TaskQueue) -> None:
+    """Let workers claim tasks again."""
+    queue.resume()
+    click.echo(f"resumed namespace {queue.settings.namespace!r}")
+
+
+@app.command()
+@click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    envvar="SHIM_REDIS_URL",
+    help="Redis URL of the fleet (default $SHIM_REDIS_URL); a worker process needs a "
+    "real server, not the embedded one.",
+)
+@click.option(
+    "--namespace",
+    "-n",
+    metavar="NS",
+    envvar="SHIM_NAMESPACE",
+    help="Namespace of the fleet (default $SHIM_NAMESPACE or 'default').",
+)
+@click.option(
+    "--types",
+    metavar="T1,T2",
+    help="Task types to claim (default: every type its "
+    "executors declare, or the built-in five with --default-executor).",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Tasks run at once.",
+)
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(0.05),
+    metavar="SECONDS",
+    help="Heartbeat interval in seconds, fractions allowed (default 10).",
+)
+@click.option("--name", help="Readable name shown in `shim workers` (default: the worker id).")
+@click.option("--id", "worker_id", help="Worker id (default: host-pid-random).")
+@click.option(
+    "--default-executor",
+    metavar="NAME",
+    help="Executor for tasks that name none (e.g. sim, shell, python).",
+)
+@click.option(
+    "--reap-interval",
+    type=click.FloatRange(0.05),
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between reaper passes (how late a crash is noticed at most).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM/SIGINT, time to finish running tasks.",
+)
+def worker(
+    *,
+    redis_url: str | None,
+    namespace: str | None,
+    types: str | None,
+    concurrency: int,
+    heartbeat: float | None,
+    name: str | None,
+    worker_id: str | None,
+    default_executor: str | None,
+    reap_interval: float,
+    grace: float,
+) -> None:
+    """Join a fleet: claim, execute and report tasks until stopped (SIGTERM / Ctrl-C).
+
+    The first signal stops gracefully (finish or release running tasks within --grace), a
+    second exits at once (the tasks are then reaped by the other workers).
+
+    \b
+    Example:
+      shim worker --redis redis://localhost:6379/0 --types code,test -c 2 --heartbeat 1
+    """
+    from shim_core.worker import Worker, WorkerConfig
+
+    settings = Settings.load(redis_url=redis_url, namespace=namespace)
+    if settings.redis_url.startswith("embedded:"):
+        raise ShimError(
+            "a worker process needs a Redis server: pass --redis URL or set "
+            "SHIM_REDIS_URL (the embedded store lives inside one process)"
+        )
+    options: dict[str, Any] = {
+        "concurrency": concurrency,
+        "heartbeat_interval": heartbeat,
+        "name": name or "",
+        "default_executor": default_executor,
+        "shutdown_grace": grace,
+        "reap_interval": reap_interval,
+    }
+    if worker_id:
+        options["worker_id"] = worker_id
+    if types:
+        options["types"] = tuple(t.strip() for t in types.split(",") if t.strip())
+    config = WorkerConfig(**options)
+    connection = RedisConnectionManager(settings.redis_url)
+    connection.connect()
+    configure_logging()
+    runner = Worker(connection, settings, config)
+    for problem in runner.plugins.errors:
+        click.echo(f"warning: {problem}", err=True)
+    click.echo(
+        f"worker {runner.id} joined {mask_url(settings.redis_url)} namespace "
+        f"{settings.namespace!r} (types: {','.join(runner.capabilities.supported_task_types)})",
+        err=True,
+    )
+    try:
+        runner.run()
+    finally:
+        connection.disconnect()
+
+
+@app.command()
+@redis_options
+@click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON.")
+def workers(queue: TaskQueue, as_json: bool) -> None:
+    """List the workers of the namespace with their status and statistics."""
+    from shim_core.registry import WorkerRegistry
+    from shim_core.serde import converter
+
+    registry = WorkerRegistry(RedisConnectionManager(queue.settings.redis_url), queue.settings)
+    found = registry.all_workers()
+    if as_json:
+        click.echo(json.dumps([converter.unstructure(w) for w in found]))
+        return
+    if not found:
+        click.echo("no workers")
+    for w in found:
+        task = w.current_task.task_id if w.current_task else "-"
+        click.echo(
+            f"{w.name or w.id:<30} {w.status.value:<8} done {w.stats.tasks_completed:>5} "
+            f"failed {w.stats.tasks_failed:>4} current {task}"
+        )
+
+
+@app.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def plugins(as_json: bool) -> None:
+    """List the installed executors, decomposition strategies and checkpoint backends."""
+    from shim_core.plugins import Plugins
+
+    found = Plugins()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "provided": [
+                        {"kind": p.kind, "name": p.name, "plugin": p.plugin, "package": p.package}
+                        for p in found.provided
+                    ],
+                    "errors": [str(e) for e in found.errors],
+                }
+            )
+        )
+        return
+    for p in sorted(found.provided, key=lambda p: (p.kind, p.name)):
+        click.echo(f"{p.kind:<20} {p.name:<12} from {p.package} ({p.plugin})")
+    for problem in found.errors:
+        click.echo(f"error: {problem}")
