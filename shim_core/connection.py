@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import attrs
 import redis
@@ -50,16 +50,14 @@ _QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&#]*")
 
 def mask_url(url: str) -> str:
     """``url`` with any password (in the authority or a ``password=`` query) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparseable url>"
-    if password is not None:
-        user = parts.username or ""
-        host = parts.netloc.rsplit("@", 1)[1]
-        url = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    return _QUERY_PASSWORD.sub(r"\1***", url) if parts.query else url
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        # Masked on the raw text: '#', '/' or '?' inside a password would fool a URL parser.
+        userinfo, _, host = rest.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        if colon:
+            url = f"{scheme}://{user}:***@{host}"
+    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 @attrs.frozen

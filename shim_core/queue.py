@@ -143,6 +143,7 @@ class TaskQueue:
 
     def __init__(self, connection: RedisConnectionManager, settings: Settings) -> None:
         self.settings = settings
+        self.connection = connection
         self.keys = Keys(settings.namespace)
         # redis-py types replies as bytes | str; with decode_responses they are always str.
         self.client: Any = connection.get_client()
@@ -203,6 +204,7 @@ class TaskQueue:
         return attrs.evolve(
             task,
             **_KEPT_DEFAULTS,
+            dependencies=tuple(dict.fromkeys(task.dependencies)),
             max_attempts=task.max_attempts if task.max_attempts is not None else s.max_attempts,
             backoff_ms=task.backoff_ms if task.backoff_ms is not None else s.backoff_ms,
             max_stalled=task.max_stalled if task.max_stalled is not None else s.max_stalled,
@@ -258,7 +260,11 @@ class TaskQueue:
         current = self.get(task_id)
         if current is None:
             raise TaskNotFound(task_id)
-        fields = task_to_hash(attrs.evolve(current, **changes))
+        try:
+            fields = task_to_hash(attrs.evolve(current, **changes))
+            task_from_hash(fields, task_id)  # what is written must read back
+        except Exception as exc:
+            raise ValidationError(f"cannot update task {task_id!r}: {exc}") from None
         payload = json.dumps({k: fields[k] for k in changes if k in fields})
         reply = self.scripts.call(
             "update", [self.keys.task(task_id)], [self.keys.prefix, task_id, payload]
@@ -426,7 +432,11 @@ class TaskQueue:
         raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
         if reply[0] == 1:
             return FailOutcome(final=False, due_at=from_ms(reply[1]))
-        return FailOutcome(final=True, cancelled_dependents=int(reply[1]) if reply[0] else 0)
+        if reply[0] == 0:  # recorded already by this lease: report the state it is in
+            task = self.get(task_id)
+            due = task.due_at if task is not None and reply[1] == "retrying" else None
+            return FailOutcome(final=reply[1] == "failed", due_at=due)
+        return FailOutcome(final=True, cancelled_dependents=int(reply[1]))
 
     @redis_errors
     def cancel(self, task_id: str, reason: str = "cancelled") -> int:

@@ -191,12 +191,17 @@ class WorkerRegistry:
     def get_workers_by_status(self, *statuses: WorkerStatus) -> list[WorkerRegistration]:
         return [w for w in self.all_workers() if w.status in statuses]
 
+    @redis_errors
     def get_active_workers(self) -> list[WorkerRegistration]:
-        """Live workers: idle or busy."""
-        return self.get_workers_by_status(WorkerStatus.IDLE, WorkerStatus.BUSY)
+        """Live workers: idle or busy (read from the live set, not every worker ever seen)."""
+        pipe = self.client.pipeline(transaction=False)
+        for worker_id in self.live_worker_ids():
+            pipe.hgetall(self.keys.worker(worker_id))
+        live = (WorkerStatus.IDLE, WorkerStatus.BUSY)
+        return [w for w in (_decode(f) for f in pipe.execute() if f) if w.status in live]
 
     def get_idle_workers(self) -> list[WorkerRegistration]:
-        return self.get_workers_by_status(WorkerStatus.IDLE)
+        return [w for w in self.get_active_workers() if w.status is WorkerStatus.IDLE]
 
     @redis_errors
     def live_worker_ids(self) -> list[str]:

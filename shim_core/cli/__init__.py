@@ -9,10 +9,13 @@ from __future__ import annotations
 import sys
 
 import click
+import redis
 
 from shim_core.cli import fleet, runs
 from shim_core.cli._common import app
+from shim_core.connection import mask_url
 from shim_core.errors import ConnectionFailed, ShimError
+from shim_core.supervisor.supervisor import RunTimeout
 
 __all__ = ["app", "fleet", "main", "runs"]
 
@@ -32,6 +35,15 @@ def main(argv: list[str] | None = None) -> None:
     except ConnectionFailed as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(3)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        click.echo(f"error: Redis is unreachable: {mask_url(str(exc))}", err=True)
+        sys.exit(3)
+    except RunTimeout as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except redis.RedisError as exc:
+        click.echo(f"error: Redis refused a command: {mask_url(str(exc))}", err=True)
+        sys.exit(2)
     except ShimError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

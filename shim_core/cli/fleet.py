@@ -193,7 +193,7 @@ def workers(queue: TaskQueue, as_json: bool) -> None:
     from shim_core.registry import WorkerRegistry
     from shim_core.serde import converter
 
-    registry = WorkerRegistry(RedisConnectionManager(queue.settings.redis_url), queue.settings)
+    registry = WorkerRegistry(queue.connection, queue.settings)
     found = registry.all_workers()
     if as_json:
         click.echo(json.dumps([converter.unstructure(w) for w in found]))

@@ -249,8 +249,7 @@ def status(queue: TaskQueue, run_id: str | None, watch: bool, as_json: bool) -> 
         return
     from shim_core.supervisor import Supervisor
 
-    connection = RedisConnectionManager(queue.settings.redis_url)
-    supervisor = Supervisor(connection, queue.settings)
+    supervisor = Supervisor(queue.connection, queue.settings)
     try:
         record = load_run(queue, run_id)
         aggregator = supervisor.watch(record)

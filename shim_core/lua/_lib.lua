@@ -56,14 +56,36 @@ local function emit(prefix, etype, id, worker, status, attempt, now, tail)
   rcall('PUBLISH', prefix .. 'task:' .. etype, event)
 end
 
+-- The queue a task becomes pending in: its worker's own queue, unless that worker is known to
+-- have left (crashed or offline): then the target is dropped and any worker may claim it.
+local function home_queue(prefix, id, ttype, assigned)
+  if assigned and assigned ~= '' then
+    local st = rcall('HGET', prefix .. 'worker:' .. assigned, 'status')
+    if st == 'crashed' or st == 'offline' then
+      rcall('HDEL', prefix .. 'task:' .. id, 'assigned_to')
+      rcall('SADD', prefix .. 'queues', ttype)
+      return ttype
+    end
+  end
+  return queue_of(ttype, assigned)
+end
+
 -- Move a task from `from` to pending in its ready queue (wakes a blocked claimer).
 local function make_pending(prefix, id, from, now, etype)
   local key = prefix .. 'task:' .. id
   local f = rcall('HMGET', key, 'type', 'assigned_to', 'priority', 'seq', 'attempts')
-  local queue = queue_of(f[1], f[2])
-  leave(prefix, id, from, queue, f[1])
-  enter(prefix, id, 'pending', queue, f[1], ready_score(f[3], f[4]))
+  leave(prefix, id, from, queue_of(f[1], f[2]), f[1])
+  enter(prefix, id, 'pending', home_queue(prefix, id, f[1], f[2]), f[1], ready_score(f[3], f[4]))
   emit(prefix, etype, id, nil, 'pending', tonumber(f[5]), now)
+end
+
+-- Forget a task in the dependents sets of its dependencies (it is removed, or cancelled while
+-- waiting), so that a later task reusing its id is not released by them.
+local function unlink(prefix, id)
+  local deps = rcall('HGET', prefix .. 'task:' .. id, 'dependencies')
+  if deps then
+    for _, dep in ipairs(cjson.decode(deps)) do rcall('SREM', prefix .. 'dependents:' .. dep, id) end
+  end
 end
 
 -- Cancel every not-yet-final task that (transitively) depends on `root`.
@@ -80,6 +102,7 @@ local function cancel_dependents(prefix, root, now, reason)
       local f = rcall('HMGET', key, 'status', 'type', 'assigned_to', 'attempts')
       local st = f[1]
       if st and st ~= 'complete' and st ~= 'failed' and st ~= 'cancelled' then
+        unlink(prefix, child)
         leave(prefix, child, st, queue_of(f[2], f[3]), f[2])
         enter(prefix, child, 'cancelled', nil, f[2], now)
         local result = cjson.encode({success = false, error = reason})

@@ -28,7 +28,6 @@ end
 local now = now_ms()
 for _, t in ipairs(tasks) do
   local key = prefix .. 'task:' .. t.id
-  local queue = queue_of(t.type, t.assigned_to)
   local left, doomed = 0, nil
   for _, dep in ipairs(cjson.decode(t.dependencies or '[]')) do
     local st = rcall('HGET', prefix .. 'task:' .. dep, 'status')
@@ -46,6 +45,7 @@ for _, t in ipairs(tasks) do
   end
   rcall('HSET', key, unpack(fields))
   rcall('HSET', key, 'seq', seq, 'created_at', now, 'deps_left', left)
+  local queue = home_queue(prefix, t.id, t.type, t.assigned_to)
   rcall('SADD', KEYS[2], queue)
   if doomed then
     local result = cjson.encode({success = false, error = 'dependency ' .. doomed .. ' failed'})

@@ -11,6 +11,7 @@ if not f[1] then return {-1} end
 if f[1] == 'cancelled' then return {0} end
 if f[1] == 'complete' or f[1] == 'failed' then return {-3, f[1]} end
 local now = now_ms()
+unlink(prefix, id)
 leave(prefix, id, f[1], queue_of(f[2], f[3]), f[2])
 enter(prefix, id, 'cancelled', nil, f[2], now)
 local result = cjson.encode({success = false, error = ARGV[3]})

@@ -3,7 +3,8 @@
 -- KEYS[1] queues, KEYS[2] waiting, KEYS[3] delayed
 -- ARGV[1] prefix, ARGV[2] mode 'clean' or 'drain', ARGV[3] limit,
 -- ARGV[4] (clean) grace ms, ARGV[5..] (clean) statuses to clean
--- Builds: complete / failed / cancelled, ready:<queue>, task:<id>, dependents:<id>, ckpt:<id>
+-- Builds: complete / failed / cancelled, ready:<queue>, task:<id>, dependents:<id>, ckpt:<id>,
+--         log:<id>, dependents:<dep> of each dependency
 -- Returns: the number of tasks removed (call again while it equals the limit)
 local prefix, limit = ARGV[1], tonumber(ARGV[3])
 local victims = {}
@@ -30,6 +31,7 @@ for _, v in ipairs(victims) do
   local key = prefix .. 'task:' .. id
   local f = rcall('HMGET', key, 'type', 'assigned_to')
   leave(prefix, id, status, queue_of(f[1], f[2]), f[1])
-  rcall('DEL', key, prefix .. 'dependents:' .. id, prefix .. 'ckpt:' .. id)
+  unlink(prefix, id)
+  rcall('DEL', key, prefix .. 'dependents:' .. id, prefix .. 'ckpt:' .. id, prefix .. 'log:' .. id)
 end
 return #victims

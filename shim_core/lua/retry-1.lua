@@ -13,6 +13,7 @@ local deps = cjson.decode(f[4] or '[]')
 local open_deps = {}
 for _, dep in ipairs(deps) do
   local d = rcall('HMGET', prefix .. 'task:' .. dep, 'status', 'on_failure')
+  if not d[1] then return {-3, 'blocked: dependency ' .. dep .. ' no longer exists'} end
   local done = d[1] == 'complete' or (d[1] == 'failed' and d[2] == 'continue')
   if d[1] == 'cancelled' or (d[1] == 'failed' and not done) then
     return {-3, 'blocked: dependency ' .. dep .. ' is ' .. d[1] .. ' (retry it first)'}

@@ -84,6 +84,7 @@ class ProgressAggregator:
         self.registry = registry
         self.queue = queue
         self.task_ids = list(task_ids)
+        self._tracked = frozenset(self.task_ids)
         self.estimates = dict(estimates or {})
         self.dependencies = {k: tuple(v) for k, v in (dependencies or {}).items()}
         self.reconcile_interval = reconcile_interval
@@ -230,10 +231,6 @@ class ProgressAggregator:
         return None if remaining is None else datetime.now(UTC) + timedelta(seconds=remaining)
 
     # -------------------------------------------------------------- internals
-    @property
-    def _tracked(self) -> set[str]:
-        return set(self.task_ids)
-
     def _reconcile_task(self, task: Task, now: float) -> None:
         old = self._tasks.get(task.id)
         progress = 1.0 if task.status is TaskStatus.COMPLETE else task.progress

@@ -83,7 +83,9 @@ class WorkExecutor:
             result = TaskResult(
                 success=False, error=f"no executor {wanted} on worker {self.worker_id}"
             )
-            return self._finish(execution, result, start, permanent=True)
+            # Not permanent: in a mixed fleet another worker may have the executor; the retries
+            # with backoff give it the chance before the task fails for good.
+            return self._finish(execution, result, start)
         limit_ms = task.timeout_ms or self.max_task_duration_ms
         timer = None
         if limit_ms:

@@ -14,15 +14,17 @@ import threading
 from collections.abc import Mapping
 
 import attrs
-import redis
 
 from shim_core.checkpoints import CheckpointStore
-from shim_core.errors import ShimError
 from shim_core.models import TaskStatus
 from shim_core.queue import TaskQueue
 from shim_core.registry import CrashedWorker, WorkerRegistry
 
 log = logging.getLogger(__name__)
+
+#: Lifetime of the reaper lock: at most one pass per this many ms in a namespace (a little under
+#: the default reap interval of 0.5 s).
+REAPER_LOCK_MS = 450
 
 
 @attrs.frozen
@@ -100,16 +102,15 @@ class WorkerCrashRecovery:
         # One sweeper at a time: every process runs this loop, but a pass only runs in the
         # process that takes the namespace's reaper lock for the interval, so Redis does one pass
         # per interval whatever the size of the fleet. A holder that dies lets the lock expire.
-        lock_ms = max(int(interval * 900), 1)
+        # The lock lives REAPER_LOCK_MS whatever this process's interval, so one process with a
+        # long interval cannot hold back the reaping of the whole fleet.
         client, key = self.queue.client, self.queue.keys.reaper_lock
         while not self._stop.wait(interval):
             try:
-                if client.set(key, "1", nx=True, px=lock_ms):
+                if client.set(key, "1", nx=True, px=REAPER_LOCK_MS):
                     self.detect_and_recover()
-            except ShimError as exc:
+            except Exception as exc:  # keep reaping: the next pass may succeed
                 log.warning("reaper pass failed: %s", exc)
-            except redis.RedisError as exc:
-                log.warning("reaper lock unavailable: %s", exc)
 
     def _report(
         self, crashed: list[CrashedWorker], stalled: Mapping[str, TaskStatus]

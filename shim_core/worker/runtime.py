@@ -9,12 +9,14 @@ one exits at once (the tasks are then reaped as for a crash).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import attrs
@@ -23,9 +25,9 @@ from shim_core.bus import MessageBus
 from shim_core.checkpoints import CheckpointStore
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
-from shim_core.errors import ConnectionFailed, ShimError, TaskError
+from shim_core.errors import ShimError, TaskError
 from shim_core.keys import check_name
-from shim_core.models import TaskType, WorkerCapabilities, WorkerRegistration, new_id
+from shim_core.models import Claim, TaskType, WorkerCapabilities, WorkerRegistration, new_id
 from shim_core.plugins import Plugins
 from shim_core.queue import TaskQueue
 from shim_core.registry import HeartbeatRefused, WorkerRegistry
@@ -98,7 +100,10 @@ class Worker:
             supported_task_types=self._types(),
             max_task_duration=self.config.max_task_duration_ms,
         )
-        self.claimer = TaskClaimer(self.queue, self.id, self.capabilities)
+        # A lease always outlives three heartbeats, whatever the interval: a healthy long task is
+        # never reaped between two beats.
+        self.lease_ms = max(settings.lease_ms, int(self.interval * 3000))
+        self.claimer = TaskClaimer(self.queue, self.id, self.capabilities, lease_ms=self.lease_ms)
         self.executor = WorkExecutor(
             self.queue,
             self.plugins,
@@ -111,11 +116,13 @@ class Worker:
             self.registry,
             self.id,
             self.interval,
+            lease_ms=self.lease_ms,
             on_lost=self._leases_lost,
             on_refused=self._refused,
         )
         self.recovery = WorkerCrashRecovery(self.registry, self.queue, self.checkpoints)
-        self.outcomes: list[ExecutionOutcome] = []
+        #: The latest outcomes (bounded: a worker may run for months).
+        self.outcomes: deque[ExecutionOutcome] = deque(maxlen=1000)
         self._running: dict[str, TaskExecution] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -191,13 +198,23 @@ class Worker:
             try:
                 claims = self.claimer.claim_batch(1, block=self.config.claim_block)
                 backoff = 0.1
-            except ConnectionFailed as exc:
+            except Exception as exc:  # Redis away, or a corrupt task: never end the thread
                 log.warning("claim failed (%s); retrying in %.1f s", exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             for claim in claims:
-                self._execute(self.executor.prepare(claim))
+                self._run_claim(claim)
+
+    def _run_claim(self, claim: Claim) -> None:
+        try:
+            execution = self.executor.prepare(claim)
+        except Exception as exc:
+            log.exception("could not prepare task %s", claim.task.id)
+            with contextlib.suppress(ShimError):  # else the lease expires and is reaped
+                self.queue.fail(claim.task.id, claim.token, f"could not prepare: {exc}")
+            return
+        self._execute(execution)
 
     def _execute(self, execution: TaskExecution) -> None:
         task_id = execution.task.id

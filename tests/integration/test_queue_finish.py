@@ -390,3 +390,91 @@ def test_no_wake_marker_is_left_behind_when_the_queue_empties(shim_queue):
     assert shim_queue.client.exists(shim_queue.keys.wake("code")) == 1
     shim_queue.claim(["code"])
     assert shim_queue.client.exists(shim_queue.keys.wake("code")) == 0
+
+
+def test_task_targeted_at_a_departed_worker_goes_to_the_shared_queue(shim_connection, shim_queue):
+    """A task waiting on a dependency while its target worker leaves is claimable by anyone
+    once released (it would otherwise wait for ever in the departed worker's queue)."""
+    from shim_core.models import WorkerRegistration
+    from shim_core.registry import WorkerRegistry
+
+    registry = WorkerRegistry(shim_connection, shim_queue.settings)
+    registry.register_worker(WorkerRegistration(id="w9"), heartbeat_interval=10)
+    shim_queue.add_many([Task(id="a"), Task(id="b", dependencies=("a",), assigned_to="w9")])
+    registry.unregister_worker("w9")
+    shim_queue.complete("a", claim_one(shim_queue, "a", worker_id="other").token)
+    assert [c.task.id for c in shim_queue.claim(["code"], worker_id="other")] == ["b"]
+    assert_consistent(shim_queue)
+
+
+def test_repeated_dependency_ids_count_once(shim_queue):
+    """A dependency listed twice is one dependency: completing it releases the task."""
+    shim_queue.add_many([Task(id="a"), Task(id="b", dependencies=("a", "a"))])
+    assert shim_queue.get("b").dependencies == ("a",)
+    shim_queue.complete("a", claim_one(shim_queue, "a").token)
+    assert shim_queue.get("b").status is TaskStatus.PENDING
+
+
+def test_reused_id_after_drain_is_not_released_by_the_old_dependency(shim_queue):
+    """A drained waiting task's id, reused for a new task, waits only for its own
+    dependencies."""
+    shim_queue.add_many([Task(id="r"), Task(id="x", dependencies=("r",))])
+    running = claim_one(shim_queue, "r")
+    assert shim_queue.drain() == 1
+    shim_queue.add_many([Task(id="z", type="test"), Task(id="x", dependencies=("z",))])
+    shim_queue.complete("r", running.token)
+    assert shim_queue.get("x").status is TaskStatus.WAITING
+    assert_consistent(shim_queue)
+
+
+def test_reused_id_after_cancel_and_clean_is_not_released_by_the_old_dependency(shim_queue):
+    """A cancelled waiting task forgets its dependencies, so a new task reusing its id after
+    clean is not released by them."""
+    shim_queue.add_many([Task(id="r"), Task(id="x", dependencies=("r",))])
+    running = claim_one(shim_queue, "r")
+    shim_queue.cancel("x")
+    assert shim_queue.clean(grace_ms=0, statuses=["cancelled"]) == 1
+    shim_queue.add_many([Task(id="z", type="test"), Task(id="x", dependencies=("z",))])
+    shim_queue.complete("r", running.token)
+    assert shim_queue.get("x").status is TaskStatus.WAITING
+
+
+def test_retry_is_refused_when_a_dependency_was_cleaned_away(shim_queue):
+    """Retrying a task whose dependency no longer exists is refused with the reason."""
+    shim_queue.add_many([Task(id="a"), Task(id="b", dependencies=("a",), max_attempts=1)])
+    shim_queue.complete("a", claim_one(shim_queue, "a").token)
+    shim_queue.fail("b", claim_one(shim_queue, "b").token, "boom")
+    shim_queue.clean(grace_ms=0, statuses=["complete"])
+    with pytest.raises(InvalidTransition, match="no longer exists"):
+        shim_queue.retry("b")
+
+
+def test_repeated_fail_reports_the_real_state(shim_queue):
+    """Repeating a fail call (a resent command) reports retrying, not failed for good."""
+    shim_queue.add(Task(id="a"))
+    claim = claim_one(shim_queue, "a")
+    first = shim_queue.fail("a", claim.token, "boom")
+    again = shim_queue.fail("a", claim.token, "boom")
+    assert (first.final, again.final) == (False, False)
+    assert again.due_at == first.due_at
+
+
+def test_release_and_reassign_give_the_attempt_back(shim_queue):
+    """A released or reassigned execution does not use up one of the task's attempts."""
+    shim_queue.add(Task(id="a", max_attempts=1))
+    shim_queue.release("a", claim_one(shim_queue, "a").token)
+    claim_one(shim_queue, "a")
+    shim_queue.reassign("a")
+    claim = claim_one(shim_queue, "a")
+    assert claim.task.attempts == 1
+    assert shim_queue.complete("a", claim.token) == 0
+
+
+def test_update_refuses_values_that_would_corrupt_the_task(shim_queue):
+    """An update whose values cannot be read back is refused before anything is written."""
+    shim_queue.add(Task(id="m"))
+    with pytest.raises(ValidationError):
+        shim_queue.update("m", max_attempts="lots")
+    with pytest.raises(ValidationError):
+        shim_queue.update("m", priority="urgent")
+    assert shim_queue.get("m").max_attempts == 3

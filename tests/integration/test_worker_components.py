@@ -423,9 +423,9 @@ def test_last_failed_attempt_fails_the_task(shim_queue: TaskQueue) -> None:
     assert shim_queue.get("a").status is TaskStatus.FAILED
 
 
-def test_missing_executor_fails_permanently(shim_queue: TaskQueue) -> None:
-    """A task naming an executor the worker lacks, or of a type no executor runs, fails for
-    good at once with an error saying so."""
+def test_missing_executor_fails_the_attempt(shim_queue: TaskQueue) -> None:
+    """A task naming an executor the worker lacks, or of a type no executor runs, fails the
+    attempt with an error saying so (retried, so another worker of a mixed fleet may run it)."""
     wx = WorkExecutor(
         shim_queue, plugins_with(FnExecutor("coder", ("code",))), None, worker_id="w1"
     )
@@ -436,9 +436,9 @@ def test_missing_executor_fails_permanently(shim_queue: TaskQueue) -> None:
     _, named = run(wx, claim_as(shim_queue, "w1", "code"))
     _, typed = run(wx, claim_as(shim_queue, "w1", "document"))
 
-    assert (named.status, typed.status) == ("failed", "failed")
+    assert (named.status, typed.status) == ("retrying", "retrying")
     task = shim_queue.get("named")
-    assert task.status is TaskStatus.FAILED
+    assert task.status is TaskStatus.RETRYING
     assert task.attempts == 1
     assert task.result.error == "no executor missing on worker w1"
     assert shim_queue.get("typed").result.error == (
@@ -1144,7 +1144,7 @@ def test_worker_stop_releases_a_long_task(
     worker.stop(grace=0.1)
 
     task = shim_queue.get("a")
-    assert (task.status, task.stalls, task.lease, task.attempts) == (TaskStatus.PENDING, 0, 0, 1)
+    assert (task.status, task.stalls, task.lease, task.attempts) == (TaskStatus.PENDING, 0, 0, 0)
     assert executor.contexts[0].cancel_reason == "worker shutting down"
     assert registry.get_worker("rt-4").status is WorkerStatus.OFFLINE
     assert "rt-4" not in registry.live_worker_ids()
@@ -1260,3 +1260,46 @@ def test_worker_declared_crashed_while_alive_stops_its_task_and_rejoins(
     task = shim_queue.get("a")
     assert task.stalls == 1
     assert task.result is None
+
+
+def test_worker_survives_a_task_whose_preparation_fails(
+    shim_connection: RedisConnectionManager, shim_settings: Settings
+) -> None:
+    """A claimed task that cannot be prepared (its dependency's record is corrupt) fails its
+    attempt with the reason, and the worker goes on with the next task."""
+    queue = TaskQueue(shim_connection, shim_settings)
+    queue.add_many([Task(id="dep"), Task(id="b", dependencies=("dep",), max_attempts=1)])
+    [claim] = queue.claim(["code"], worker_id="someone")
+    queue.complete("dep", claim.token)
+    shim_connection.get_client().hset(queue.keys.task("dep"), "attempts", "not a number")
+    worker = Worker(
+        shim_connection,
+        shim_settings,
+        WorkerConfig(worker_id="rt-8", heartbeat_interval=0.1, claim_block=0.2),
+        plugins=plugins_with(FnExecutor("w", ("code",), succeed)),
+    )
+    worker.start()
+    try:
+        wait_until(lambda: queue.get("b").status is TaskStatus.FAILED, timeout=10)
+        assert "could not prepare" in (queue.get("b").result.error or "")
+        queue.add(Task(id="next"))
+        wait_until(lambda: queue.get("next").status is TaskStatus.COMPLETE, timeout=10)
+    finally:
+        worker.stop(grace=0)
+        for thread in worker._threads:
+            thread.join(timeout=5)
+
+
+def test_worker_leases_outlive_three_heartbeats(
+    shim_connection: RedisConnectionManager, shim_settings: Settings
+) -> None:
+    """A worker beating every 40 s takes 120 s leases even when the settings say 30 s, so a
+    healthy long task is never reaped between two beats."""
+    worker = Worker(
+        shim_connection,
+        shim_settings,
+        WorkerConfig(worker_id="rt-9", heartbeat_interval=40.0),
+        plugins=plugins_with(),
+    )
+    assert worker.lease_ms == 120_000
+    assert worker.claimer.lease_ms == worker.reporter.lease_ms == 120_000

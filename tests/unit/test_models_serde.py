@@ -451,8 +451,8 @@ def test_mask_url(url: str, masked: str) -> None:
 
 
 def test_mask_url_of_an_unparseable_url() -> None:
-    """An unparseable URL is not echoed back (it may hold a password)."""
-    assert mask_url("redis://:secret@[::1") == "<unparseable url>"
+    """A URL that cannot be parsed still has its password masked (masking works on the text)."""
+    assert "secret" not in mask_url("redis://:secret@[::1")
 
 
 def test_mask_url_hides_a_query_string_password() -> None:
