@@ -6,6 +6,7 @@ lease never changes anything.
 """
 
 import contextlib
+import os
 import time
 import uuid
 
@@ -123,6 +124,35 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 assert self.queue.get(task_id).status in (TaskStatus.COMPLETE, TaskStatus.FAILED)
 
         @rule(data=st.data())
+        def release(self, data: st.DataObject) -> None:
+            if not self.held:
+                return
+            task_id = data.draw(st.sampled_from(sorted(self.held)))
+            token = self.held.pop(task_id)
+            with contextlib.suppress(StaleLease, InvalidTransition):
+                self.queue.release(task_id, token)
+            self.stale.append((task_id, token))
+
+        @rule(data=st.data())
+        def reassign(self, data: st.DataObject) -> None:
+            if not self.ids:
+                return
+            task_id = data.draw(st.sampled_from(self.ids))
+            with contextlib.suppress(InvalidTransition):
+                self.queue.reassign(task_id)
+                if task_id in self.held:
+                    self.stale.append((task_id, self.held.pop(task_id)))
+
+        @rule(data=st.data())
+        def retry(self, data: st.DataObject) -> None:
+            if not self.ids:
+                return
+            task_id = data.draw(st.sampled_from(self.ids))
+            with contextlib.suppress(InvalidTransition):
+                self.queue.retry(task_id)
+                self.completed.discard(task_id)
+
+        @rule(data=st.data())
         def replay_stale(self, data: st.DataObject) -> None:
             """An old lease used again (a zombie worker) never changes a task."""
             if not self.stale:
@@ -158,7 +188,7 @@ def test_random_operation_sequences_keep_every_invariant(shim_redis_url):
     """Hypothesis drives add/claim/complete/fail/expire/cancel and checks after every step."""
     machine = make_machine(shim_redis_url)
     machine.TestCase.settings = settings(
-        max_examples=40,
+        max_examples=int(os.environ.get("SHIM_HYPOTHESIS_EXAMPLES", "40")),
         stateful_step_count=30,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
