@@ -20,24 +20,34 @@ from shim_core.queue import TaskQueue
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def redis_options(func: F) -> F:
-    """The options every command that talks to Redis shares."""
+_REDIS_HELP = (
+    "Redis URL (redis://, rediss://, unix://, redis+sentinel://, embedded://); "
+    "default $SHIM_REDIS_URL or the embedded in-process server."
+)
 
-    @click.option(
-        "--redis",
-        "redis_url",
-        metavar="URL",
-        envvar="SHIM_REDIS_URL",
-        help="Redis URL (redis://, rediss://, unix://, redis+sentinel://, embedded://); "
-        "default $SHIM_REDIS_URL or the embedded in-process server.",
-    )
-    @click.option(
-        "--namespace",
-        "-n",
-        metavar="NS",
-        envvar="SHIM_NAMESPACE",
-        help="Namespace of the fleet (default $SHIM_NAMESPACE or 'default').",
-    )
+
+def connection_options(redis_help: str = _REDIS_HELP) -> Callable[[F], F]:
+    """``--redis URL`` and ``--namespace NS`` (from ``SHIM_REDIS_URL`` / ``SHIM_NAMESPACE``)."""
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--namespace",
+            "-n",
+            metavar="NS",
+            envvar="SHIM_NAMESPACE",
+            help="Namespace of the fleet (default $SHIM_NAMESPACE or 'default').",
+        )(func)
+        return click.option(
+            "--redis", "redis_url", metavar="URL", envvar="SHIM_REDIS_URL", help=redis_help
+        )(func)
+
+    return decorate
+
+
+def redis_options(func: F) -> F:
+    """The connection options, turned into a connected ``queue`` argument for the command."""
+
+    @connection_options()
     @functools.wraps(func)
     def wrapper(*args: Any, redis_url: str | None, namespace: str | None, **kwargs: Any) -> Any:
         settings = Settings.load(redis_url=redis_url, namespace=namespace)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from shim_core.cli._common import app, configure_logging, redis_options
+from shim_core.cli._common import app, configure_logging, connection_options, redis_options
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager, mask_url
 from shim_core.doctor import check_invariants
@@ -67,20 +67,9 @@ def resume(queue: TaskQueue) -> None:
 
 
 @app.command()
-@click.option(
-    "--redis",
-    "redis_url",
-    metavar="URL",
-    envvar="SHIM_REDIS_URL",
-    help="Redis URL of the fleet (default $SHIM_REDIS_URL); a worker process needs a "
-    "real server, not the embedded one.",
-)
-@click.option(
-    "--namespace",
-    "-n",
-    metavar="NS",
-    envvar="SHIM_NAMESPACE",
-    help="Namespace of the fleet (default $SHIM_NAMESPACE or 'default').",
+@connection_options(
+    "Redis URL of the fleet (default $SHIM_REDIS_URL); a worker process needs a "
+    "real server, not the embedded one."
 )
 @click.option(
     "--types",

@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from shim_core.cli._common import app, print_report, redis_options, request_options
+from shim_core.cli._common import (
+    app,
+    connection_options,
+    print_report,
+    redis_options,
+    request_options,
+)
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager, mask_url
 from shim_core.console import LiveProgress, bar, render_plan, render_report
@@ -65,20 +71,9 @@ def plan(request: str, strategy: str | None, executor: str, workers: int, as_jso
     help="Local workers to start [default: 3 on the embedded Redis, 0 with --redis, "
     "where `shim worker` processes do the work].",
 )
-@click.option(
-    "--redis",
-    "redis_url",
-    metavar="URL",
-    envvar="SHIM_REDIS_URL",
-    help="Use this Redis and its fleet (default $SHIM_REDIS_URL, else a private "
-    "embedded Redis for this run).",
-)
-@click.option(
-    "--namespace",
-    "-n",
-    metavar="NS",
-    envvar="SHIM_NAMESPACE",
-    help="Namespace of the fleet (default $SHIM_NAMESPACE or 'default').",
+@connection_options(
+    "Use this Redis and its fleet (default $SHIM_REDIS_URL, else a private "
+    "embedded Redis for this run)."
 )
 @click.option("--yes", "-y", is_flag=True, help="Run without asking for approval.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the final report, as JSON.")
@@ -171,20 +166,7 @@ def run(
 @app.command()
 @click.argument("request")
 @request_options
-@click.option(
-    "--redis",
-    "redis_url",
-    metavar="URL",
-    envvar="SHIM_REDIS_URL",
-    help="Redis of the running fleet (default $SHIM_REDIS_URL).",
-)
-@click.option(
-    "--namespace",
-    "-n",
-    metavar="NS",
-    envvar="SHIM_NAMESPACE",
-    help="Namespace of the fleet (default $SHIM_NAMESPACE or 'default').",
-)
+@connection_options("Redis of the running fleet (default $SHIM_REDIS_URL).")
 @click.option(
     "--wait", "wait_for", is_flag=True, help="Block until the run ends; print its report."
 )
