@@ -7,19 +7,22 @@ same Lua scripts. Either way the local workers are threads of this process.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+import attrs
 import redis
 
 from shim_core.config import Settings
-from shim_core.connection import RedisConnectionManager, forget_embedded
+from shim_core.connection import RedisConnectionManager, forget_embedded, mask_url
 from shim_core.errors import ShimError
 from shim_core.models import new_id
 from shim_core.plugins import Plugins
+from shim_core.supervisor.supervisor import Supervisor
 from shim_core.worker import Worker, WorkerConfig
 
 #: Seconds a private redis-server gets to accept connections.
@@ -142,3 +145,58 @@ class LocalWorkers:
             worker.claimer.stop()
         for worker in self.workers:
             worker.stop(grace=grace)
+
+
+class LocalSession:
+    """What ``shim run`` runs a plan in: the Redis (a private one, or the fleet's), a supervisor
+    with its reaper, and ``workers`` local workers; all stopped on exit.
+
+    ``with LocalSession(settings, workers=3) as session: session.supervisor.submit(...)``
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        workers: int,
+        default_executor: str | None = None,
+        plugins: Plugins | None = None,
+    ) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.default_executor = default_executor
+        self.plugins = plugins if plugins is not None else Plugins()
+        self.private = settings.redis_url.startswith("embedded:")
+        self._redis = LocalRedis() if self.private else None
+        self._stack = contextlib.ExitStack()
+        self.supervisor: Supervisor
+
+    @property
+    def where(self) -> str:
+        """Where the run's Redis is, fit to print (password masked)."""
+        return self._redis.description if self._redis else mask_url(self.settings.redis_url)
+
+    def __enter__(self) -> LocalSession:
+        with contextlib.ExitStack() as stack:
+            url = stack.enter_context(self._redis) if self._redis else self.settings.redis_url
+            self.settings = attrs.evolve(self.settings, redis_url=url)
+            connection = RedisConnectionManager(url)
+            connection.connect()
+            stack.callback(connection.disconnect)
+            self.supervisor = Supervisor(connection, self.settings, plugins=self.plugins)
+            stack.callback(self.supervisor.stop)
+            fleet = LocalWorkers(
+                connection,
+                self.settings,
+                self.workers,
+                default_executor=self.default_executor,
+                plugins=self.plugins,
+            )
+            stack.callback(fleet.stop)
+            fleet.start()
+            self.supervisor.start()
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()

@@ -53,7 +53,12 @@ def doctor(queue: TaskQueue, as_json: bool) -> None:
 @app.command()
 @redis_options
 def pause(queue: TaskQueue) -> None:
-    """Stop workers from claiming new tasks (running tasks go on)."""
+    """Stop workers from claiming new tasks (running tasks go on).
+
+    \b
+    Example:
+      shim pause --redis redis://localhost:6379/0 --namespace team-a
+    """
     queue.pause()
     click.echo(f"paused namespace {queue.settings.namespace!r}")
 
@@ -61,7 +66,12 @@ def pause(queue: TaskQueue) -> None:
 @app.command()
 @redis_options
 def resume(queue: TaskQueue) -> None:
-    """Let workers claim tasks again."""
+    """Let workers claim tasks again.
+
+    \b
+    Example:
+      shim resume --redis redis://localhost:6379/0 --namespace team-a
+    """
     queue.resume()
     click.echo(f"resumed namespace {queue.settings.namespace!r}")
 
@@ -178,7 +188,12 @@ def worker(
 @redis_options
 @click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON.")
 def workers(queue: TaskQueue, as_json: bool) -> None:
-    """List the workers of the namespace with their status and statistics."""
+    """List the workers of the namespace with their status and statistics.
+
+    \b
+    Example:
+      shim workers --redis redis://localhost:6379/0 --json
+    """
     from shim_core.registry import WorkerRegistry
     from shim_core.serde import converter
 
@@ -200,7 +215,13 @@ def workers(queue: TaskQueue, as_json: bool) -> None:
 @app.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def plugins(as_json: bool) -> None:
-    """List the installed executors, decomposition strategies and checkpoint backends."""
+    """List the installed executors, decomposition strategies and checkpoint backends, with
+    the package each comes from, and any plugin that failed to load.
+
+    \b
+    Example:
+      SHIM_DISABLE_PLUGINS=hello shim plugins --json
+    """
     from shim_core.plugins import Plugins
 
     found = Plugins()

@@ -16,7 +16,7 @@ from shim_core.cli._common import (
     request_options,
 )
 from shim_core.config import Settings
-from shim_core.connection import RedisConnectionManager, mask_url
+from shim_core.connection import RedisConnectionManager
 from shim_core.console import LiveProgress, bar, render_plan, render_report
 from shim_core.errors import ShimError
 from shim_core.queue import TaskQueue
@@ -105,14 +105,10 @@ def run(
       shim run examples/auth_system.yaml --workers 5 --json
       shim run plan.yaml --redis redis://localhost:6379/0 --yes
     """
-    from contextlib import nullcontext
-
-    import attrs
-
-    from shim_core.local import LocalRedis, LocalWorkers
+    from shim_core.local import LocalSession
     from shim_core.plugins import Plugins
-    from shim_core.supervisor import Supervisor
     from shim_core.supervisor.decomposer import TaskDecomposer
+    from shim_core.supervisor.supervisor import RunTimeout
 
     settings = Settings.load(redis_url=redis_url, namespace=namespace)
     local = settings.redis_url.startswith("embedded:")
@@ -123,43 +119,33 @@ def run(
         click.echo(render_plan(decomposition, max(count, 1)), err=True)
     if not yes and not as_json and sys.stdin.isatty():
         click.confirm("Run this plan?", default=True, abort=True, err=True)
-    server = LocalRedis() if local else nullcontext(settings.redis_url)
-    with server as url:
-        settings = attrs.evolve(settings, redis_url=url)
-        connection = RedisConnectionManager(url)
-        connection.connect()
-        supervisor = Supervisor(connection, settings, plugins=plugins)
-        fleet = LocalWorkers(
-            connection, settings, count, default_executor=executor, plugins=plugins
-        )
-        live = None if as_json else LiveProgress()
-        try:
-            fleet.start()
-            supervisor.start()
-            record = supervisor.submit(decomposition)
-            if not as_json:
-                where = server.description if isinstance(server, LocalRedis) else mask_url(url)
-                click.echo(f"Run {record.run_id} on {where}, {count} local worker(s)", err=True)
-                if count == 0 and not supervisor.registry.live_worker_ids():
-                    click.echo(
-                        "No worker is connected yet: start some with `shim worker "
-                        "--redis URL`; waiting.",
-                        err=True,
-                    )
-            try:
-                report = supervisor.wait(
-                    record.run_id, timeout=timeout, on_update=live.update if live else None
+    live = None if as_json else LiveProgress()
+    with LocalSession(settings, workers=count, default_executor=executor, plugins=plugins) as run:
+        supervisor = run.supervisor
+        record = supervisor.submit(decomposition)
+        if not as_json:
+            click.echo(f"Run {record.run_id} on {run.where}, {count} local worker(s)", err=True)
+            if count == 0 and not supervisor.registry.live_worker_ids():
+                click.echo(
+                    "No worker is connected yet: start some with `shim worker --redis "
+                    "URL`; waiting.",
+                    err=True,
                 )
-            except KeyboardInterrupt:
-                supervisor.cancel_run(record.run_id, "interrupted by the user")
-                click.echo(f"\ninterrupted: run {record.run_id} cancelled", err=True)
-                raise click.exceptions.Exit(130) from None
+        try:
+            report = supervisor.wait(
+                record.run_id, timeout=timeout, on_update=live.update if live else None
+            )
+        except RunTimeout:
+            if count:  # the local workers stop with this command: leave no work behind
+                supervisor.cancel_run(record.run_id, "timed out")
+            raise
+        except KeyboardInterrupt:
+            supervisor.cancel_run(record.run_id, "interrupted by the user")
+            click.echo(f"\ninterrupted: run {record.run_id} cancelled", err=True)
+            raise click.exceptions.Exit(130) from None
         finally:
             if live is not None:
                 live.close()
-            fleet.stop()
-            supervisor.stop()
-            connection.disconnect()
     print_report(report, as_json)
 
 
@@ -286,7 +272,13 @@ def _namespace_status(queue: TaskQueue, as_json: bool) -> None:
 @click.argument("target")
 @redis_options
 def cancel(queue: TaskQueue, target: str) -> None:
-    """Cancel a run (every unfinished task) or one task (and its dependents)."""
+    """Cancel a run (every unfinished task) or one task (and its dependents).
+
+    \b
+    Examples:
+      shim cancel 3f2a9c01d4 --redis redis://localhost:6379/0
+      shim cancel 3f2a9c01d4:login --redis redis://localhost:6379/0
+    """
     from shim_core.supervisor.runs import RunNotFound, cancel_run
 
     try:
@@ -303,7 +295,14 @@ def cancel(queue: TaskQueue, target: str) -> None:
 @click.argument("target")
 @redis_options
 def retry(queue: TaskQueue, target: str) -> None:
-    """Run a failed or cancelled task again, or every failed / cancelled task of a run."""
+    """Run a failed or cancelled task again, or every failed / cancelled task of a run
+    (dependencies first).
+
+    \b
+    Examples:
+      shim retry 3f2a9c01d4 --redis redis://localhost:6379/0
+      shim retry 3f2a9c01d4:login --redis redis://localhost:6379/0
+    """
     from shim_core.supervisor.runs import RunNotFound, retry_run
 
     try:
