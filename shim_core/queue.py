@@ -217,20 +217,34 @@ class TaskQueue:
         return data
 
     def _check_existing(self, tasks: list[Task]) -> None:
-        ids = {t.id for t in tasks}
-        deps = sorted({d for t in tasks for d in t.dependencies} - ids)
+        """One round trip: a multi-key EXISTS per 1,000 new ids (all zero in the normal case)
+        and one EXISTS per dependency outside the batch."""
+        ids = [t.id for t in tasks]
+        known = set(ids)
+        deps = sorted({d for t in tasks for d in t.dependencies} - known)
         pipe = self.client.pipeline(transaction=False)
-        for task_id in [*sorted(ids), *deps]:
-            pipe.exists(self.keys.task(task_id))
+        chunks = [ids[i : i + ADD_CHUNK] for i in range(0, len(ids), ADD_CHUNK)]
+        for chunk in chunks:
+            pipe.exists(*(self.keys.task(i) for i in chunk))
+        for dep in deps:
+            pipe.exists(self.keys.task(dep))
         found = pipe.execute()
-        for task_id, exists in zip(sorted(ids), found, strict=False):
-            if exists:
-                raise DuplicateTask(task_id)
-        missing = {d for d, exists in zip(deps, found[len(ids) :], strict=True) if not exists}
+        for chunk, count in zip(chunks, found, strict=False):
+            if count:
+                self._raise_first_existing(chunk)
+        missing = {d for d, n in zip(deps, found[len(chunks) :], strict=True) if not n}
         for task in tasks:
             for dep in task.dependencies:
                 if dep in missing:
                     raise MissingDependency(task.id, dep)
+
+    def _raise_first_existing(self, ids: list[str]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.exists(self.keys.task(task_id))
+        for task_id, exists in zip(ids, pipe.execute(), strict=True):
+            if exists:
+                raise DuplicateTask(task_id)
 
     # ---------------------------------------------------------------- reading
     @redis_errors
