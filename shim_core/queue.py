@@ -25,6 +25,7 @@ from shim_core.connection import RedisConnectionManager, redis_errors
 from shim_core.dag import topological_order
 from shim_core.errors import (
     ConfigError,
+    CorruptTask,
     DuplicateTask,
     MissingDependency,
     PayloadTooLarge,
@@ -35,7 +36,7 @@ from shim_core.errors import (
 from shim_core.keys import Keys, check_name
 from shim_core.models import FINAL_STATUSES, Claim, Task, TaskResult, TaskStatus
 from shim_core.scripts import Scripts
-from shim_core.serde import dumps, from_ms, task_from_hash, task_to_hash
+from shim_core.serde import dumps, from_ms, loads, task_from_hash, task_to_hash
 
 #: Tasks per add script call: large enough to amortise the round trip, small enough that one
 #: script never blocks Redis for more than a few milliseconds.
@@ -264,6 +265,24 @@ class TaskQueue:
             task_from_hash(f, tid) if f else None
             for tid, f in zip(ids, pipe.execute(), strict=True)
         ]
+
+    @redis_errors
+    def results(self, task_ids: Iterable[str]) -> dict[str, TaskResult]:
+        """The recorded results of several tasks in one round trip (tasks without one left out).
+
+        Reads only the ``result`` field: a worker calls this for a task's dependencies."""
+        ids = list(task_ids)
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hget(self.keys.task(task_id), "result")
+        found: dict[str, TaskResult] = {}
+        for task_id, raw in zip(ids, pipe.execute(), strict=True):
+            if raw:
+                try:
+                    found[task_id] = loads(raw, TaskResult)
+                except Exception as exc:
+                    raise CorruptTask(task_id, f"task {task_id!r} has a corrupt result") from exc
+        return found
 
     @redis_errors
     def update(self, task_id: str, **changes: Any) -> None:

@@ -221,3 +221,20 @@ local function count_for_worker(prefix, worker, id, field, duration)
     if rcall('HGET', wkey, 'current_task') == id then rcall('HDEL', wkey, 'current_task') end
   end
 end
+
+-- Renew the leases given as ARGV[first..] (task id, token pairs) until `deadline`; appends the
+-- ids whose lease is gone (stale token, not active any more) to `lost` and returns it.
+local function renew_leases(prefix, first, deadline, lost)
+  for i = first, #ARGV, 2 do
+    local id, token = ARGV[i], ARGV[i + 1]
+    local key = prefix .. 'task:' .. id
+    local f = rcall('HMGET', key, 'status', 'lease')
+    if f[2] == token and (f[1] == 'running' or f[1] == 'claimed') then
+      rcall('ZADD', prefix .. 'active', 'XX', deadline, id)
+      rcall('HSET', key, 'lease_deadline', deadline)
+    else
+      table.insert(lost, id)
+    end
+  end
+  return lost
+end

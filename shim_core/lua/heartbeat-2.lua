@@ -20,17 +20,6 @@ rcall('HSET', KEYS[1], 'last_seen', now)
 rcall('HDEL', KEYS[1], 'suspect_since')
 if ARGV[4] ~= '' then rcall('HSET', KEYS[1], 'status', ARGV[4]) end
 rcall('ZADD', KEYS[2], now + tonumber(f[2]) * tonumber(f[3]), id)
-local deadline = now + tonumber(ARGV[3])
-for i = 5, #ARGV, 2 do
-  local tid, token = ARGV[i], ARGV[i + 1]
-  local key = prefix .. 'task:' .. tid
-  local t = rcall('HMGET', key, 'status', 'lease')
-  if t[2] == token and (t[1] == 'running' or t[1] == 'claimed') then
-    rcall('ZADD', prefix .. 'active', 'XX', deadline, tid)
-    rcall('HSET', key, 'lease_deadline', deadline)
-  else
-    table.insert(out, tid)
-  end
-end
+renew_leases(prefix, 5, now + tonumber(ARGV[3]), out)
 emit_worker(prefix, 'heartbeat', id, now, nil)
 return out

@@ -58,8 +58,7 @@ class WorkExecutor:
         """The execution context: dependency results and, after a crash or stall, the latest
         checkpoint to resume from."""
         task = claim.task
-        deps = self.queue.get_many(task.dependencies) if task.dependencies else []
-        results = {d.id: d.result for d in deps if d is not None and d.result is not None}
+        results = self.queue.results(task.dependencies) if task.dependencies else {}
         resume = None
         if self.checkpoints is not None and task.attempts > 1:
             latest = self.checkpoints.latest(task.id)

@@ -1271,7 +1271,7 @@ def test_worker_survives_a_task_whose_preparation_fails(
     queue.add_many([Task(id="dep"), Task(id="b", dependencies=("dep",), max_attempts=1)])
     [claim] = queue.claim(["code"], worker_id="someone")
     queue.complete("dep", claim.token)
-    shim_connection.get_client().hset(queue.keys.task("dep"), "attempts", "not a number")
+    shim_connection.get_client().hset(queue.keys.task("dep"), "result", "{not json")
     worker = Worker(
         shim_connection,
         shim_settings,
