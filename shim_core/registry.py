@@ -126,8 +126,10 @@ class WorkerRegistry:
 
     # ----------------------------------------------------------------- updates
     @redis_errors
-    def update_worker_status(self, worker_id: str, status: WorkerStatus) -> None:
-        self.client.hset(self.keys.worker(worker_id), "status", status.value)
+    def update_worker_status(self, worker_id: str, status: WorkerStatus) -> bool:
+        """Set a live worker's status; False (and nothing changed) for an unknown, crashed or
+        offline worker, which must register again."""
+        return bool(self.scripts.call("status", [self.keys.worker(worker_id)], [status.value]))
 
     @redis_errors
     def record_heartbeat(

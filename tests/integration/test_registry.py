@@ -547,3 +547,14 @@ def test_worker_events_reach_bus_subscribers(shim_connection, shim_settings, shi
         EventType.OFFLINE,
     ]
     assert shim_bus.get_event_stats().decode_errors == 0
+
+
+def test_status_update_cannot_revive_a_crashed_worker(registry):
+    """A crashed worker stays crashed under a status update; it must register again."""
+    from shim_core.models import WorkerRegistration as Registration
+
+    registry.register_worker(Registration(id="gone"), heartbeat_interval=10)
+    registry.declare_crashed("gone")
+    assert registry.update_worker_status("gone", WorkerStatus.BUSY) is False
+    assert registry.get_worker("gone").status is WorkerStatus.CRASHED
+    assert registry.update_worker_status("nobody", WorkerStatus.BUSY) is False
