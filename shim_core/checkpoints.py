@@ -1,7 +1,8 @@
 """CheckpointStore: saves and finds checkpoints through the configured backend, fenced by lease.
 
 A checkpoint is accepted only from the current holder of the task's lease, so a worker presumed
-dead cannot overwrite the state its successor resumes from.
+dead cannot overwrite the state its successor resumes from. A backend with ``save_leased(checkpoint,
+token)`` (the redis one) checks the lease atomically with the write.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from shim_core.connection import redis_errors
 from shim_core.contracts import Checkpoint, CheckpointBackend
-from shim_core.errors import raise_for_code
+from shim_core.errors import StaleLease, raise_for_code
 from shim_core.models import new_id
 from shim_core.queue import TaskQueue
 
@@ -38,7 +39,6 @@ class CheckpointStore:
 
         Raises StaleLease / InvalidTransition / TaskNotFound like every fenced call.
         """
-        self.check_lease(task_id, token)
         checkpoint = Checkpoint(
             id=new_id(),
             task_id=task_id,
@@ -48,6 +48,16 @@ class CheckpointStore:
             state=state,
             created_at_ms=int(time.time() * 1000),
         )
+        fenced = getattr(self.backend, "save_leased", None)
+        if fenced is not None:  # the backend checks the lease atomically with the write
+            saved = fenced(checkpoint, token)
+            if saved is None:
+                self.check_lease(task_id, token)  # raises the precise error
+                raise StaleLease(task_id, token)  # the lease changed in between
+            return str(saved)
+        # Other backends: check, then write (a worker frozen between the two could still write;
+        # the redis backend has no such window).
+        self.check_lease(task_id, token)
         return self.backend.save(checkpoint)
 
     @redis_errors

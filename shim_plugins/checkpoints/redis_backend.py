@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import attrs
+import redis
 
 from shim_core import serde
 from shim_core.connection import redis_errors
@@ -57,14 +58,38 @@ class RedisCheckpointBackend:
     @redis_errors
     def save(self, checkpoint: Checkpoint) -> str:
         """Push ``checkpoint`` and trim the task's list, in one transaction."""
-        key = self.keys.ckpt(checkpoint.task_id)
         pipe = self.client.pipeline(transaction=True)
+        self._push(pipe, checkpoint)
+        pipe.execute()
+        return checkpoint.id
+
+    @redis_errors
+    def save_leased(self, checkpoint: Checkpoint, token: int) -> str | None:
+        """Save ``checkpoint`` only while ``token`` is the task's current lease, atomically
+        (WATCH on the task): a worker presumed dead cannot overwrite its successor's state.
+        Returns None, saving nothing, when the lease is not current."""
+        task_key = self.keys.task(checkpoint.task_id)
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(task_key)
+                    status, lease = pipe.hmget(task_key, "status", "lease")
+                    if lease != str(token) or status not in ("running", "claimed"):
+                        pipe.unwatch()
+                        return None
+                    pipe.multi()
+                    self._push(pipe, checkpoint)
+                    pipe.execute()
+                    return checkpoint.id
+                except redis.WatchError:
+                    continue  # the task changed (a progress report, say): check again
+
+    def _push(self, pipe: Any, checkpoint: Checkpoint) -> None:
+        key = self.keys.ckpt(checkpoint.task_id)
         pipe.lpush(key, serde.dumps(checkpoint))
         pipe.ltrim(key, 0, self.keep - 1)
         if checkpoint.session_id:
             pipe.sadd(session_key(self.keys, checkpoint.session_id), checkpoint.task_id)
-        pipe.execute()
-        return checkpoint.id
 
     @redis_errors
     def latest(self, task_id: str) -> Checkpoint | None:

@@ -206,3 +206,35 @@ def test_store_refuses_a_finished_task(shim_queue, shim_connection, shim_setting
     shim_queue.complete("a", claim.token, TaskResult(success=True))
     with pytest.raises(InvalidTransition):
         store.save("a", claim.token, {"step": 1})
+
+
+def test_store_over_a_backend_without_fencing_still_refuses_a_stale_lease(
+    shim_queue, shim_connection, shim_settings, tmp_path, monkeypatch
+):
+    """With a backend that cannot check the lease itself (filesystem), the store checks it
+    before writing: an old token raises StaleLease and nothing is saved."""
+    monkeypatch.setenv("SHIM_CHECKPOINT_DIR", str(tmp_path))
+    store = CheckpointStore(
+        FilesystemCheckpointBackendFactory().create(shim_connection, shim_settings), shim_queue
+    )
+    shim_queue.add(Task(id="a"))
+    (first,) = shim_queue.claim(["code"], worker_id="w1", lease_ms=1)
+    wait_until(shim_queue.reap_stalled)
+    (second,) = shim_queue.claim(["code"], worker_id="w2")
+    with pytest.raises(StaleLease):
+        store.save("a", first.token, {"step": 9})
+    assert store.latest("a") is None
+    store.save("a", second.token, {"step": 1})
+    assert store.latest("a").state == {"step": 1}
+
+
+def test_redis_fenced_save_writes_nothing_for_a_stale_lease(
+    shim_queue, shim_connection, shim_settings
+):
+    """The redis backend's save_leased saves only for the current lease holder."""
+    backend = RedisCheckpointBackendFactory().create(shim_connection, shim_settings)
+    shim_queue.add(Task(id="a"))
+    (claim,) = shim_queue.claim(["code"], worker_id="w1")
+    assert backend.save_leased(ckpt("a", 1), claim.token + 1) is None
+    assert backend.latest("a") is None
+    assert backend.save_leased(ckpt("a", 2), claim.token) == ckpt("a", 2).id
