@@ -116,7 +116,10 @@ class LiveProgress:
         self._drawn = len(lines)
 
     def _log_changes(self, p: OverallProgress) -> None:
-        for task_id, entry in sorted(p.task_breakdown.items()):
+        # In the order the changes happened, so a dependency's completion comes before what it
+        # released.
+        changes = sorted(p.task_breakdown.items(), key=lambda kv: (kv[1].last_update, kv[0]))
+        for task_id, entry in changes:
             key = (entry.status, entry.attempts)
             if self._seen.get(task_id) == key or entry.status in (
                 TaskStatus.WAITING,
