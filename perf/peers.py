@@ -79,7 +79,13 @@ def _shim(add_single: bool, claim_count: int) -> Callable[[str, int, int], dict[
                 queue.add_many(tasks)
             enqueued = time.perf_counter()
             types = [QUEUE]
-            while claims := queue.claim(types, count=claim_count):
+            if claim_count == 0:  # chained: each completion claims the next (a busy worker)
+                claims = queue.claim(types, count=1)
+                while claims:
+                    _, claims = queue.complete_and_claim(
+                        claims[0].task.id, claims[0].token, None, types
+                    )
+            while claim_count and (claims := queue.claim(types, count=claim_count)):
                 for claim in claims:
                     queue.complete(claim.task.id, claim.token)
             drained = time.perf_counter()
@@ -92,7 +98,9 @@ def _shim(add_single: bool, claim_count: int) -> Callable[[str, int, int], dict[
             result,
             "shim",
             "add() one task per call" if add_single else "add_many (pipelined)",
-            f"claim(count={claim_count}) + complete each, one loop",
+            f"claim(count={claim_count}) + complete each, one loop"
+            if claim_count
+            else "claim once, then complete_and_claim (1 round trip per task), one loop",
         )
 
     return run
@@ -398,6 +406,7 @@ SYSTEMS: dict[str, Callable[[str, int, int], dict[str, Any]]] = {
     "shim": _shim(add_single=False, claim_count=1),
     "shim-add1": _shim(add_single=True, claim_count=1),
     "shim-claim100": _shim(add_single=False, claim_count=100),
+    "shim-chain": _shim(add_single=False, claim_count=0),
     "rq": run_rq,
     "celery": run_celery,
     "arq": _arq(poll_delay=None),

@@ -168,6 +168,13 @@ def _lifecycle(queue: TaskQueue, meter: Meter) -> None:
     m("fail (retry scheduled)", lambda: queue.fail(first.task.id, first.token, "boom"))
     m("fail (permanent)", lambda: queue.fail(second.task.id, second.token, "boom", permanent=True))
     m("complete (after batch claim)", lambda: queue.complete(third.task.id, third.token))
+    queue.add_many(tasks(3, "chain"))
+    warm = queue.claim([TYPE], count=1)[0]  # loads the script, outside the count
+    _, (head,) = queue.complete_and_claim(warm.task.id, warm.token, None, [TYPE])
+    m(
+        "complete_and_claim (a busy worker: finish one, take the next)",
+        lambda: queue.complete_and_claim(head.task.id, head.token, None, [TYPE]),
+    )
 
     held = m("claim count=1 start=False", lambda: queue.claim([TYPE], count=1, start=False))
     m("start", lambda: queue.start(held[0].task.id, held[0].token))

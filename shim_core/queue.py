@@ -5,7 +5,8 @@ every instant and the event announcing a transition is published by the script t
 
 Round trips per task: ``add`` 1 (a batch of up to 1,000 tasks: 1; larger batches 2 plus one
 existence check), ``claim`` 1 (a batch of ``count`` tasks: 1; plus one blocking wait when the queue
-is empty), ``complete`` / ``fail`` 1 (``complete_many``: 1 for the whole batch).
+is empty), ``complete`` / ``fail`` 1 (``complete_many``: 1 for the whole batch), and a busy
+worker's ``complete_and_claim`` 1 for finishing one task and taking the next.
 """
 
 from __future__ import annotations
@@ -323,31 +324,20 @@ class TaskQueue:
         when a task becomes pending, waking early when a retry comes due. ``start=False`` holds
         the tasks as claimed until :meth:`start`.
         """
-        queues = [*types, *([f"@{worker_id}"] if worker_id else [])]
-        if not queues:
-            raise ConfigError("a claim needs at least one task type or a worker id")
+        queues = _claim_queues(types, worker_id)
         keys = [
             self.keys.active,
             self.keys.delayed,
             self.keys.paused,
             *(self.keys.ready(q) for q in queues),
         ]
-        args = [
-            self.keys.prefix,
-            worker_id,
-            count,
-            lease_ms or self.settings.lease_ms,
-            "1" if start else "0",
-        ]
+        args = self._claim_args(worker_id, count, lease_ms, start)
         wake = [self.keys.wake(q) for q in queues]
         deadline = None if block is None else time.monotonic() + block
         while True:
             reply = self.scripts.call("claim", keys, args)
             if len(reply) > 1 or deadline is None:
-                return [
-                    Claim(task=task_from_hash(_pairs(reply[i + 1])), token=int(reply[i]))
-                    for i in range(1, len(reply), 2)
-                ]
+                return _claims(reply, 1)
             wait = min(deadline - time.monotonic(), MAX_BLOCK_SLICE)
             if reply[0] >= 0:
                 wait = min(wait, reply[0] / 1000)
@@ -356,6 +346,51 @@ class TaskQueue:
                     return []
                 continue
             self.client.bzpopmin(wake, timeout=max(wait, 0.001))
+
+    def _claim_args(
+        self, worker_id: str, count: int, lease_ms: int | None, start: bool
+    ) -> list[Any]:
+        return [
+            self.keys.prefix,
+            worker_id,
+            count,
+            lease_ms or self.settings.lease_ms,
+            "1" if start else "0",
+        ]
+
+    @redis_errors
+    def complete_and_claim(
+        self,
+        task_id: str,
+        token: int,
+        result: TaskResult | None,
+        types: Sequence[str],
+        *,
+        worker_id: str = "",
+        count: int = 1,
+        lease_ms: int | None = None,
+        start: bool = True,
+    ) -> tuple[int, list[Claim]]:
+        """Complete a task and claim up to ``count`` next ones in one round trip (a busy
+        worker's hot path). Returns (dependents released, claims); raises like :meth:`complete`,
+        and then claims nothing."""
+        queues = _claim_queues(types, worker_id)
+        keys = [
+            self.keys.active,
+            self.keys.delayed,
+            self.keys.paused,
+            self.keys.task(task_id),
+            *(self.keys.ready(q) for q in queues),
+        ]
+        args = [
+            *self._claim_args(worker_id, count, lease_ms, start),
+            task_id,
+            token,
+            dumps(result or TaskResult(success=True)),
+        ]
+        reply = self.scripts.call("complete_claim", keys, args)
+        raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
+        return (int(reply[1]) if reply[0] == 1 else 0), _claims(reply, 3)
 
     @redis_errors
     def start(self, task_id: str, token: int) -> None:
@@ -585,6 +620,21 @@ class TaskQueue:
 
     def active_count(self) -> int:
         return self.stats().active
+
+
+def _claim_queues(types: Sequence[str], worker_id: str) -> list[str]:
+    queues = [*types, *([f"@{worker_id}"] if worker_id else [])]
+    if not queues:
+        raise ConfigError("a claim needs at least one task type or a worker id")
+    return queues
+
+
+def _claims(reply: list[Any], first: int) -> list[Claim]:
+    """Claims from a script reply whose token / fields pairs start at index ``first``."""
+    return [
+        Claim(task=task_from_hash(_pairs(reply[i + 1])), token=int(reply[i]))
+        for i in range(first, len(reply), 2)
+    ]
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

@@ -238,3 +238,75 @@ local function renew_leases(prefix, first, deadline, lost)
   end
   return lost
 end
+
+
+-- Claim up to `count` pending tasks from the `ready` queue keys, highest priority first, FIFO in
+-- a band, after promoting due retries (claim-3 and complete_claim-4). Returns
+-- {ms until the next retry is due or -1, token1, {field, value, ...}, token2, {...}, ...}.
+local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease, status)
+  local now = now_ms()
+  for _, id in ipairs(rcall('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)) do
+    make_pending(prefix, id, 'retrying', now, 'released')
+  end
+  local wkey = prefix .. 'worker:' .. worker
+  local has_worker = worker ~= '' and rcall('EXISTS', wkey) == 1
+  local out = {-1}
+  if rcall('EXISTS', paused) == 0 and count > 0 then
+    for _ = 1, count do
+      local best_key, best_id, best_score = nil, nil, nil
+      for _, rkey in ipairs(ready) do
+        local head = rcall('ZRANGE', rkey, 0, 0, 'WITHSCORES')
+        if head[1] and (best_score == nil or tonumber(head[2]) < best_score) then
+          best_key, best_id, best_score = rkey, head[1], tonumber(head[2])
+        end
+      end
+      if not best_id then break end
+      local key = prefix .. 'task:' .. best_id
+      local ttype = rcall('HGET', key, 'type')
+      rcall('ZREM', best_key, best_id)
+      rcall('HINCRBY', prefix .. 'counts', 'pending:' .. ttype, -1)
+      enter(prefix, best_id, status, nil, ttype, now + lease)
+      local token = rcall('INCR', prefix .. 'fence')
+      local attempt = rcall('HINCRBY', key, 'attempts', 1)
+      rcall('HSET', key, 'lease', token, 'worker_id', worker, 'claimed_at', now,
+            'lease_deadline', now + lease, 'progress', 0, 'progress_message', '')
+      if status == 'running' then emit(prefix, 'started', best_id, worker, status, attempt, now) end
+      if has_worker then
+        rcall('HSET', wkey, 'current_task', best_id, 'last_activity_at', now)
+      end
+      table.insert(out, token)
+      table.insert(out, rcall('HGETALL', key))
+    end
+    -- Keep each wake marker in step with its queue: set while work remains (so the next blocked
+    -- claimer wakes), gone when the queue is empty (so no claimer wakes for nothing).
+    for _, rkey in ipairs(ready) do
+      local wake = prefix .. 'wake:' .. string.sub(rkey, #prefix + 7)
+      if rcall('ZCARD', rkey) > 0 then rcall('ZADD', wake, 0, '1') else rcall('DEL', wake) end
+    end
+  end
+  local due = rcall('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  if due[1] then out[1] = math.max(0, tonumber(due[2]) - now) end
+  return out
+end
+
+-- Record a task's success and release the dependents waiting only on it (complete-2 and
+-- complete_claim-4). Returns {1, released}, {0} when this lease already completed it, or an
+-- error code (-1 not found, -2 stale lease, -3 wrong state with the status).
+local function complete_task(prefix, id, token, result)
+  local key = prefix .. 'task:' .. id
+  local f = rcall('HMGET', key, 'status', 'lease', 'worker_id', 'attempts', 'type', 'claimed_at')
+  if not f[1] then return {-1} end
+  if f[2] ~= token then return {-2} end
+  if f[1] == 'complete' then return {0} end
+  if f[1] ~= 'running' and f[1] ~= 'claimed' then return {-3, f[1]} end
+  local now = now_ms()
+  local took = now - tonumber(f[6])
+  leave(prefix, id, f[1], nil, f[5])
+  enter(prefix, id, 'complete', nil, f[5], now)
+  rcall('HSET', key, 'result', result, 'completed_at', now, 'progress', 1, 'actual_duration', took)
+  emit(prefix, 'completed', id, f[3], 'complete', tonumber(f[4]), now, '"completion":' .. result)
+  count_for_worker(prefix, f[3], id, 'tasks_completed', took)
+  rcall('HINCRBY', prefix .. 'history', f[5] .. ':n', 1)
+  rcall('HINCRBY', prefix .. 'history', f[5] .. ':ms', took)
+  return {1, release_dependents(prefix, id, now)}
+end

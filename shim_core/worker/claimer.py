@@ -43,6 +43,11 @@ class TaskClaimer:
     def get_claim_count(self) -> int:
         return self._count
 
+    def count_claims(self, n: int) -> None:
+        """Count claims made elsewhere for this worker (chained onto a completion)."""
+        with self._lock:
+            self._count += n
+
     def claim_next(self, block: float | None = None) -> Claim | None:
         """One task, or None (at once, or after ``block`` seconds without work)."""
         claims = self.claim_batch(1, block=block)

@@ -32,6 +32,8 @@ class ExecutionOutcome:
     status: str
     duration_ms: int
     result: TaskResult
+    #: Tasks claimed in the same round trip as this completion (see ``claim_next``).
+    next_claims: tuple[Claim, ...] = ()
 
 
 class WorkExecutor:
@@ -46,8 +48,13 @@ class WorkExecutor:
         worker_id: str,
         default_executor: str | None = None,
         max_task_duration_ms: int | None = None,
+        claim_types: tuple[str, ...] = (),
+        lease_ms: int | None = None,
     ) -> None:
         self.queue = queue
+        #: What the worker claims, for chaining the next claim onto a completion.
+        self.claim_types = claim_types
+        self.lease_ms = lease_ms
         self.plugins = plugins
         self.checkpoints = checkpoints
         self.worker_id = worker_id
@@ -72,8 +79,11 @@ class WorkExecutor:
             dependency_results=results,
         )
 
-    def execute_task(self, execution: TaskExecution) -> ExecutionOutcome:
-        """Run the task and record its result; never raises for a task's own failure."""
+    def execute_task(self, execution: TaskExecution, *, claim_next: int = 0) -> ExecutionOutcome:
+        """Run the task and record its result; never raises for a task's own failure.
+
+        ``claim_next`` > 0 claims up to that many next tasks in the same round trip as a
+        successful completion (they come back in ``outcome.next_claims``)."""
         task = execution.task
         start = time.monotonic()
         executor = self.plugins.executor_for(task, self.default_executor)
@@ -84,7 +94,7 @@ class WorkExecutor:
             )
             # Not permanent: in a mixed fleet another worker may have the executor; the retries
             # with backoff give it the chance before the task fails for good.
-            return self._finish(execution, result, start)
+            return self._finish(execution, result, start, claim_next)
         limit_ms = task.timeout_ms or self.max_task_duration_ms
         timer = None
         if limit_ms:
@@ -109,15 +119,14 @@ class WorkExecutor:
                 timer.cancel()
         if execution.cancel_reason.startswith("timed out"):
             result = TaskResult(success=False, error=execution.cancel_reason, output=result.output)
-        return self._finish(execution, result, start)
+        return self._finish(execution, result, start, claim_next)
 
     def _finish(
         self,
         execution: TaskExecution,
         result: TaskResult,
         start: float,
-        *,
-        permanent: bool = False,
+        claim_next: int = 0,
     ) -> ExecutionOutcome:
         task, token = execution.task, execution.token
         duration = int((time.monotonic() - start) * 1000)
@@ -131,12 +140,24 @@ class WorkExecutor:
                 duration_ms=duration,
                 error=f"the result cannot be stored as JSON: {exc}",
             )
+        next_claims: list[Claim] = []
         try:
-            if result.success:
+            if result.success and claim_next and self.claim_types:
+                _, next_claims = self.queue.complete_and_claim(
+                    task.id,
+                    token,
+                    result,
+                    self.claim_types,
+                    worker_id=self.worker_id,
+                    count=claim_next,
+                    lease_ms=self.lease_ms,
+                )
+                status = "complete"
+            elif result.success:
                 self.queue.complete(task.id, token, result)
                 status = "complete"
             else:
-                outcome = self.queue.fail(task.id, token, result, permanent=permanent)
+                outcome = self.queue.fail(task.id, token, result)
                 status = "failed" if outcome.final else "retrying"
         except StaleLease:
             log.warning(
@@ -148,4 +169,4 @@ class WorkExecutor:
         except (InvalidTransition, TaskNotFound) as exc:
             log.warning("result of task %s not recorded: %s", task.id, exc)
             status = "cancelled" if "cancelled" in str(exc) else "fenced"
-        return ExecutionOutcome(task.id, status, duration, result)
+        return ExecutionOutcome(task.id, status, duration, result, tuple(next_claims))

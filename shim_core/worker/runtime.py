@@ -111,6 +111,8 @@ class Worker:
             worker_id=self.id,
             default_executor=self.config.default_executor,
             max_task_duration_ms=self.config.max_task_duration_ms,
+            claim_types=self.capabilities.supported_task_types,
+            lease_ms=self.lease_ms,
         )
         self.reporter = ProgressReporter(
             self.registry,
@@ -194,37 +196,47 @@ class Worker:
     # ------------------------------------------------------------------- work
     def _work(self) -> None:
         backoff = 0.1
+        backlog: deque[Claim] = deque()
         while self.claimer.is_active():
-            try:
-                claims = self.claimer.claim_batch(1, block=self.config.claim_block)
-                backoff = 0.1
-            except Exception as exc:  # Redis away, or a corrupt task: never end the thread
-                log.warning("claim failed (%s); retrying in %.1f s", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            if not backlog:
+                try:
+                    backlog.extend(self.claimer.claim_batch(1, block=self.config.claim_block))
+                    backoff = 0.1
+                except Exception as exc:  # Redis away, or a corrupt task: never end the thread
+                    log.warning("claim failed (%s); retrying in %.1f s", exc, backoff)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
                 continue
-            for claim in claims:
-                self._run_claim(claim)
+            # While busy, the next task is claimed in the same round trip as a completion.
+            claim_next = 1 if len(backlog) == 1 and self.claimer.is_active() else 0
+            chained = self._run_claim(backlog.popleft(), claim_next)
+            self.claimer.count_claims(len(chained))
+            backlog.extend(chained)
+        for claim in backlog:  # stopping: hand back what was claimed but not started
+            with contextlib.suppress(ShimError):
+                self.queue.release(claim.task.id, claim.token)
 
-    def _run_claim(self, claim: Claim) -> None:
+    def _run_claim(self, claim: Claim, claim_next: int = 0) -> tuple[Claim, ...]:
         try:
             execution = self.executor.prepare(claim)
         except Exception as exc:
             log.exception("could not prepare task %s", claim.task.id)
             with contextlib.suppress(ShimError):  # else the lease expires and is reaped
                 self.queue.fail(claim.task.id, claim.token, f"could not prepare: {exc}")
-            return
-        self._execute(execution)
+            return ()
+        return self._execute(execution, claim_next)
 
-    def _execute(self, execution: TaskExecution) -> None:
+    def _execute(self, execution: TaskExecution, claim_next: int = 0) -> tuple[Claim, ...]:
         task_id = execution.task.id
         with self._lock:
             self._running[task_id] = execution
         self.reporter.report_task_start(task_id, execution.token)
         status, duration = "failed", 0
+        chained: tuple[Claim, ...] = ()
         try:
-            outcome = self.executor.execute_task(execution)
+            outcome = self.executor.execute_task(execution, claim_next=claim_next)
             status, duration = outcome.status, outcome.duration_ms
+            chained = outcome.next_claims
             self.outcomes.append(outcome)
         except BaseException as exc:  # a task must never take its thread down
             log.exception("task %s could not be run or recorded", task_id)
@@ -234,6 +246,7 @@ class Worker:
                 self._running.pop(task_id, None)
             execution.close()
             self.reporter.report_task_complete(task_id, duration, status)
+        return chained
 
     def _record_crash(self, execution: TaskExecution, exc: BaseException) -> None:
         """Fail the attempt whose execution raised past the executor (or leave it to the reaper

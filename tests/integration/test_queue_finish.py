@@ -478,3 +478,36 @@ def test_update_refuses_values_that_would_corrupt_the_task(shim_queue):
     with pytest.raises(ValidationError):
         shim_queue.update("m", priority="urgent")
     assert shim_queue.get("m").max_attempts == 3
+
+
+def test_complete_and_claim_finishes_one_task_and_takes_the_next(shim_queue):
+    """One call records the completion and claims the next task, including a dependent the
+    completion just released."""
+    shim_queue.add_many([Task(id="a"), Task(id="b", dependencies=("a",))])
+    claim = claim_one(shim_queue, "a", worker_id="w1")
+    released, claims = shim_queue.complete_and_claim(
+        "a", claim.token, TaskResult(success=True, output=1), ["code"], worker_id="w1"
+    )
+    assert released == 1
+    assert [c.task.id for c in claims] == ["b"]
+    assert claims[0].token > claim.token
+    assert shim_queue.get("a").result.output == 1
+    assert shim_queue.get("b").status is TaskStatus.RUNNING
+    assert_consistent(shim_queue)
+
+
+def test_complete_and_claim_with_a_stale_lease_claims_nothing(shim_queue):
+    """A refused completion raises and leaves the next task pending."""
+    shim_queue.add_many([Task(id="a"), Task(id="b")])
+    claim_one(shim_queue, "a")
+    with pytest.raises(StaleLease):
+        shim_queue.complete_and_claim("a", 999_999, None, ["code"], worker_id="w1")
+    assert shim_queue.get("b").status is TaskStatus.PENDING
+
+
+def test_complete_and_claim_on_an_empty_queue_only_completes(shim_queue):
+    """With nothing left to claim, the call completes the task and returns no claim."""
+    shim_queue.add(Task(id="a"))
+    claim = claim_one(shim_queue, "a")
+    assert shim_queue.complete_and_claim("a", claim.token, None, ["code"]) == (0, [])
+    assert shim_queue.get("a").status is TaskStatus.COMPLETE

@@ -1303,3 +1303,28 @@ def test_worker_leases_outlive_three_heartbeats(
     )
     assert worker.lease_ms == 120_000
     assert worker.claimer.lease_ms == worker.reporter.lease_ms == 120_000
+
+
+def test_busy_worker_chains_claims_onto_completions(
+    shim_connection: RedisConnectionManager, shim_settings: Settings
+) -> None:
+    """A worker with queued work claims the next task in the completion's round trip: every
+    task completes, and the claims it counts include the chained ones."""
+    queue = TaskQueue(shim_connection, shim_settings)
+    queue.add_many([Task(id=f"t{i}") for i in range(20)])
+    worker = Worker(
+        shim_connection,
+        shim_settings,
+        WorkerConfig(worker_id="rt-10", heartbeat_interval=0.2, claim_block=0.2),
+        plugins=plugins_with(FnExecutor("w", ("code",), succeed)),
+    )
+    worker.start()
+    try:
+        wait_until(lambda: queue.stats().complete == 20, timeout=20)
+        assert worker.claimer.get_claim_count() == 20
+        assert {o.status for o in worker.outcomes} == {"complete"}
+    finally:
+        worker.stop(grace=1)
+    from shim_core.doctor import check_invariants
+
+    assert check_invariants(queue.client, queue.keys) == []
