@@ -92,6 +92,25 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             self.completed.add(task_id)
             self.stale.append((task_id, token))
 
+        @rule(data=st.data(), types=st.sets(st.sampled_from(TYPES), min_size=1))
+        def complete_and_claim(self, data: st.DataObject, types: set[str]) -> None:
+            if not self.held:
+                return
+            task_id = data.draw(st.sampled_from(sorted(self.held)))
+            token = self.held.pop(task_id)
+            try:
+                _, claims = self.queue.complete_and_claim(
+                    task_id, token, None, sorted(types), worker_id="w"
+                )
+            except (StaleLease, InvalidTransition):
+                return
+            assert task_id not in self.completed, "completed twice"
+            self.completed.add(task_id)
+            self.stale.append((task_id, token))
+            for claim in claims:
+                assert claim.task.id not in self.completed
+                self.held[claim.task.id] = claim.token
+
         @rule(data=st.data(), permanent=st.booleans())
         def fail(self, data: st.DataObject, permanent: bool) -> None:
             if not self.held:
