@@ -7,10 +7,12 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import redis
+
+from shim_core.errors import ShimError
+from shim_core.local import wait_for_redis
 
 #: Seconds a fresh redis-server gets to accept connections before the start counts as failed.
 START_TIMEOUT = 10.0
@@ -75,25 +77,16 @@ class RedisServer:
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + START_TIMEOUT
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:
-            while True:
-                if self.process.poll() is not None:
-                    err = self.process.stderr.read().decode() if self.process.stderr else ""
-                    raise RuntimeError(f"redis-server exited at start: {err.strip()}")
-                try:
-                    client.ping()
-                    return self
-                except redis.ConnectionError as exc:
-                    if time.monotonic() > deadline:
-                        self.stop()
-                        raise RuntimeError(
-                            f"redis-server did not answer on port {self.port}"
-                        ) from exc
-                    time.sleep(0.02)
-        finally:
-            client.close()
+            wait_for_redis(
+                self.process,
+                redis.Redis(port=self.port, socket_connect_timeout=0.5),
+                START_TIMEOUT,
+            )
+        except ShimError:
+            self.stop()
+            raise
+        return self
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import IO, Any
+from typing import IO
 
 import click
 
@@ -133,9 +133,3 @@ class LiveProgress:
                 f"{entry.attempts}){who}  [{p.completed_tasks}/{p.total_tasks} done]",
                 file=self.out,
             )
-
-
-def echo_json(data: Any) -> None:
-    import json
-
-    click.echo(json.dumps(data, indent=2, default=str))

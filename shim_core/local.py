@@ -68,7 +68,7 @@ class LocalRedis:
                 stderr=subprocess.PIPE,
             )
             self.url = f"unix://{sock}"
-            self._wait_ready(sock)
+            wait_for_redis(self._process, redis.Redis(unix_socket_path=str(sock)))
         else:
             self.url = f"embedded://run-{new_id()[:8]}"
         return self.url
@@ -85,25 +85,27 @@ class LocalRedis:
         if self.url.startswith("embedded://"):
             forget_embedded(self.url.removeprefix("embedded://"))
 
-    def _wait_ready(self, sock: Path) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + START_TIMEOUT
+
+def wait_for_redis(
+    process: subprocess.Popen[bytes], client: redis.Redis, timeout: float = START_TIMEOUT
+) -> None:
+    """Wait until a redis-server just started as ``process`` answers PING through ``client``
+    (closed afterwards); raise ShimError if it exits or does not answer within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    try:
         while True:
-            if self._process.poll() is not None:
-                err = self._process.stderr.read().decode() if self._process.stderr else ""
-                raise ShimError(f"the private redis-server did not start: {err.strip()}")
-            if sock.exists():
-                client = redis.Redis(unix_socket_path=str(sock))
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    pass
-                finally:
-                    client.close()
-            if time.monotonic() > deadline:
-                raise ShimError("the private redis-server did not answer in time")
+            if process.poll() is not None:
+                err = process.stderr.read().decode() if process.stderr else ""
+                raise ShimError(f"redis-server exited at start: {err.strip()}")
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:  # not listening yet (a missing socket file too)
+                if time.monotonic() > deadline:
+                    raise ShimError(f"redis-server did not answer within {timeout:g} s") from None
             time.sleep(0.01)
+    finally:
+        client.close()
 
 
 class LocalWorkers:

@@ -138,8 +138,3 @@ class Plugins:
         problem = PluginError(plugin, error)
         self.errors.append(problem)
         log.warning("%s; skipped", problem)
-
-
-def load_plugins(**kwargs: Any) -> Plugins:
-    """All plugins of this environment (built-ins included), see :class:`Plugins`."""
-    return Plugins(**kwargs)

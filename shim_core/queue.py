@@ -97,6 +97,22 @@ class FailOutcome:
 
 
 @attrs.frozen
+class TaskState:
+    """The moving parts of a task, without its payload (what a live view polls)."""
+
+    id: str
+    status: TaskStatus
+    progress: float
+    progress_message: str
+    worker_id: str | None
+    attempts: int
+    completed_at: datetime | None
+
+
+_STATE_FIELDS = ("status", "progress", "progress_message", "worker_id", "attempts", "completed_at")
+
+
+@attrs.frozen
 class QueueStats:
     """Task counts by type and status, kept exactly by the scripts (no scan needed)."""
 
@@ -266,6 +282,36 @@ class TaskQueue:
             task_from_hash(f, tid) if f else None
             for tid, f in zip(ids, pipe.execute(), strict=True)
         ]
+
+    @redis_errors
+    def states(self, task_ids: Iterable[str]) -> list[TaskState]:
+        """The state of several tasks in one round trip, reading only the fields that move
+        (missing tasks left out)."""
+        ids = list(task_ids)
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hmget(self.keys.task(task_id), *_STATE_FIELDS)
+        states = []
+        for task_id, (status, progress, message, worker, attempts, done) in zip(
+            ids, pipe.execute(), strict=True
+        ):
+            if status is None:
+                continue
+            try:
+                states.append(
+                    TaskState(
+                        id=task_id,
+                        status=TaskStatus(status),
+                        progress=float(progress or 0),
+                        progress_message=message or "",
+                        worker_id=worker,
+                        attempts=int(attempts or 0),
+                        completed_at=from_ms(done) if done else None,
+                    )
+                )
+            except ValueError as exc:
+                raise CorruptTask(task_id, f"task {task_id!r} is corrupt: {exc}") from exc
+        return states
 
     @redis_errors
     def results(self, task_ids: Iterable[str]) -> dict[str, TaskResult]:
@@ -645,4 +691,4 @@ def _status_detail(reply: list[Any]) -> str:
     return str(reply[1]) if len(reply) > 1 and reply[0] == -3 else ""
 
 
-__all__ = ["FINAL_STATUSES", "FailOutcome", "QueueStats", "TaskQueue"]
+__all__ = ["FINAL_STATUSES", "FailOutcome", "QueueStats", "TaskQueue", "TaskState"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
 import click
 
@@ -21,10 +20,6 @@ from shim_core.console import LiveProgress, bar, render_plan, render_report
 from shim_core.errors import ShimError
 from shim_core.queue import TaskQueue
 from shim_core.supervisor.runs import load_run
-
-
-def _decompose(supervisor: Any, request: str, strategy: str | None, executor: str) -> Any:
-    return supervisor.decompose(request, strategy, {"executor": executor})
 
 
 @app.command()
@@ -185,7 +180,7 @@ def submit(
     connection.connect()
     supervisor = Supervisor(connection, settings)
     try:
-        record = supervisor.submit(_decompose(supervisor, request, strategy, executor))
+        record = supervisor.submit(supervisor.decompose(request, strategy, {"executor": executor}))
         if not wait_for:
             click.echo(json.dumps({"run_id": record.run_id}) if as_json else record.run_id)
             return

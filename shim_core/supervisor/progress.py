@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 import attrs
 
 from shim_core.bus import Channels, MessageBus
-from shim_core.models import EventType, ProgressEvent, Task, TaskStatus
-from shim_core.queue import TaskQueue
+from shim_core.models import EventType, ProgressEvent, TaskStatus
+from shim_core.queue import TaskQueue, TaskState
 from shim_core.registry import WorkerRegistry
 
 #: Seconds assumed for a task without any estimate.
@@ -154,7 +154,7 @@ class ProgressAggregator:
 
     def reconcile(self) -> None:
         """Rebuild the view from Redis (tasks, then workers)."""
-        tasks = [t for t in self.queue.get_many(self.task_ids) if t is not None]
+        tasks = self.queue.states(self.task_ids)
         workers = self.registry.get_active_workers()
         now = time.monotonic()
         with self._lock:
@@ -231,7 +231,7 @@ class ProgressAggregator:
         return None if remaining is None else datetime.now(UTC) + timedelta(seconds=remaining)
 
     # -------------------------------------------------------------- internals
-    def _reconcile_task(self, task: Task, now: float) -> None:
+    def _reconcile_task(self, task: TaskState, now: float) -> None:
         old = self._tasks.get(task.id)
         progress = 1.0 if task.status is TaskStatus.COMPLETE else task.progress
         changed = old is None or old.status is not task.status or old.progress != progress

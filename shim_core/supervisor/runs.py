@@ -71,6 +71,15 @@ class RunRecord:
     estimates: dict[str, float]  # plan id -> seconds
     plan: dict[str, Any]  # DecompositionPlan.to_dict()
 
+    def dependencies(self) -> dict[str, tuple[str, ...]]:
+        """Queue task id -> queue ids of its dependencies, from the stored plan (no task read)."""
+        return {
+            task_id_in_run(self.run_id, t["id"]): tuple(
+                task_id_in_run(self.run_id, d) for d in t.get("deps", ())
+            )
+            for t in self.plan.get("tasks", [])
+        }
+
 
 def submit_run(queue: TaskQueue, decomposition: DecompositionPlan) -> RunRecord:
     """Write the run record and enqueue its tasks; nothing is written if the tasks are refused."""

@@ -98,8 +98,11 @@ class Supervisor:
         context: Mapping[str, Any] | None = None,
     ) -> DecompositionPlan:
         """Turn a plan file or request into tasks and waves (refusing bad input)."""
-        decomposer = TaskDecomposer(self.plugins, history=self.queue.duration_history())
-        return decomposer.decompose(request, strategy, context)
+        return self._decomposer().decompose(request, strategy, context)
+
+    def _decomposer(self) -> TaskDecomposer:
+        """A decomposer whose estimates use the durations measured in this namespace."""
+        return TaskDecomposer(self.plugins, history=self.queue.duration_history())
 
     def submit(self, decomposition: DecompositionPlan) -> RunRecord:
         """Enqueue a decomposed plan as a new run."""
@@ -109,7 +112,6 @@ class Supervisor:
         """A started progress view of ``run`` (also kept as :attr:`aggregator`)."""
         if self.aggregator is not None:
             self.aggregator.stop()
-        deps = {t.id: t.dependencies for t in self.queue.get_many(run.task_ids) if t}
         estimates = {f"{run.run_id}:{k}": v for k, v in run.estimates.items()}
         self.aggregator = ProgressAggregator(
             self.bus,
@@ -117,7 +119,7 @@ class Supervisor:
             self.queue,
             run.task_ids,
             estimates=estimates,
-            dependencies=deps,
+            dependencies=run.dependencies(),
         )
         self.aggregator.start()
         return self.aggregator
@@ -176,8 +178,7 @@ class Supervisor:
             ),
         )
         validate_plan(plan)
-        decomposer = TaskDecomposer(self.plugins, history=self.queue.duration_history())
-        decomposition = decomposer.decompose_plan(plan, request=name)
+        decomposition = self._decomposer().decompose_plan(plan, request=name)
         self.start()
         run = self.submit(decomposition)
         return list(self.wait(run.run_id, timeout=timeout).tasks)
