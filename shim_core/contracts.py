@@ -1,4 +1,5 @@
-"""The contracts plugins implement: Executor, Decomposer, CheckpointBackend, ExecutionContext.
+"""The contracts plugins implement: Executor, Decomposer, CheckpointBackend, AgentAdapter, and
+what they are handed (ExecutionContext, AgentInvocation).
 
 They are Protocols: a plugin satisfies them structurally and never has to import a base class.
 The hooks that hand them to SHIM are in :mod:`shim_core.hookspecs`.
@@ -14,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from shim_core.models import Task, TaskResult
+from shim_core.models import Task, TaskOutcome, TaskResult
 
 
 @attrs.frozen(kw_only=True)
@@ -47,6 +48,8 @@ class ExecutionContext(Protocol):
     workdir: Path
     #: Logger whose records also go to the task's log in Redis.
     log: logging.Logger
+    #: The coding-agent adapters installed on this worker, by name (for the ``agent`` executor).
+    agent_adapters: Mapping[str, AgentAdapter]
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Report progress in [0, 1] (also extends the lease)."""
@@ -104,3 +107,77 @@ class Decomposer(Protocol):
     def name(self) -> str: ...
 
     def decompose(self, request: str, context: Mapping[str, Any]) -> Any: ...
+
+
+@attrs.frozen(kw_only=True)
+class AgentInvocation:
+    """One run of a coding-agent CLI, as the ``agent`` executor asks an adapter to start it."""
+
+    prompt: str
+    #: The prompt also written to a file (for CLIs that take one), inside ``workdir``'s parent.
+    prompt_file: Path
+    workdir: Path
+    model: str | None = None
+    max_turns: int | None = None
+    max_budget_usd: float | None = None
+    #: A session to resume (the CLI's own id), or None for a fresh one.
+    resume_session: str | None = None
+    extra_args: tuple[str, ...] = ()
+    #: The adapter's own options from the task's params (e.g. ``argv`` of the generic adapter).
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define
+class AgentState:
+    """What an adapter has read from a CLI's output so far; the ``agent`` executor turns it into
+    progress, a checkpoint of the session id, and the task's result."""
+
+    session_id: str = ""
+    #: The last assistant text (the final answer once the run ends).
+    summary: str = ""
+    turns: int = 0
+    tool_calls: int = 0
+    cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    #: True once the CLI reported its final result.
+    final: bool = False
+    #: The outcome the output itself says (an error result, a rate limit, refused credentials);
+    #: None: decided from ``final`` and the exit status.
+    outcome: TaskOutcome | None = None
+    error: str = ""
+    #: When a rate limit resets (epoch ms), if the CLI said so.
+    rate_limit_reset_ms: int | None = None
+    #: Lines the adapter did not recognise (kept in the task log, never fatal).
+    unknown_lines: int = 0
+    #: The kind of the previous event, for adapters whose events continue one another.
+    last_event: str = ""
+    #: The invocation's adapter options (``AgentInvocation.options``).
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@runtime_checkable
+class AgentAdapter(Protocol):
+    """Runs one coding-agent CLI headless and reads its output (``params.agent`` names it).
+
+    ``feed`` gets every output line (stdout and stderr, in order) and updates the state; it
+    returns a short progress message worth showing, or None. It must never raise on a line it
+    does not understand (these CLIs change weekly): count it in ``state.unknown_lines``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def command(self) -> str:
+        """The binary looked up on PATH unless the task's ``params.command`` names another."""
+
+    def argv(self, binary: str, invocation: AgentInvocation) -> list[str]: ...
+
+    def env(self, invocation: AgentInvocation) -> dict[str, str]:
+        """Variables added to the worker's environment for this run."""
+
+    def feed(self, line: str, state: AgentState) -> str | None: ...
+
+    def finish(self, exit_code: int, state: AgentState) -> None:
+        """Called once the CLI exited, to settle what its output left open (a plain-text CLI
+        has no final event: its exit status says whether it finished)."""

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import pluggy
 
-from shim_core.contracts import CheckpointBackendFactory, Decomposer, Executor
+from shim_core.contracts import AgentAdapter, CheckpointBackendFactory, Decomposer, Executor
 
 PROJECT = "shim"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -51,4 +51,14 @@ def shim_decomposers() -> Sequence[Decomposer]:
 @hookspec
 def shim_checkpoint_backends() -> Sequence[CheckpointBackendFactory]:
     """Return factories of checkpoint backends (selected by name in the settings)."""
+    raise NotImplementedError
+
+
+@hookspec
+def shim_agent_adapters() -> Sequence[AgentAdapter]:
+    """Return adapters for coding-agent CLIs (used by the ``agent`` executor).
+
+    A task runs one with ``executor: agent`` and ``params: {agent: NAME}``; the adapter builds
+    the command line and reads the CLI's output into an :class:`~shim_core.contracts.AgentState`.
+    """
     raise NotImplementedError

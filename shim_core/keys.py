@@ -114,6 +114,11 @@ class Keys:
         return f"{self.prefix}reaper-lock"
 
     @property
+    def cooldowns(self) -> str:
+        """Hash agent -> end of its fleet-wide rate-limit cooldown (server ms)."""
+        return f"{self.prefix}cooldowns"
+
+    @property
     def paused(self) -> str:
         return f"{self.prefix}paused"
 

@@ -91,6 +91,28 @@ class EventType(enum.Enum):
     OFFLINE = "offline"
 
 
+class TaskOutcome(enum.Enum):
+    """How an execution ended, typed: what an executor reports and the core acts on.
+
+    Executors that report nothing get ``SUCCESS`` or ``FAILED`` from ``TaskResult.success``. The
+    core decides what each outcome means (see :mod:`shim_core.outcomes`): a rate limit puts the
+    task back without using an attempt and cools the agent down fleet-wide, an auth failure or a
+    missing CLI fails the task at once and the worker stops claiming that agent's tasks, and so on.
+    """
+
+    SUCCESS = "success"
+    FAILED = "failed"  # the tool reported an error, or no final result at all
+    RATE_LIMITED = "rate_limited"
+    AUTH_FAILED = "auth_failed"
+    MAX_TURNS = "max_turns"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    STALLED = "stalled"  # no output for the idle timeout: killed
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    CLI_MISSING = "cli_missing"
+    CRASHED = "crashed"  # the process died (signal, or an exit code without any result)
+
+
 def new_id() -> str:
     """A fresh random id (UUID4, hex)."""
     return uuid.uuid4().hex
@@ -104,6 +126,15 @@ class TaskContext:
     checkpoint_id: str | None = None
     session_id: str = ""
     project_path: str = ""
+    #: What "done" means for this task, one criterion a line (agent prompts carry them).
+    acceptance: tuple[str, ...] = ()
+    #: The git repository the task works on (a local path or a URL); empty: none.
+    repo: str = ""
+    #: The run's base commit in ``repo``: task branches start from it.
+    base: str = ""
+    #: ``worktree`` (a git worktree per task, on branch ``shim/<run>/<task>``), ``shared``
+    #: (the repository's own checkout) or empty (the executor's default).
+    workspace: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -116,6 +147,12 @@ class TaskResult:
     checkpoint_created: str | None = None
     error: str | None = None
     duration_ms: int | None = None
+    #: Typed outcome (None: ``success`` decides). Agent executors always set it.
+    outcome: TaskOutcome | None = None
+    #: Money this execution spent (agent tasks), added to its run's total by the core.
+    cost_usd: float | None = None
+    #: With ``RATE_LIMITED``: when the limit resets (epoch ms), if the tool said so.
+    retry_at_ms: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -143,6 +180,10 @@ class Task:
     #: When this task fails for good: ``cancel-dependents`` (None, the default) or ``continue``
     #: (its dependents run anyway).
     on_failure: str | None = None
+    #: The coding-agent provider this task runs (``params.agent`` of an ``agent`` task, filled in
+    #: by the queue): claims skip it while that agent cools down after a rate limit, workers
+    #: that cannot run the agent skip it, and a spent run budget cancels it.
+    agent: str | None = None
     # --- kept by the queue ---
     status: TaskStatus = TaskStatus.PENDING
     attempts: int = 0
@@ -243,3 +284,6 @@ class WorkerRegistration:
     stats: WorkerStats = WorkerStats()
     registered_at: datetime | None = None
     last_activity_at: datetime | None = None
+    #: Agents this worker stopped claiming tasks for, with the reason (a missing CLI, refused
+    #: credentials). Claims leave those tasks to other workers.
+    refused_agents: dict[str, str] = attrs.field(factory=dict)

@@ -21,7 +21,7 @@ import attrs
 import pluggy
 
 from shim_core import hookspecs
-from shim_core.contracts import CheckpointBackendFactory, Decomposer, Executor
+from shim_core.contracts import AgentAdapter, CheckpointBackendFactory, Decomposer, Executor
 from shim_core.models import Task
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class Plugins:
         self.executors: dict[str, Executor] = {}
         self.decomposers: dict[str, Decomposer] = {}
         self.backends: dict[str, CheckpointBackendFactory] = {}
+        self.adapters: dict[str, AgentAdapter] = {}
         self.provided: list[Provided] = []
         self.refresh()
 
@@ -88,6 +89,7 @@ class Plugins:
         self.backends = self._collect(
             "checkpoint backend", hook.shim_checkpoint_backends, CheckpointBackendFactory
         )
+        self.adapters = self._collect("agent adapter", hook.shim_agent_adapters, AgentAdapter)
 
     def executor_for(self, task: Task, default: str | None = None) -> Executor | None:
         """The executor a task names, else the first one that claims its type, else ``default``."""

@@ -12,6 +12,7 @@ worker's ``complete_and_claim`` 1 for finishing one task and taking the next.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import time
@@ -46,6 +47,11 @@ ADD_CHUNK = 1000
 REMOVE_CHUNK = 1000
 #: Longest single blocking wait of a claimer; a lost wake-up costs at most this much latency.
 MAX_BLOCK_SLICE = 5.0
+#: Cooldown after a rate limit whose reset time the agent did not report.
+DEFAULT_COOLDOWN_MS = 60_000
+#: A reported reset further away than this is capped (hostile or garbled data cannot park an
+#: agent's tasks for ever).
+MAX_COOLDOWN_MS = 24 * 3600 * 1000
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 _UPDATABLE = frozenset(
@@ -222,6 +228,7 @@ class TaskQueue:
         return attrs.evolve(
             task,
             **_KEPT_DEFAULTS,
+            agent=_agent_of(task),
             dependencies=tuple(dict.fromkeys(task.dependencies)),
             max_attempts=task.max_attempts if task.max_attempts is not None else s.max_attempts,
             backoff_ms=task.backoff_ms if task.backoff_ms is not None else s.backoff_ms,
@@ -433,6 +440,7 @@ class TaskQueue:
             task_id,
             token,
             dumps(result or TaskResult(success=True)),
+            _cost(result),
         ]
         reply = self.scripts.call("complete_claim", keys, args)
         raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
@@ -496,7 +504,7 @@ class TaskQueue:
         reply = self.scripts.call(
             "complete",
             [self.keys.task(task_id), self.keys.waiting],
-            [self.keys.prefix, task_id, token, dumps(result)],
+            [self.keys.prefix, task_id, token, dumps(result), _cost(result)],
         )
         raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
         return int(reply[1]) if reply[0] == 1 else 0
@@ -513,7 +521,13 @@ class TaskQueue:
             self.scripts.call(
                 "complete",
                 [self.keys.task(task_id), self.keys.waiting],
-                [self.keys.prefix, task_id, token, dumps(result or TaskResult(success=True))],
+                [
+                    self.keys.prefix,
+                    task_id,
+                    token,
+                    dumps(result or TaskResult(success=True)),
+                    _cost(result),
+                ],
                 client=pipe,
             )
         released = 0
@@ -541,6 +555,7 @@ class TaskQueue:
                 dumps(result),
                 repr(jitter),
                 "1" if permanent else "0",
+                _cost(result),
             ],
         )
         raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
@@ -551,6 +566,51 @@ class TaskQueue:
             due = task.due_at if task is not None and reply[1] == "retrying" else None
             return FailOutcome(final=reply[1] == "failed", due_at=due)
         return FailOutcome(final=True, cancelled_dependents=int(reply[1]))
+
+    @redis_errors
+    def throttle(
+        self,
+        task_id: str,
+        token: int,
+        agent: str,
+        result: TaskResult,
+        *,
+        cooldown_ms: int = DEFAULT_COOLDOWN_MS,
+    ) -> datetime:
+        """An execution hit ``agent``'s rate limit: the agent cools down fleet-wide until
+        ``result.retry_at_ms`` (else for ``cooldown_ms``; never longer than a day), and the task
+        waits in retrying until then without spending an attempt. Returns the cooldown's end."""
+        reset = "" if result.retry_at_ms is None else str(int(result.retry_at_ms))
+        reply = self.scripts.call(
+            "throttle",
+            [self.keys.task(task_id), self.keys.delayed, self.keys.cooldowns],
+            [
+                self.keys.prefix,
+                task_id,
+                token,
+                check_name("agent", agent),
+                reset,
+                int(cooldown_ms),
+                MAX_COOLDOWN_MS,
+                dumps(result),
+                _cost(result),
+            ],
+        )
+        raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
+        if reply[0] == 0:
+            task = self.get(task_id)
+            return task.due_at if task is not None and task.due_at else from_ms(0)
+        return from_ms(reply[1])
+
+    @redis_errors
+    def cooldowns(self) -> dict[str, datetime]:
+        """Agents cooling down after a rate limit, with the end of each cooldown (server time)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.cooldowns)
+        pipe.time()
+        raw, (now_s, now_us) = pipe.execute()
+        now_ms = int(now_s) * 1000 + int(now_us) // 1000
+        return {agent: from_ms(end) for agent, end in raw.items() if int(float(end)) > now_ms}
 
     @redis_errors
     def cancel(self, task_id: str, reason: str = "cancelled") -> int:
@@ -666,6 +726,26 @@ class TaskQueue:
 
     def active_count(self) -> int:
         return self.stats().active
+
+
+def _agent_of(task: Task) -> str | None:
+    """The agent provider of a task: set explicitly, or ``params.agent`` of an ``agent`` task."""
+    agent = task.agent
+    if agent is None and task.executor == "agent":
+        named = task.params.get("agent")
+        agent = named if isinstance(named, str) else None
+    if agent is None:
+        return None
+    try:
+        return check_name("agent", agent)
+    except ConfigError as exc:
+        raise ValidationError(f"task {task.id!r}: {exc}") from None
+
+
+def _cost(result: TaskResult | None) -> str:
+    """The cost ARGV of a script: the result's cost in USD, '' for none."""
+    cost = None if result is None else result.cost_usd
+    return repr(float(cost)) if cost is not None and math.isfinite(cost) and cost >= 0 else ""
 
 
 def _claim_queues(types: Sequence[str], worker_id: str) -> list[str]:

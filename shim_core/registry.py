@@ -102,6 +102,8 @@ class WorkerRegistry:
             "session_id": registration.session_id,
             "capabilities": json.dumps(converter.unstructure(registration.capabilities)),
         }
+        if registration.refused_agents:
+            fields["refused"] = json.dumps(registration.refused_agents)
         self.scripts.call(
             "register",
             [self.keys.worker(registration.id), self.keys.workers, self.keys.worker_ids],
@@ -113,6 +115,12 @@ class WorkerRegistry:
                 json.dumps(fields),
             ],
         )
+
+    @redis_errors
+    def refuse_agent(self, worker_id: str, refused: dict[str, str]) -> None:
+        """Record the agents ``worker_id`` stops claiming tasks for (agent -> reason); the claim
+        scripts read this field and leave those tasks to other workers."""
+        self.client.hset(self.keys.worker(worker_id), "refused", json.dumps(refused))
 
     @redis_errors
     def unregister_worker(self, worker_id: str) -> bool:
@@ -318,4 +326,16 @@ def _decode(fields: dict[str, str]) -> WorkerRegistration:
         last_activity_at=(
             from_ms(fields["last_activity_at"]) if "last_activity_at" in fields else None
         ),
+        refused_agents=_refused(fields.get("refused")),
     )
+
+
+def _refused(raw: str | None) -> dict[str, str]:
+    """The ``refused`` field (untrusted JSON): agent -> reason; anything malformed is dropped."""
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items()}

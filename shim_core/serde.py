@@ -17,14 +17,19 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import attrs
+from cattrs.gen import make_dict_unstructure_fn
 from cattrs.preconf.json import make_converter
 
 from shim_core.errors import CorruptTask
-from shim_core.models import ProgressEvent, Task
+from shim_core.models import ProgressEvent, Task, TaskContext
 
 T = TypeVar("T")
 
 converter = make_converter()
+# A task's context is stored with every task: fields at their default stay out of Redis.
+converter.register_unstructure_hook(
+    TaskContext, make_dict_unstructure_fn(TaskContext, converter, _cattrs_omit_if_default=True)
+)
 converter.register_unstructure_hook(datetime, lambda dt: to_ms(dt))  # noqa: PLW0108 (forward ref)
 converter.register_structure_hook(datetime, lambda v, _t: from_ms(v))
 

@@ -31,7 +31,7 @@ from typing import Any
 import attrs
 
 from shim_core import serde
-from shim_core.contracts import Checkpoint
+from shim_core.contracts import AgentAdapter, Checkpoint
 from shim_core.models import Task, TaskResult, new_id
 
 _WORKDIR_PREFIX = "shim-recording-"
@@ -88,6 +88,8 @@ class RecordingContext:
     resume_state: dict[str, Any] | None = None
     dependency_results: Mapping[str, TaskResult] = attrs.field(factory=dict)
     workdir: Path = attrs.field(factory=_fresh_workdir, converter=Path)
+    #: Agent adapters the ``agent`` executor may use, by name.
+    agent_adapters: Mapping[str, AgentAdapter] = attrs.field(factory=dict)
     #: Every ``progress(fraction, message)`` call, in order.
     progress_calls: list[tuple[float, str]] = attrs.field(factory=list, init=False)
     #: Every checkpoint saved, oldest first.

@@ -240,9 +240,81 @@ local function renew_leases(prefix, first, deadline, lost)
 end
 
 
+-- Add an execution's reported cost (ARGV string, '' for none) to its run's total.
+local function add_cost(prefix, run, cost)
+  if cost and cost ~= '' and run and run ~= '' and tonumber(cost) then
+    rcall('HINCRBYFLOAT', prefix .. 'run:' .. run, 'cost_usd', cost)
+  end
+end
+
+-- Cancel an unfinished task (not waiting on the caller's lease) and its dependents.
+-- Returns the number of dependents cancelled.
+local function cancel_task(prefix, id, status, ttype, queue, worker, attempts, now, reason)
+  local key = prefix .. 'task:' .. id
+  unlink(prefix, id)
+  leave(prefix, id, status, queue, ttype)
+  enter(prefix, id, 'cancelled', nil, ttype, now)
+  local result = cjson.encode({success = false, error = reason})
+  rcall('HSET', key, 'result', result, 'completed_at', now)
+  emit(prefix, 'cancelled', id, worker, 'cancelled', attempts, now, '"completion":' .. result)
+  return cancel_dependents(prefix, id, now, 'dependency ' .. id .. ' cancelled')
+end
+
+-- Tasks a claim looks at past the head of a queue for one this worker may take.
+local LOOKAHEAD = 20
+
+-- Whether pending task `id` (fields f = {type, assigned_to, priority, seq, attempts, agent,
+-- run_id}) may be claimed now: 'ok'; 'moved' when it left the queue (its agent cools down
+-- after a rate limit: to retrying until then, no attempt spent; its run's budget is spent:
+-- cancelled); 'skip' when this worker refuses its agent (left for other workers).
+local function claimable(prefix, id, f, refused, now)
+  local agent = f[6]
+  if not agent or agent == '' then return 'ok' end
+  local cool = tonumber(rcall('HGET', prefix .. 'cooldowns', agent) or '0')
+  if cool > now then
+    leave(prefix, id, 'pending', queue_of(f[1], f[2]), f[1])
+    enter(prefix, id, 'retrying', nil, f[1], cool)
+    rcall('HSET', prefix .. 'task:' .. id, 'due_at', cool)
+    emit(prefix, 'retrying', id, nil, 'retrying', tonumber(f[5]), now)
+    return 'moved'
+  end
+  if f[7] and f[7] ~= '' then
+    local b = rcall('HMGET', prefix .. 'run:' .. f[7], 'budget_usd', 'cost_usd')
+    if b[1] and tonumber(b[2] or '0') >= tonumber(b[1]) then
+      cancel_task(prefix, id, 'pending', f[1], queue_of(f[1], f[2]), nil, tonumber(f[5]), now,
+                  'budget exhausted: run ' .. f[7] .. ' spent $' .. (b[2] or '0') .. ' of $' .. b[1])
+      return 'moved'
+    end
+  end
+  if refused[agent] then return 'skip' end
+  return 'ok'
+end
+
+-- The first task of ready queue `rkey` this worker may claim now: id, score, type; and whether
+-- tasks it refuses were passed over.
+local function first_claimable(prefix, rkey, refused, now)
+  local skipped = false
+  while true do
+    local items = rcall('ZRANGE', rkey, 0, LOOKAHEAD - 1, 'WITHSCORES')
+    if #items == 0 then return nil, nil, nil, skipped end
+    local moved = false
+    for i = 1, #items, 2 do
+      local id = items[i]
+      local f = rcall('HMGET', prefix .. 'task:' .. id, 'type', 'assigned_to', 'priority', 'seq',
+                      'attempts', 'agent', 'run_id')
+      local verdict = claimable(prefix, id, f, refused, now)
+      if verdict == 'ok' then return id, tonumber(items[i + 1]), f[1], skipped end
+      if verdict == 'skip' then skipped = true else moved = true end
+    end
+    if not moved then return nil, nil, nil, skipped end
+  end
+end
+
 -- Claim up to `count` pending tasks from the `ready` queue keys, highest priority first, FIFO in
--- a band, after promoting due retries (claim-3 and complete_claim-4). Returns
--- {ms until the next retry is due or -1, token1, {field, value, ...}, token2, {...}, ...}.
+-- a band, after promoting due retries (claim-3 and complete_claim-4). Tasks of an agent that
+-- cools down, or of a run whose budget is spent, leave the queue on the way (see claimable);
+-- tasks of agents the worker refuses (its hash's `refused` field) are left for others.
+-- Returns {ms until the next retry is due or -1, token1, {field, value, ...}, token2, ...}.
 local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease, status)
   local now = now_ms()
   for _, id in ipairs(rcall('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)) do
@@ -250,22 +322,28 @@ local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease,
   end
   local wkey = prefix .. 'worker:' .. worker
   local has_worker = worker ~= '' and rcall('EXISTS', wkey) == 1
+  local refused = {}
+  if has_worker then
+    local raw = rcall('HGET', wkey, 'refused')
+    if raw then refused = cjson.decode(raw) end
+  end
+  local skipped = {}
   local out = {-1}
   if rcall('EXISTS', paused) == 0 and count > 0 then
     for _ = 1, count do
-      local best_key, best_id, best_score = nil, nil, nil
+      local best_key, best_id, best_score, best_type = nil, nil, nil, nil
       for _, rkey in ipairs(ready) do
-        local head = rcall('ZRANGE', rkey, 0, 0, 'WITHSCORES')
-        if head[1] and (best_score == nil or tonumber(head[2]) < best_score) then
-          best_key, best_id, best_score = rkey, head[1], tonumber(head[2])
+        local id, score, ttype, passed = first_claimable(prefix, rkey, refused, now)
+        if passed then skipped[rkey] = true end
+        if id and (best_score == nil or score < best_score) then
+          best_key, best_id, best_score, best_type = rkey, id, score, ttype
         end
       end
       if not best_id then break end
       local key = prefix .. 'task:' .. best_id
-      local ttype = rcall('HGET', key, 'type')
       rcall('ZREM', best_key, best_id)
-      rcall('HINCRBY', prefix .. 'counts', 'pending:' .. ttype, -1)
-      enter(prefix, best_id, status, nil, ttype, now + lease)
+      rcall('HINCRBY', prefix .. 'counts', 'pending:' .. best_type, -1)
+      enter(prefix, best_id, status, nil, best_type, now + lease)
       local token = rcall('INCR', prefix .. 'fence')
       local attempt = rcall('HINCRBY', key, 'attempts', 1)
       rcall('HSET', key, 'lease', token, 'worker_id', worker, 'claimed_at', now,
@@ -278,10 +356,14 @@ local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease,
       table.insert(out, rcall('HGETALL', key))
     end
     -- Keep each wake marker in step with its queue: set while work remains (so the next blocked
-    -- claimer wakes), gone when the queue is empty (so no claimer wakes for nothing).
+    -- claimer wakes), gone when the queue is empty (so no claimer wakes for nothing). A queue
+    -- whose remaining tasks this worker refused keeps its marker as it is: re-setting it would
+    -- wake this same worker again and again; the others find the tasks on their next claim.
     for _, rkey in ipairs(ready) do
-      local wake = prefix .. 'wake:' .. string.sub(rkey, #prefix + 7)
-      if rcall('ZCARD', rkey) > 0 then rcall('ZADD', wake, 0, '1') else rcall('DEL', wake) end
+      if not skipped[rkey] then
+        local wake = prefix .. 'wake:' .. string.sub(rkey, #prefix + 7)
+        if rcall('ZCARD', rkey) > 0 then rcall('ZADD', wake, 0, '1') else rcall('DEL', wake) end
+      end
     end
   end
   local due = rcall('ZRANGE', delayed, 0, 0, 'WITHSCORES')
@@ -292,9 +374,10 @@ end
 -- Record a task's success and release the dependents waiting only on it (complete-2 and
 -- complete_claim-4). Returns {1, released}, {0} when this lease already completed it, or an
 -- error code (-1 not found, -2 stale lease, -3 wrong state with the status).
-local function complete_task(prefix, id, token, result)
+local function complete_task(prefix, id, token, result, cost)
   local key = prefix .. 'task:' .. id
-  local f = rcall('HMGET', key, 'status', 'lease', 'worker_id', 'attempts', 'type', 'claimed_at')
+  local f = rcall('HMGET', key, 'status', 'lease', 'worker_id', 'attempts', 'type', 'claimed_at',
+                  'run_id')
   if not f[1] then return {-1} end
   if f[2] ~= token then return {-2} end
   if f[1] == 'complete' then return {0} end
@@ -304,6 +387,7 @@ local function complete_task(prefix, id, token, result)
   leave(prefix, id, f[1], nil, f[5])
   enter(prefix, id, 'complete', nil, f[5], now)
   rcall('HSET', key, 'result', result, 'completed_at', now, 'progress', 1, 'actual_duration', took)
+  add_cost(prefix, f[7], cost)
   emit(prefix, 'completed', id, f[3], 'complete', tonumber(f[4]), now, '"completion":' .. result)
   count_for_worker(prefix, f[3], id, 'tasks_completed', took)
   rcall('HINCRBY', prefix .. 'history', f[5] .. ':n', 1)

@@ -10,11 +10,5 @@ local f = rcall('HMGET', KEYS[1], 'status', 'type', 'assigned_to', 'attempts', '
 if not f[1] then return {-1} end
 if f[1] == 'cancelled' then return {0} end
 if f[1] == 'complete' or f[1] == 'failed' then return {-3, f[1]} end
-local now = now_ms()
-unlink(prefix, id)
-leave(prefix, id, f[1], queue_of(f[2], f[3]), f[2])
-enter(prefix, id, 'cancelled', nil, f[2], now)
-local result = cjson.encode({success = false, error = ARGV[3]})
-rcall('HSET', KEYS[1], 'result', result, 'completed_at', now)
-emit(prefix, 'cancelled', id, f[5], 'cancelled', tonumber(f[4]), now, '"completion":' .. result)
-return {1, cancel_dependents(prefix, id, now, 'dependency ' .. id .. ' cancelled')}
+return {1, cancel_task(prefix, id, f[1], f[2], queue_of(f[2], f[3]), f[5], tonumber(f[4]),
+                      now_ms(), ARGV[3])}

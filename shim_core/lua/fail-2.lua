@@ -1,20 +1,22 @@
 -- fail: an execution failed; retry after backoff while attempts are left, else fail for good.
 -- KEYS[1] task:<id>, KEYS[2] delayed
 -- ARGV[1] prefix, ARGV[2] task id, ARGV[3] lease token, ARGV[4] result JSON,
--- ARGV[5] jitter: the backoff is stretched by this fraction (0 = none), ARGV[6] '1' = permanent (no retry)
--- Builds: active, failed, counts, and for a final failure every transitive dependent's keys
+-- ARGV[5] jitter: the backoff is stretched by this fraction (0 = none), ARGV[6] '1' = permanent (no retry),
+-- ARGV[7] cost in USD of the execution ('' for none), added to the run's total
+-- Builds: active, failed, counts, run:<run>, and for a final failure every transitive dependent's keys
 -- Returns: {1, due_ms} retrying, {2, cancelled dependents} failed, {0, status} already recorded
 --          for this lease (a repeated call); -1 not found, -2 stale lease, -3 wrong state (with the status)
 -- Events: task:retrying, or task:failed and task:cancelled for each dependent
 local prefix, id, token = ARGV[1], ARGV[2], ARGV[3]
 local f = rcall('HMGET', KEYS[1], 'status', 'lease', 'worker_id', 'attempts', 'type',
-                'max_attempts', 'backoff_ms')
+                'max_attempts', 'backoff_ms', 'run_id')
 if not f[1] then return {-1} end
 if f[2] ~= token then return {-2} end
 if f[1] == 'failed' or f[1] == 'retrying' then return {0, f[1]} end
 if f[1] ~= 'running' and f[1] ~= 'claimed' then return {-3, f[1]} end
 local now = now_ms()
 local attempts = tonumber(f[4])
+add_cost(prefix, f[8], ARGV[7])
 count_for_worker(prefix, f[3], id, 'tasks_failed', nil)
 if ARGV[6] ~= '1' and attempts < tonumber(f[6] or '1') then
   local due = now + math.floor(tonumber(f[7] or '0') * 2 ^ (attempts - 1) * (1 + tonumber(ARGV[5])))

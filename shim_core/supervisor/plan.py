@@ -35,7 +35,17 @@ from shim_core.models import Priority, Task
 
 ON_FAILURE = ("cancel-dependents", "continue")
 PLAN_SUFFIXES = (".yaml", ".yml", ".json")
-TOP_KEYS = ("name", "defaults", "on_failure", "tasks")
+TOP_KEYS = (
+    "name",
+    "defaults",
+    "on_failure",
+    "tasks",
+    "repo",
+    "workspace",
+    "budget_usd",
+    "prompt_template",
+)
+WORKSPACES = ("worktree", "shared")
 TASK_KEYS = (
     "id",
     "title",
@@ -50,6 +60,7 @@ TASK_KEYS = (
     "timeout",
     "files",
     "estimate",
+    "acceptance",
 )
 DEFAULT_KEYS = TASK_KEYS[1:]  # every task key but the id
 MAX_CYCLES = 10  # cycles named in one PlanError; more would repeat the same fix
@@ -74,16 +85,27 @@ class PlanTask:
     timeout: float | None = None
     files: tuple[str, ...] = ()
     estimate: float | None = None
+    #: What "done" means, one criterion each (agent prompts carry them).
+    acceptance: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
 class Plan:
-    """A named set of tasks. ``source`` is the file it came from, or ``"request"`` for text."""
+    """A named set of tasks. ``source`` is the file it came from, or ``"request"`` for text.
+
+    ``repo`` (a path, relative to the plan file, or a git URL; default: the git repository
+    holding the current directory) and ``workspace`` (``worktree`` or ``shared``) say where agent
+    tasks work; ``budget_usd`` caps what the run's agents may spend; ``prompt_template`` is a
+    file that replaces the agent prompt's default template."""
 
     name: str
     tasks: tuple[PlanTask, ...]
     on_failure: str = "cancel-dependents"
     source: str = ""
+    repo: str | None = None
+    workspace: str | None = None
+    budget_usd: float | None = None
+    prompt_template: str | None = None
 
     def task(self, task_id: str) -> PlanTask:
         """The task with this id; KeyError when the plan has none."""
@@ -163,11 +185,17 @@ def parse_plan(
     on_failure = _field(where, problems, _text, "on_failure", data.get("on_failure", ON_FAILURE[0]))
     defaults = _parse_defaults(data.get("defaults"), where, problems)
     tasks = _parse_tasks(data.get("tasks"), defaults, where, problems)
+    extra = {
+        key: _field(where, problems, parse, key, data[key])
+        for key, parse in _RUN_FIELDS.items()
+        if data.get(key) is not None
+    }
     plan = Plan(
         name=name or "plan",
         tasks=tuple(tasks),
         on_failure=ON_FAILURE[0] if on_failure is None else on_failure,
         source=source,
+        **{key: _relative(key, value, source) for key, value in extra.items()},
     )
     problems += _on_failure_problems(plan) + _graph_problems(plan)
     problems += _reference_problems(plan, executors, types)
@@ -376,6 +404,37 @@ def _is_id_like(value: Any) -> bool:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
+def _workspace(key: str, value: Any) -> str:
+    if value not in WORKSPACES:
+        raise _Bad(f"bad {key} {value!r} (allowed: {', '.join(WORKSPACES)})")
+    return str(value)
+
+
+def _money(key: str, value: Any) -> float:
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if number is None or not math.isfinite(number) or not 0 < number <= 1_000_000:
+        raise _Bad(f"{key!r} must be an amount of US dollars in (0, 1000000], got {value!r}")
+    return float(number)
+
+
+def _relative(key: str, value: Any, source: str) -> Any:
+    """Paths in a plan file are relative to the file (URLs stay as they are)."""
+    if key not in ("repo", "prompt_template") or not source or not isinstance(value, str):
+        return value
+    if "://" in value or ("@" in value and ":" in value) or Path(value).expanduser().is_absolute():
+        return value
+    if not Path(source).suffix:  # a request, not a file
+        return value
+    return str((Path(source).parent / Path(value).expanduser()).resolve())
+
+
+_RUN_FIELDS: dict[str, Callable[[str, Any], Any]] = {
+    "repo": _name,
+    "workspace": _workspace,
+    "budget_usd": _money,
+    "prompt_template": _name,
+}
+
 _FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "title": _text,
     "type": _name,
@@ -388,6 +447,7 @@ _FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "timeout": _seconds(0.0, inclusive=False),
     "files": _strings,
     "estimate": _seconds(0.0, inclusive=True),
+    "acceptance": _strings,
 }
 
 

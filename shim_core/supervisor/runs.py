@@ -20,7 +20,8 @@ from shim_core.models import Task, TaskContext, TaskResult, TaskStatus, new_id
 from shim_core.queue import TaskQueue
 from shim_core.serde import converter, from_ms
 from shim_core.supervisor.graph import DecompositionPlan
-from shim_core.supervisor.plan import Plan
+from shim_core.supervisor.plan import Plan, PlanTask
+from shim_core.worktrees import MergeReport, RepoInfo, is_url, resolve_repo
 
 
 class RunNotFound(ShimError):
@@ -37,8 +38,14 @@ def plan_id_of(task_id: str) -> str:
     return task_id.split(":", 1)[1] if ":" in task_id else task_id
 
 
-def tasks_of_plan(plan: Plan, run_id: str, estimates: dict[str, float]) -> list[Task]:
-    """The queue tasks of ``plan`` for run ``run_id``."""
+#: The executor whose tasks get a workspace (a git worktree) and a share of the run's budget.
+AGENT_EXECUTOR = "agent"
+
+
+def tasks_of_plan(
+    plan: Plan, run_id: str, estimates: dict[str, float], repo: RepoInfo | None = None
+) -> list[Task]:
+    """The queue tasks of ``plan`` for run ``run_id``; agent tasks work in ``repo``."""
     on_failure = "continue" if plan.on_failure == "continue" else None
     return [
         Task(
@@ -48,9 +55,9 @@ def tasks_of_plan(plan: Plan, run_id: str, estimates: dict[str, float]) -> list[
             description=t.description,
             priority=t.priority,
             executor=t.executor,
-            params=dict(t.params),
+            params=_params(plan, t),
             dependencies=tuple(task_id_in_run(run_id, d) for d in t.deps),
-            context=TaskContext(files=t.files, session_id=run_id),
+            context=_context(plan, t, run_id, repo),
             max_attempts=t.max_attempts,
             timeout_ms=int(t.timeout * 1000) if t.timeout else None,
             estimated_duration=int(estimates.get(t.id, 0) * 1000) or None,
@@ -59,6 +66,34 @@ def tasks_of_plan(plan: Plan, run_id: str, estimates: dict[str, float]) -> list[
         )
         for t in plan.tasks
     ]
+
+
+def _params(plan: Plan, task: PlanTask) -> dict[str, Any]:
+    params = dict(task.params)
+    if task.executor == AGENT_EXECUTOR and plan.prompt_template:
+        params.setdefault("prompt_template", plan.prompt_template)
+    return params
+
+
+def _context(plan: Plan, task: PlanTask, run_id: str, repo: RepoInfo | None) -> TaskContext:
+    if task.executor != AGENT_EXECUTOR or repo is None:
+        return TaskContext(files=task.files, session_id=run_id, acceptance=task.acceptance)
+    workspace = plan.workspace or "worktree"
+    shared_path = repo.repo if workspace == "shared" and not is_url(repo.repo) else ""
+    return TaskContext(
+        files=task.files,
+        session_id=run_id,
+        acceptance=task.acceptance,
+        repo=repo.repo,
+        base=repo.base,
+        workspace=workspace,
+        project_path=shared_path,
+    )
+
+
+def needs_repo(plan: Plan) -> bool:
+    """Whether a run of ``plan`` works on a git repository (it names one, or has agent tasks)."""
+    return plan.repo is not None or any(t.executor == AGENT_EXECUTOR for t in plan.tasks)
 
 
 @attrs.frozen(kw_only=True)
@@ -70,6 +105,25 @@ class RunRecord:
     waves: tuple[tuple[str, ...], ...]  # plan ids
     estimates: dict[str, float]  # plan id -> seconds
     plan: dict[str, Any]  # DecompositionPlan.to_dict()
+    #: The git repository and base commit the run's agent tasks work on (None: no workspace).
+    repo: RepoInfo | None = None
+    #: ``worktree``: task branches are merged when the run ends.
+    workspace: str = ""
+    budget_usd: float | None = None
+    #: What the run's agents reported spending so far (kept by the scripts).
+    cost_usd: float = 0.0
+
+    def merge_order(self) -> list[str]:
+        """Plan ids in a topological order, ties by plan order (the order branches merge in)."""
+        tasks = self.plan.get("tasks", [])
+        deps = {t["id"]: set(t.get("deps", ())) for t in tasks}
+        done: list[str] = []
+        left = [t["id"] for t in tasks]
+        while left:
+            ready = next((t for t in left if deps[t] <= set(done)), left[0])
+            done.append(ready)
+            left.remove(ready)
+        return done
 
     def dependencies(self) -> dict[str, tuple[str, ...]]:
         """Queue task id -> queue ids of its dependencies, from the stored plan (no task read)."""
@@ -81,12 +135,19 @@ class RunRecord:
         }
 
 
-def submit_run(queue: TaskQueue, decomposition: DecompositionPlan) -> RunRecord:
-    """Write the run record and enqueue its tasks; nothing is written if the tasks are refused."""
+def submit_run(
+    queue: TaskQueue, decomposition: DecompositionPlan, *, budget_usd: float | None = None
+) -> RunRecord:
+    """Write the run record and enqueue its tasks; nothing is enqueued if the tasks are refused
+    (the record, written first so that claims see the run's budget, is then removed).
+
+    A plan with agent tasks works on its ``repo`` (default: the git repository holding the
+    current directory), whose HEAD becomes the run's base commit."""
     run_id = new_id()[:10]
     plan = decomposition.plan
-    tasks = tasks_of_plan(plan, run_id, dict(decomposition.estimates))
-    queue.add_many(tasks)
+    repo = resolve_repo(plan.repo) if needs_repo(plan) else None
+    tasks = tasks_of_plan(plan, run_id, dict(decomposition.estimates), repo)
+    budget = budget_usd if budget_usd is not None else plan.budget_usd
     now_s, now_us = queue.client.time()
     created_ms = int(now_s) * 1000 + int(now_us) // 1000
     record = {
@@ -97,10 +158,17 @@ def submit_run(queue: TaskQueue, decomposition: DecompositionPlan) -> RunRecord:
         "estimates": json.dumps(dict(decomposition.estimates)),
         "plan": json.dumps(decomposition.to_dict()),
     }
-    pipe = queue.client.pipeline(transaction=False)
-    pipe.hset(queue.keys.run(run_id), mapping=record)
-    pipe.zadd(queue.keys.runs, {run_id: created_ms})
-    pipe.execute()
+    if repo is not None:
+        record |= {"repo": repo.repo, "base": repo.base, "workspace": plan.workspace or "worktree"}
+    if budget is not None:
+        record["budget_usd"] = repr(float(budget))
+    queue.client.hset(queue.keys.run(run_id), mapping=record)
+    try:
+        queue.add_many(tasks)
+    except BaseException:
+        queue.client.delete(queue.keys.run(run_id))
+        raise
+    queue.client.zadd(queue.keys.runs, {run_id: created_ms})
     return load_run(queue, run_id)
 
 
@@ -116,6 +184,10 @@ def load_run(queue: TaskQueue, run_id: str) -> RunRecord:
         waves=tuple(tuple(w) for w in json.loads(fields["waves"])),
         estimates=json.loads(fields.get("estimates", "{}")),
         plan=json.loads(fields.get("plan", "{}")),
+        repo=RepoInfo(fields["repo"], fields.get("base", "")) if fields.get("repo") else None,
+        workspace=fields.get("workspace", ""),
+        budget_usd=float(fields["budget_usd"]) if fields.get("budget_usd") else None,
+        cost_usd=float(fields.get("cost_usd") or 0.0),
     )
 
 
@@ -147,6 +219,11 @@ class RunReport:
     duration_ms: int
     waves: tuple[tuple[str, ...], ...]
     tasks: tuple[TaskReport, ...]  # completion order
+    #: What the run's agents spent (USD), as they reported it.
+    cost_usd: float = 0.0
+    budget_usd: float | None = None
+    #: How the task branches came together (None: the run had no worktrees).
+    merge: MergeReport | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` report: timestamps ISO 8601 UTC, results with success / output /
@@ -159,6 +236,8 @@ class RunReport:
             "duration_ms": self.duration_ms,
             "waves": [list(w) for w in self.waves],
             "tasks": [_task_dict(t) for t in self.tasks],
+            "cost_usd": round(self.cost_usd, 6),
+            "merge": self.merge.to_dict() if self.merge is not None else None,
         }
 
 
@@ -207,6 +286,8 @@ def build_report(record: RunRecord, tasks: Sequence[Task], order: Sequence[str] 
     return RunReport(
         run_id=record.run_id,
         name=record.name,
+        cost_usd=record.cost_usd,
+        budget_usd=record.budget_usd,
         ok=all(t.status is TaskStatus.COMPLETE for t in tasks),
         summary=summary,
         duration_ms=max(duration, 0),

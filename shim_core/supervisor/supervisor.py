@@ -7,12 +7,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from shim_core.bus import MessageBus
 from shim_core.checkpoints import CheckpointStore
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.errors import ShimError
-from shim_core.models import Task
+from shim_core.models import Task, TaskStatus
 from shim_core.plugins import Plugins
 from shim_core.queue import TaskQueue
 from shim_core.registry import WorkerRegistry
@@ -33,6 +35,7 @@ from shim_core.supervisor.runs import (
     submit_run,
 )
 from shim_core.worker.recovery import RecoveryReport, WorkerCrashRecovery
+from shim_core.worktrees import MergeReport, merge_run
 
 
 class RunTimeout(ShimError):
@@ -104,9 +107,25 @@ class Supervisor:
         """A decomposer whose estimates use the durations measured in this namespace."""
         return TaskDecomposer(self.plugins, history=self.queue.duration_history())
 
-    def submit(self, decomposition: DecompositionPlan) -> RunRecord:
-        """Enqueue a decomposed plan as a new run."""
-        return submit_run(self.queue, decomposition)
+    def submit(
+        self, decomposition: DecompositionPlan, *, budget_usd: float | None = None
+    ) -> RunRecord:
+        """Enqueue a decomposed plan as a new run (``budget_usd`` overrides the plan's)."""
+        return submit_run(self.queue, decomposition, budget_usd=budget_usd)
+
+    def merge(self, run_id: str) -> MergeReport | None:
+        """Merge the completed tasks' branches of a worktree run into ``shim/<run>/@merged``,
+        dependencies first; None for a run without worktrees."""
+        run = load_run(self.queue, run_id)
+        if run.repo is None or run.workspace != "worktree":
+            return None
+        done = {
+            plan_id_of(t.id)
+            for t in self.queue.get_many(run.task_ids)
+            if t is not None and t.status is TaskStatus.COMPLETE
+        }
+        order = [plan_id for plan_id in run.merge_order() if plan_id in done]
+        return merge_run(run.repo.repo, run.repo.base, run_id, order)
 
     def watch(self, run: RunRecord) -> ProgressAggregator:
         """A started progress view of ``run`` (also kept as :attr:`aggregator`)."""
@@ -146,7 +165,10 @@ class Supervisor:
                 raise RunTimeout(run_id, timeout or 0)
             aggregator.wait_for_change(interval)
         aggregator.reconcile()
-        return self.report(run, aggregator.completion_order)
+        report = self.report(load_run(self.queue, run_id), aggregator.completion_order)
+        if run.repo is not None and run.workspace == "worktree":
+            report = attrs.evolve(report, merge=self.merge(run_id))
+        return report
 
     def report(self, run: RunRecord, order: Sequence[str] = ()) -> RunReport:
         tasks = [t for t in self.queue.get_many(run.task_ids) if t is not None]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from shim_core.checkpoints import CheckpointStore
+from shim_core.contracts import AgentAdapter
 from shim_core.errors import TaskError
 from shim_core.models import Claim, Task, TaskResult
 from shim_core.queue import TaskQueue
@@ -63,6 +64,7 @@ class TaskExecution:
         worker_id: str,
         resume_state: dict[str, Any] | None = None,
         dependency_results: Mapping[str, TaskResult] | None = None,
+        agent_adapters: Mapping[str, AgentAdapter] | None = None,
     ) -> None:
         self.claim = claim
         self.task: Task = claim.task
@@ -72,6 +74,7 @@ class TaskExecution:
         self.cancel_reason = ""
         self.resume_state = resume_state
         self.dependency_results: Mapping[str, TaskResult] = dependency_results or {}
+        self.agent_adapters: Mapping[str, AgentAdapter] = agent_adapters or {}
         self._queue = queue
         self._checkpoints = checkpoints
         self._tmp: tempfile.TemporaryDirectory[str] | None = None

@@ -11,7 +11,8 @@ import attrs
 
 from shim_core.checkpoints import CheckpointStore
 from shim_core.errors import InvalidTransition, StaleLease, TaskNotFound
-from shim_core.models import Claim, TaskResult
+from shim_core.models import Claim, TaskOutcome, TaskResult
+from shim_core.outcomes import Action, decide
 from shim_core.plugins import Plugins
 from shim_core.queue import TaskQueue
 from shim_core.serde import dumps
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 class ExecutionOutcome:
     """How one execution ended.
 
-    ``status``: ``complete``, ``retrying``, ``failed``, ``fenced`` (the result was refused because
+    ``status``: ``complete``, ``retrying``, ``throttled`` (rate limited: waits for the agent's
+    cooldown without spending an attempt), ``failed``, ``fenced`` (the result was refused because
     another worker holds the task now), ``cancelled`` (the task was cancelled meanwhile).
     """
 
@@ -34,6 +36,8 @@ class ExecutionOutcome:
     result: TaskResult
     #: Tasks claimed in the same round trip as this completion (see ``claim_next``).
     next_claims: tuple[Claim, ...] = ()
+    #: The worker cannot run the task's agent (missing CLI, refused credentials).
+    refuse_agent: bool = False
 
 
 class WorkExecutor:
@@ -77,6 +81,7 @@ class WorkExecutor:
             worker_id=self.worker_id,
             resume_state=resume,
             dependency_results=results,
+            agent_adapters=self.plugins.adapters,
         )
 
     def execute_task(self, execution: TaskExecution, *, claim_next: int = 0) -> ExecutionOutcome:
@@ -118,7 +123,12 @@ class WorkExecutor:
             if timer is not None:
                 timer.cancel()
         if execution.cancel_reason.startswith("timed out"):
-            result = TaskResult(success=False, error=execution.cancel_reason, output=result.output)
+            result = attrs.evolve(
+                result,
+                success=False,
+                error=execution.cancel_reason,
+                outcome=TaskOutcome.TIMED_OUT,
+            )
         return self._finish(execution, result, start, claim_next)
 
     def _finish(
@@ -141,24 +151,9 @@ class WorkExecutor:
                 error=f"the result cannot be stored as JSON: {exc}",
             )
         next_claims: list[Claim] = []
+        decision = decide(task, result, default_attempts=self.queue.settings.max_attempts)
         try:
-            if result.success and claim_next and self.claim_types:
-                _, next_claims = self.queue.complete_and_claim(
-                    task.id,
-                    token,
-                    result,
-                    self.claim_types,
-                    worker_id=self.worker_id,
-                    count=claim_next,
-                    lease_ms=self.lease_ms,
-                )
-                status = "complete"
-            elif result.success:
-                self.queue.complete(task.id, token, result)
-                status = "complete"
-            else:
-                outcome = self.queue.fail(task.id, token, result)
-                status = "failed" if outcome.final else "retrying"
+            status = self._record(execution, result, decision.action, claim_next, next_claims)
         except StaleLease:
             log.warning(
                 "late result of task %s refused: another worker holds it now (lease %d superseded)",
@@ -169,4 +164,38 @@ class WorkExecutor:
         except (InvalidTransition, TaskNotFound) as exc:
             log.warning("result of task %s not recorded: %s", task.id, exc)
             status = "cancelled" if "cancelled" in str(exc) else "fenced"
-        return ExecutionOutcome(task.id, status, duration, result, tuple(next_claims))
+        return ExecutionOutcome(
+            task.id, status, duration, result, tuple(next_claims), decision.refuse_agent
+        )
+
+    def _record(
+        self,
+        execution: TaskExecution,
+        result: TaskResult,
+        action: Action,
+        claim_next: int,
+        next_claims: list[Claim],
+    ) -> str:
+        """Carry out the decision in one transition; returns the status it led to."""
+        task, token = execution.task, execution.token
+        if action is Action.COMPLETE and claim_next and self.claim_types:
+            _, claims = self.queue.complete_and_claim(
+                task.id,
+                token,
+                result,
+                self.claim_types,
+                worker_id=self.worker_id,
+                count=claim_next,
+                lease_ms=self.lease_ms,
+            )
+            next_claims.extend(claims)
+            return "complete"
+        if action is Action.COMPLETE:
+            self.queue.complete(task.id, token, result)
+            return "complete"
+        if action is Action.THROTTLE and task.agent:
+            until = self.queue.throttle(task.id, token, task.agent, result)
+            log.warning("agent %s is rate limited: cooling down until %s", task.agent, until)
+            return "throttled"
+        outcome = self.queue.fail(task.id, token, result, permanent=action is Action.FAIL)
+        return "failed" if outcome.final else "retrying"

@@ -126,6 +126,8 @@ class Worker:
         #: The latest outcomes (bounded: a worker may run for months).
         self.outcomes: deque[ExecutionOutcome] = deque(maxlen=1000)
         self._running: dict[str, TaskExecution] = {}
+        #: Agents this worker cannot run (agent -> reason), kept across re-registrations.
+        self.refused_agents: dict[str, str] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
@@ -238,6 +240,8 @@ class Worker:
             status, duration = outcome.status, outcome.duration_ms
             chained = outcome.next_claims
             self.outcomes.append(outcome)
+            if outcome.refuse_agent:
+                self._refuse_agent(execution, outcome)
         except BaseException as exc:  # a task must never take its thread down
             log.exception("task %s could not be run or recorded", task_id)
             self._record_crash(execution, exc)
@@ -247,6 +251,19 @@ class Worker:
             execution.close()
             self.reporter.report_task_complete(task_id, duration, status)
         return chained
+
+    def _refuse_agent(self, execution: TaskExecution, outcome: ExecutionOutcome) -> None:
+        """Stop claiming tasks of an agent this worker cannot run; other workers take them."""
+        agent = execution.task.agent
+        if not agent:
+            return
+        reason = outcome.result.error or "cannot run this agent"
+        self.refused_agents[agent] = reason
+        log.warning("worker %s stops claiming %s tasks: %s", self.id, agent, reason)
+        try:
+            self.registry.refuse_agent(self.id, dict(self.refused_agents))
+        except ShimError as exc:
+            log.warning("could not record that %s refuses %s: %s", self.id, agent, exc)
 
     def _record_crash(self, execution: TaskExecution, exc: BaseException) -> None:
         """Fail the attempt whose execution raised past the executor (or leave it to the reaper
@@ -280,6 +297,7 @@ class Worker:
                 pid=os.getpid(),
                 session_id=self.config.session_id,
                 capabilities=self.capabilities,
+                refused_agents=dict(self.refused_agents),
             ),
             heartbeat_interval=self.interval,
         )

@@ -51,7 +51,7 @@ AUTH_DEPS = {
     "test-api": {"login", "register"},
 }
 #: The --json report as README.md documents it (README leaves out the extra ``name`` field).
-REPORT_KEYS = {"run_id", "ok", "summary", "duration_ms", "waves", "tasks"}
+REPORT_KEYS = {"run_id", "ok", "summary", "duration_ms", "waves", "tasks", "cost_usd", "merge"}
 TASK_KEYS = [
     "id",
     "status",
@@ -288,7 +288,8 @@ BAD_PLANS: dict[str, tuple[dict[str, Any], str]] = {
     "unknown key": (
         {"tasks": [{"id": "a", "executor": "sim", "dep": ["b"]}, {"id": "b"}]},
         "task 'a': unknown key 'dep' (allowed: id, title, type, executor, params, "
-        "description, priority, deps, dependencies, max_attempts, timeout, files, estimate); "
+        "description, priority, deps, dependencies, max_attempts, timeout, files, estimate, "
+        "acceptance); "
         "did you mean 'deps'?",
     ),
     "cycle": (
@@ -307,7 +308,7 @@ BAD_PLANS: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "unknown executor": (
         {"tasks": [{"id": "a", "executor": "nope"}]},
-        "task 'a': unknown executor 'nope' (available: python, shell, sim)",
+        "task 'a': unknown executor 'nope' (available: agent, python, shell, sim)",
     ),
 }
 

@@ -36,6 +36,7 @@ def test_entry_points_provide_the_builtin_executors_and_backends():
     }
     assert set(builtin) == {
         ("executor", "sim"),
+        ("executor", "agent"),
         ("executor", "python"),
         ("executor", "shell"),
         ("checkpoint backend", "redis"),

@@ -673,7 +673,17 @@ def test_run_report_fields_timestamps_and_completion_order(
     assert sorted(order) == ["docs", "model", "schema"]
     assert order.index("schema") < order.index("model")
     data = report.to_dict()
-    assert list(data) == ["run_id", "name", "ok", "summary", "duration_ms", "waves", "tasks"]
+    assert list(data) == [
+        "run_id",
+        "name",
+        "ok",
+        "summary",
+        "duration_ms",
+        "waves",
+        "tasks",
+        "cost_usd",
+        "merge",
+    ]
     assert data["waves"] == [["schema", "docs"], ["model"]]
     assert data["duration_ms"] >= 0
     workers = {w.id for w in fleet.workers}

@@ -19,7 +19,7 @@ from shim_core.supervisor import (
 EXAMPLE = Path(__file__).parents[2] / "examples" / "auth_system.yaml"
 ALLOWED_TASK_KEYS = (
     "id, title, type, executor, params, description, priority, deps, dependencies, "
-    "max_attempts, timeout, files, estimate"
+    "max_attempts, timeout, files, estimate, acceptance"
 )
 
 
@@ -169,7 +169,8 @@ def test_unknown_top_level_key_is_refused():
     """An unknown top-level key is named together with the allowed ones."""
     problems = problems_of({"nmae": "x", "tasks": [{"id": "a"}]})
     assert problems == [
-        "p.yaml: unknown key 'nmae' (allowed: name, defaults, on_failure, tasks); "
+        "p.yaml: unknown key 'nmae' (allowed: name, defaults, on_failure, tasks, repo, workspace, "
+        "budget_usd, prompt_template); "
         "did you mean 'name'?"
     ]
 

@@ -1,0 +1,88 @@
+"""Aider: ``aider --message PROMPT --yes-always`` (plain text output).
+
+Aider prints no structured events: the adapter reads its token and cost lines (``Tokens: 2.1k
+sent, 150 received. Cost: $0.0012 message, $0.0034 session.``), the files it applied edits to,
+and error lines (rate limits and refused keys by their words). A run that exits 0 is final; the
+summary is the last lines of text it printed.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from shim_core.contracts import AgentInvocation, AgentState
+from shim_plugins.agents._common import Adapter, clip, note_error
+
+_TOKENS = re.compile(
+    r"Tokens:\s*(?P<sent>[\d.,]+)(?P<sk>[km]?)\s*sent.*?(?P<recv>[\d.,]+)(?P<rk>[km]?)\s*received",
+    re.IGNORECASE,
+)
+_COST = re.compile(r"Cost:.*?\$(?P<session>[\d.]+)\s*session", re.IGNORECASE)
+_APPLIED = re.compile(r"^Applied edit to (?P<file>.+)$")
+_ERROR = re.compile(
+    r"error|exception|rate ?limit|authenticat|api key|quota|\b4\d\d\b", re.IGNORECASE
+)
+
+
+def _amount(value: str, suffix: str) -> int:
+    number = float(value.replace(",", ""))
+    return int(number * {"k": 1_000, "m": 1_000_000}.get(suffix.lower(), 1))
+
+
+def read_aider_text(line: str, state: AgentState) -> str | None:
+    stripped = line.strip()
+    if not stripped:
+        return None
+    tokens = _TOKENS.search(stripped)
+    if tokens:
+        state.turns += 1
+        state.input_tokens = (state.input_tokens or 0) + _amount(tokens["sent"], tokens["sk"])
+        state.output_tokens = (state.output_tokens or 0) + _amount(tokens["recv"], tokens["rk"])
+        cost = _COST.search(stripped)
+        if cost:
+            state.cost_usd = float(cost["session"])
+        return None
+    applied = _APPLIED.match(stripped)
+    if applied:
+        state.tool_calls += 1
+        return f"edited {applied['file'][:80]}"
+    if _ERROR.search(stripped) and ("Error" in stripped or "error:" in stripped.lower()):
+        note_error(state, stripped)
+        return None
+    state.summary = clip((state.summary + "\n" + stripped).strip()[-2_000:])
+    return None
+
+
+@attrs.frozen
+class AiderAdapter(Adapter):
+    """Aider (``params.agent: aider``)."""
+
+    name: str = "aider"
+    command: str = "aider"
+
+    def argv(self, binary: str, invocation: AgentInvocation) -> list[str]:
+        argv = [
+            binary,
+            "--message-file",
+            str(invocation.prompt_file),
+            "--yes-always",
+            "--no-pretty",
+            "--no-stream",
+            "--no-check-update",
+            "--no-show-model-warnings",
+            "--no-auto-commits",
+        ]
+        if invocation.model:
+            argv += ["--model", invocation.model]
+        return argv + list(invocation.extra_args)
+
+    def env(self, invocation: AgentInvocation) -> dict[str, str]:
+        return {"AIDER_ANALYTICS": "false"}
+
+    def feed(self, line: str, state: AgentState) -> str | None:
+        return read_aider_text(line, state)
+
+    def finish(self, exit_code: int, state: AgentState) -> None:
+        state.final = state.final or exit_code == 0
