@@ -144,15 +144,14 @@ class Fleet:
             extra["SHIM_SIM_SLOWDOWN"] = str(slow)
         if flaky is not None:
             extra["SHIM_SIM_FAIL_RATE"] = str(flaky)
-        options = {
-            "heartbeat": heartbeat or self.heartbeat,
-            "types": types,
-            "concurrency": concurrency or self.concurrency,
-        }
-        if self.mode == "process":
-            worker = self._spawn(worker_id, extra, **options)
-        else:
-            worker = self._thread(worker_id, extra, **options)
+        start = self._spawn if self.mode == "process" else self._thread
+        worker = start(
+            worker_id,
+            extra,
+            heartbeat=heartbeat or self.heartbeat,
+            types=types,
+            concurrency=concurrency or self.concurrency,
+        )
         self.workers.append(worker)
         if wait:
             self.wait_registered([worker])

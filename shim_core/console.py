@@ -11,6 +11,7 @@ from shim_core.models import TaskStatus
 from shim_core.supervisor.graph import DecompositionPlan
 from shim_core.supervisor.progress import OverallProgress
 from shim_core.supervisor.runs import RunReport, plan_id_of
+from shim_core.worktrees import MergeReport
 
 BAR_WIDTH = 24
 _MARK = {"complete": "ok", "failed": "FAIL", "cancelled": "skip"}
@@ -72,6 +73,24 @@ def render_report(report: RunReport) -> str:
         )
     summary = ", ".join(f"{n} {s}" for s, n in sorted(report.summary.items()))
     lines.append(f"Summary: {summary}")
+    if report.cost_usd or report.budget_usd:
+        budget = f" of a ${report.budget_usd:g} budget" if report.budget_usd else ""
+        lines.append(f"Agents spent ${report.cost_usd:.4f}{budget}")
+    if report.merge is not None:
+        lines.append(render_merge(report.merge))
+    return "\n".join(lines)
+
+
+def render_merge(merge: MergeReport) -> str:
+    """How a run's task branches came together."""
+    merged = ", ".join(merge.merged) or "nothing"
+    lines = [f"Merged into {merge.branch} (from {merge.base[:10]}): {merged}"]
+    for conflict in merge.conflicts:
+        files = ", ".join(conflict.files) or "?"
+        lines.append(
+            f"  conflict merging task {conflict.task}: {files} (every branch is kept; fix the "
+            f"branch and run `shim merge` again)"
+        )
     return "\n".join(lines)
 
 

@@ -75,6 +75,14 @@ def request_options(func: F) -> F:
         help="Decomposition strategy (default: 'plan' for a .yaml/.yml/.json file, else 'lines').",
     )(func)
     func = click.option(
+        "--budget",
+        "budget_usd",
+        type=click.FloatRange(0, 1_000_000, min_open=True),
+        metavar="USD",
+        help="Most the run's agents may spend (overrides the plan's budget_usd); once spent, "
+        "its remaining agent tasks are cancelled.",
+    )(func)
+    func = click.option(
         "--executor",
         "-e",
         metavar="NAME",

@@ -210,6 +210,8 @@ def workers(queue: TaskQueue, as_json: bool) -> None:
             f"{w.name or w.id:<30} {w.status.value:<8} done {w.stats.tasks_completed:>5} "
             f"failed {w.stats.tasks_failed:>4} current {task}"
         )
+        for agent, reason in sorted(w.refused_agents.items()):
+            click.echo(f"{'':<30} refuses {agent} tasks: {reason}")
 
 
 @app.command()

@@ -16,7 +16,7 @@ from shim_core.cli._common import (
 )
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
-from shim_core.console import LiveProgress, bar, render_plan, render_report
+from shim_core.console import LiveProgress, bar, render_merge, render_plan, render_report
 from shim_core.errors import ShimError
 from shim_core.queue import TaskQueue
 from shim_core.supervisor.runs import load_run
@@ -34,7 +34,15 @@ from shim_core.supervisor.runs import load_run
     help="Workers the estimate assumes.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def plan(request: str, strategy: str | None, executor: str, workers: int, as_json: bool) -> None:
+def plan(
+    *,
+    request: str,
+    strategy: str | None,
+    executor: str,
+    budget_usd: float | None,
+    workers: int,
+    as_json: bool,
+) -> None:
     """Decompose REQUEST (a plan file, or a numbered / bulleted list) without running it: tasks,
     dependencies, waves, parallelisation factor and estimate.
 
@@ -83,6 +91,7 @@ def run(
     request: str,
     strategy: str | None,
     executor: str,
+    budget_usd: float | None,
     workers: int | None,
     redis_url: str | None,
     namespace: str | None,
@@ -117,7 +126,7 @@ def run(
     live = None if as_json else LiveProgress()
     with LocalSession(settings, workers=count, default_executor=executor, plugins=plugins) as run:
         supervisor = run.supervisor
-        record = supervisor.submit(decomposition)
+        record = supervisor.submit(decomposition, budget_usd=budget_usd)
         if not as_json:
             click.echo(f"Run {record.run_id} on {run.where}, {count} local worker(s)", err=True)
             if count == 0 and not supervisor.registry.live_worker_ids():
@@ -157,6 +166,7 @@ def submit(
     request: str,
     strategy: str | None,
     executor: str,
+    budget_usd: float | None,
     redis_url: str | None,
     namespace: str | None,
     wait_for: bool,
@@ -180,7 +190,8 @@ def submit(
     connection.connect()
     supervisor = Supervisor(connection, settings)
     try:
-        record = supervisor.submit(supervisor.decompose(request, strategy, {"executor": executor}))
+        decomposition = supervisor.decompose(request, strategy, {"executor": executor})
+        record = supervisor.submit(decomposition, budget_usd=budget_usd)
         if not wait_for:
             click.echo(json.dumps({"run_id": record.run_id}) if as_json else record.run_id)
             return
@@ -252,8 +263,10 @@ def status(queue: TaskQueue, run_id: str | None, watch: bool, as_json: bool) -> 
 
 def _namespace_status(queue: TaskQueue, as_json: bool) -> None:
     stats = queue.stats()
+    cooldowns = {agent: end.isoformat() for agent, end in queue.cooldowns().items()}
     if as_json:
-        click.echo(json.dumps({"paused": stats.paused, "by_type": stats.by_type}))
+        data = {"paused": stats.paused, "by_type": stats.by_type, "cooldowns": cooldowns}
+        click.echo(json.dumps(data))
         return
     click.echo(f"namespace {queue.settings.namespace!r}" + (" (paused)" if stats.paused else ""))
     if not stats.by_type:
@@ -261,6 +274,8 @@ def _namespace_status(queue: TaskQueue, as_json: bool) -> None:
     for task_type, counts in sorted(stats.by_type.items()):
         line = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         click.echo(f"  {task_type}: {line}")
+    for agent, end in sorted(cooldowns.items()):
+        click.echo(f"  agent {agent} is rate limited: no claims until {end}")
 
 
 @app.command()
@@ -307,3 +322,35 @@ def retry(queue: TaskQueue, target: str) -> None:
         return
     again = retry_run(queue, record.run_id)
     click.echo(f"retrying {len(again)} task(s) of run {target}")
+
+
+@app.command()
+@click.argument("run_id")
+@redis_options
+@click.option("--json", "as_json", is_flag=True, help="Print the merge report as JSON.")
+def merge(run_id: str, redis_url: str | None, namespace: str | None, as_json: bool) -> None:
+    """Merge the branches of RUN's completed agent tasks again, dependencies first, into
+    shim/RUN/@merged (rebuilt from the run's base commit), e.g. after a person fixed a
+    conflict on a task branch. Exit 1 when a conflict stops the merge.
+
+    \b
+    Example:
+      shim merge 65a0df0ca3 --redis redis://localhost:6379/0
+    """
+    from shim_core.supervisor import Supervisor
+
+    settings = Settings.load(redis_url=redis_url, namespace=namespace)
+    connection = RedisConnectionManager(settings.redis_url)
+    connection.connect()
+    try:
+        result = Supervisor(connection, settings).merge(run_id)
+    finally:
+        connection.disconnect()
+    if result is None:
+        raise ShimError(f"run {run_id} has no git worktrees to merge")
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(render_merge(result))
+    if result.conflicts:
+        sys.exit(1)

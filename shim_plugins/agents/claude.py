@@ -33,7 +33,7 @@ from shim_plugins.agents._common import (
 )
 
 #: Tools allowed when permission prompts cannot be bypassed (running as root).
-ALLOWED_TOOLS = "Bash Edit MultiEdit Write Read Glob Grep LS TodoWrite NotebookEdit"
+ALLOWED_TOOLS = "Bash,Edit,Write,Read,Glob,Grep,NotebookEdit"
 _SUBTYPES = {
     "error_max_turns": TaskOutcome.MAX_TURNS,
     "error_max_budget_usd": TaskOutcome.BUDGET_EXCEEDED,
@@ -179,8 +179,14 @@ class ClaudeAdapter(Adapter):
         return argv + list(invocation.extra_args)
 
     def env(self, invocation: AgentInvocation) -> dict[str, str]:
-        # No auto-update or telemetry from a fleet of headless sessions.
-        return {"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+        # No auto-update or telemetry from a fleet of headless sessions, and few retries of its
+        # own: Claude Code retries a 429 (and a 401) ten times over minutes by default, while
+        # SHIM cools the agent down fleet-wide instead.
+        return {
+            "DISABLE_AUTOUPDATER": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_MAX_RETRIES": "2",
+        }
 
     def feed(self, line: str, state: AgentState) -> str | None:
         return read_stream_json(line, state)

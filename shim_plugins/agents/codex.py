@@ -3,8 +3,13 @@
 Codex's exit code reflects protocol health, not the task (openai/codex#37717), so the outcome is
 read from the events: ``thread.started`` (session id), ``item.*`` (agent messages, commands,
 file changes), ``turn.completed`` (usage, the final result), ``turn.failed`` and ``error``.
-Codex reports tokens but no cost. The sandbox is bypassed: the task's worktree is its sandbox
-(Codex's own needs kernel features containers often lack).
+Codex reports tokens but no cost. ``error`` events are often retry notices ("Reconnecting...
+1/5") on runs that then succeed: only ``turn.failed``, or an error with no completed turn,
+fails a run.
+
+Codex runs in its ``workspace-write`` sandbox (it may write only in the task's worktree and temp
+folders); ``params.sandbox: bypass`` turns the sandbox off, e.g. where the kernel lacks what it
+needs, and ``params.sandbox: read-only`` forbids writes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from shim_plugins.agents._common import (
     plain_line,
     text,
 )
+
+
+SANDBOXES = ("workspace-write", "read-only", "bypass")
 
 
 def read_codex_json(line: str, state: AgentState) -> str | None:
@@ -45,10 +53,13 @@ def read_codex_json(line: str, state: AgentState) -> str | None:
         if isinstance(usage, dict):
             add_tokens(state, usage.get("input_tokens"), usage.get("output_tokens"))
         return "finished"
-    if kind in ("turn.failed", "error"):
+    if kind == "turn.failed":
         error = event.get("error")
         message = text(error.get("message")) if isinstance(error, dict) else ""
-        note_error(state, message or text(event.get("message")) or kind)
+        note_error(state, message or kind)
+        return None
+    if kind == "error":  # may be transient ("Reconnecting... 1/5"): typed only if no turn ends
+        state.error = clip(text(event.get("message")) or kind, 2_000)
         return None
     state.unknown_lines += 1
     return None
@@ -83,13 +94,24 @@ class CodexAdapter(Adapter):
     command: str = "codex"
 
     def argv(self, binary: str, invocation: AgentInvocation) -> list[str]:
+        sandbox = invocation.options.get("sandbox", "workspace-write")
+        if sandbox not in SANDBOXES:
+            raise ValueError(f"param 'sandbox' must be one of {', '.join(SANDBOXES)}")
         argv = [binary, "exec"]
+        if sandbox == "bypass":
+            argv.append("--dangerously-bypass-approvals-and-sandbox")
+        else:  # before `resume`: a resumed session does not remember its sandbox
+            argv += ["--sandbox", str(sandbox)]
         if invocation.resume_session:
             argv += ["resume", invocation.resume_session]
-        argv += ["--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox"]
+        argv += ["--json", "--skip-git-repo-check"]
         if invocation.model:
             argv += ["--model", invocation.model]
         return [*argv, *invocation.extra_args, invocation.prompt]
 
     def feed(self, line: str, state: AgentState) -> str | None:
         return read_codex_json(line, state)
+
+    def finish(self, exit_code: int, state: AgentState) -> None:
+        if not state.final and state.error and state.outcome is None:
+            note_error(state, state.error)

@@ -295,7 +295,8 @@ class AgentExecutor:
                 options=params.options,
             )
             argv = adapter.argv(job.binary, invocation)
-            env = command_env(params.env, {**os.environ, **adapter.env(invocation)})
+            # The adapter's variables are defaults: the worker's environment and the task's win.
+            env = command_env(params.env, {**adapter.env(invocation), **os.environ})
             ctx.log.info("running %s", _shown(argv, prompt))
             run = _Run(ctx, adapter, params, cwd, AgentState(options=params.options))
             process = AgentProcess(
@@ -307,10 +308,12 @@ class AgentExecutor:
 
 
 def _resume_failed(state: AgentState, ended: Ended) -> bool:
-    """A resumed run that ended by itself without a result (e.g. "No conversation found"), not
-    for a reason a fresh session would hit as well."""
-    typed = (TaskOutcome.RATE_LIMITED, TaskOutcome.AUTH_FAILED)
-    return ended.how == "" and not state.final and state.outcome not in typed
+    """A resumed run that ended by itself without doing anything (e.g. Claude Code's "No
+    conversation found": an error result after no turn), not for a reason a fresh session would
+    hit as well."""
+    if ended.how or state.outcome in (TaskOutcome.RATE_LIMITED, TaskOutcome.AUTH_FAILED):
+        return False
+    return not state.final or (state.outcome is TaskOutcome.FAILED and state.turns == 0)
 
 
 def _earlier_work(workspace: Workspace | None) -> str:

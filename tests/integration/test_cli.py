@@ -142,7 +142,11 @@ def test_status_json(runner: CliRunner, target: list[str], shim_queue: TaskQueue
     result = invoke(runner, "status", "--json", *target)
 
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == {"paused": False, "by_type": {"test": {"pending": 2}}}
+    assert json.loads(result.stdout) == {
+        "paused": False,
+        "by_type": {"test": {"pending": 2}},
+        "cooldowns": {},
+    }
 
 
 # ------------------------------------------------------------ pause / resume

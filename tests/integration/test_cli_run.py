@@ -514,6 +514,7 @@ def test_submit_status_and_wait_with_a_fleet(
     assert json.loads(out) == {
         "paused": False,
         "by_type": {"code": {"complete": 10}, "test": {"complete": 6}},
+        "cooldowns": {},
     }
 
 

@@ -1,0 +1,1 @@
+"""A tiny module for the agent fleet example to work on."""

@@ -1,0 +1,173 @@
+"""The adapters read the real output of each CLI (recorded in tests/fixtures/agents/) into the
+right outcome, session, summary, cost and tokens, and survive anything else."""
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shim_core.contracts import AgentInvocation, AgentState
+from shim_core.models import TaskOutcome
+from shim_plugins.agents import (
+    AiderAdapter,
+    ClaudeAdapter,
+    CodexAdapter,
+    GeminiAdapter,
+    GenericAdapter,
+    OpenCodeAdapter,
+)
+from shim_plugins.agents.claude import permission_args
+from shim_plugins.executors._agent_process import Ended
+from shim_plugins.executors.agent import classify
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "agents"
+ADAPTERS = {
+    "claude": ClaudeAdapter(),
+    "codex": CodexAdapter(),
+    "gemini": GeminiAdapter(),
+    "opencode": OpenCodeAdapter(),
+    "aider": AiderAdapter(),
+}
+
+
+def read(agent, name, exit_code=0):
+    adapter = ADAPTERS[agent]
+    state = AgentState()
+    for line in (FIXTURES / agent / name).read_text(encoding="utf-8").splitlines():
+        adapter.feed(line, state)
+    adapter.finish(exit_code, state)
+    return state, classify(state, Ended(exit_code))
+
+
+@pytest.mark.parametrize(
+    ("agent", "name", "outcome", "summary"),
+    [
+        ("claude", "success_tool_call.jsonl", TaskOutcome.SUCCESS, "Created hello.txt."),
+        ("claude", "resume.jsonl", TaskOutcome.SUCCESS, "second answer"),
+        ("claude", "max_turns.jsonl", TaskOutcome.MAX_TURNS, ""),
+        ("claude", "rate_limited.jsonl", TaskOutcome.RATE_LIMITED, "API Error"),
+        ("claude", "auth_failed.jsonl", TaskOutcome.AUTH_FAILED, "Invalid API key"),
+        ("claude", "api_timeout.jsonl", TaskOutcome.FAILED, "Request timed out"),
+        ("claude", "resume_not_found.jsonl", TaskOutcome.FAILED, ""),
+        ("codex", "success_tool_call.jsonl", TaskOutcome.SUCCESS, "Created hello.txt."),
+        ("codex", "success_apply_patch.jsonl", TaskOutcome.SUCCESS, "Patched."),
+        ("codex", "resume.jsonl", TaskOutcome.SUCCESS, "Continued."),
+        ("codex", "rate_limited_then_recovered.jsonl", TaskOutcome.SUCCESS, "Recovered."),
+        ("codex", "rate_limited.jsonl", TaskOutcome.RATE_LIMITED, ""),
+        ("codex", "auth_failure.jsonl", TaskOutcome.AUTH_FAILED, ""),
+        ("codex", "dropped_connection.jsonl", TaskOutcome.FAILED, ""),
+        ("gemini", "success-write-file.jsonl", TaskOutcome.SUCCESS, "I created hello.txt"),
+    ],
+)
+def test_recorded_streams_give_the_right_outcome(agent, name, outcome, summary):
+    """Each recorded run is classified as what it was, never from the exit code alone."""
+    state, found = read(agent, name)
+    assert found is outcome, state.error
+    assert state.summary.startswith(summary)
+    assert state.session_id
+    assert state.unknown_lines == 0
+
+
+def test_claude_success_carries_cost_tokens_and_turns():
+    state, _ = read("claude", "success_tool_call.jsonl")
+    assert state.cost_usd == pytest.approx(0.007)
+    assert (state.input_tokens, state.output_tokens) == (1200, 110)
+    assert state.turns == 3
+    assert state.tool_calls >= 1
+
+
+def test_codex_reports_tokens_but_no_cost():
+    state, _ = read("codex", "success_tool_call.jsonl")
+    assert state.cost_usd is None
+    assert state.input_tokens == 19918
+
+
+def test_a_success_result_after_exit_1_is_not_a_success():
+    """A final result with a failing exit status is a failure."""
+    state, _ = read("claude", "success_tool_call.jsonl")
+    assert classify(state, Ended(1)) is TaskOutcome.FAILED
+    assert classify(state, Ended(-9)) is TaskOutcome.CRASHED
+
+
+def test_a_rate_limit_event_carries_the_reset_time():
+    state = AgentState()
+    event = {"type": "rate_limit_event", "rate_limit_info": {"status": "rejected", "resetsAt": 2e9}}
+    ClaudeAdapter().feed(json.dumps(event), state)
+    assert state.outcome is TaskOutcome.RATE_LIMITED
+    assert state.rate_limit_reset_ms == 2_000_000_000_000
+
+
+def test_opencode_events():
+    lines = [
+        {"type": "step_start", "sessionID": "ses_1", "part": {}},
+        {"type": "tool_use", "sessionID": "ses_1", "part": {"tool": "write"}},
+        {"type": "text", "sessionID": "ses_1", "part": {"text": "Done."}},
+        {"type": "step_finish", "sessionID": "ses_1",
+         "part": {"reason": "stop", "cost": 0.01, "tokens": {"input": 10, "output": 5}}},
+    ]  # fmt: skip
+    state = AgentState()
+    for line in lines:
+        OpenCodeAdapter().feed(json.dumps(line), state)
+    assert classify(state, Ended(0)) is TaskOutcome.SUCCESS
+    assert (state.session_id, state.summary, state.cost_usd) == ("ses_1", "Done.", 0.01)
+    error = {"type": "error", "error": {"name": "APIError", "data": {"message": "429 Too Many"}}}
+    OpenCodeAdapter().feed(json.dumps(error), state)
+    assert state.outcome is TaskOutcome.RATE_LIMITED
+
+
+def test_aider_text_output():
+    adapter, state = AiderAdapter(), AgentState()
+    for line in [
+        "I will add the function.",
+        "Applied edit to hello.py",
+        "Tokens: 2.1k sent, 150 received. Cost: $0.0012 message, $0.0034 session.",
+    ]:
+        adapter.feed(line, state)
+    adapter.finish(0, state)
+    assert classify(state, Ended(0)) is TaskOutcome.SUCCESS
+    assert (state.input_tokens, state.output_tokens, state.cost_usd) == (2100, 150, 0.0034)
+    assert state.tool_calls == 1
+    failed = AgentState()
+    adapter.feed("litellm.AuthenticationError: OpenAIException - Incorrect API key", failed)
+    adapter.finish(1, failed)
+    assert classify(failed, Ended(1)) is TaskOutcome.AUTH_FAILED
+
+
+def test_generic_template_and_formats(tmp_path):
+    invocation = AgentInvocation(
+        prompt="do it",
+        prompt_file=tmp_path / "p.md",
+        workdir=tmp_path,
+        model="m1",
+        options={"argv": ["amp", "-x", "{prompt}", "--model={model}", "{prompt_file}"]},
+    )
+    argv = GenericAdapter().argv("", invocation)
+    assert argv == ["amp", "-x", "do it", "--model=m1", str(tmp_path / "p.md")]
+    text = AgentState(options={})
+    GenericAdapter().feed("all done", text)
+    GenericAdapter().finish(0, text)
+    assert (text.final, text.summary) == (True, "all done")
+
+
+def test_claude_permission_mode_depends_on_root_and_is_sandbox():
+    """As root without IS_SANDBOX=1 the bypass is refused by Claude Code: accept edits and
+    allow the tools instead."""
+    args = permission_args({"IS_SANDBOX": "1"})
+    assert args == ["--permission-mode", "bypassPermissions"]
+    import os
+
+    if os.geteuid() == 0:
+        assert permission_args({})[:2] == ["--permission-mode", "acceptEdits"]
+
+
+@given(st.text(max_size=300))
+def test_no_line_crashes_any_adapter(line):
+    """Garbage, half JSON, or JSON of the wrong shape: counted or ignored, never raised."""
+    for adapter in [*ADAPTERS.values(), GenericAdapter()]:
+        adapter.feed(line, AgentState())
+        adapter.feed(json.dumps({"type": "result", "usage": line, "result": [line]}), AgentState())
+        adapter.feed(
+            json.dumps({"type": "assistant", "message": {"content": [line]}}), AgentState()
+        )
