@@ -29,7 +29,6 @@ from shim_plugins.agents._common import (
     text,
 )
 
-
 SANDBOXES = ("workspace-write", "read-only", "bypass")
 
 
