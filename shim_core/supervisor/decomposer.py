@@ -63,7 +63,8 @@ class TaskDecomposer:
 
         ``strategy`` None selects one (:meth:`select_strategy`). The plan is checked against the
         executors and task types available unless ``context["validate_executors"]`` is False
-        (its structure is checked always).
+        (its structure is checked always). ``context["agent_adapters"]`` is filled with the
+        installed agent adapters, for strategies that ask an agent.
         """
         context = dict(context or {})
         name = strategy or self.select_strategy(request)
@@ -75,6 +76,7 @@ class TaskDecomposer:
         if check:
             context.setdefault("executors", tuple(self.plugins.executors))
             context.setdefault("types", tuple(self.known_types()))
+        context.setdefault("agent_adapters", self.plugins.adapters)
         plan = decomposer.decompose(request, context)
         if not isinstance(plan, Plan):
             raise PlanError([f"strategy {name!r} returned {type(plan).__name__}, not a Plan"])
