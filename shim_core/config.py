@@ -28,6 +28,8 @@ DEFAULT_BACKOFF_MS = 1_000
 DEFAULT_MAX_STALLED = 2
 #: Keeps a runaway payload (a whole file pasted into params) out of Redis memory.
 DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
+#: How long an agent cools down after a rate limit whose reset time it did not report.
+DEFAULT_RATE_LIMIT_COOLDOWN_MS = 60_000
 #: Finished tasks are kept a week for analysis, as the seed keeps them (removeOnComplete: false).
 DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 
@@ -63,6 +65,9 @@ class Settings:
     max_stalled: int = attrs.field(default=DEFAULT_MAX_STALLED, validator=_non_negative)
     max_payload_bytes: int = attrs.field(default=DEFAULT_MAX_PAYLOAD_BYTES, validator=_positive)
     retention_ms: int = attrs.field(default=DEFAULT_RETENTION_MS, validator=_non_negative)
+    rate_limit_cooldown_ms: int = attrs.field(
+        default=DEFAULT_RATE_LIMIT_COOLDOWN_MS, validator=_positive
+    )
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -47,8 +47,6 @@ ADD_CHUNK = 1000
 REMOVE_CHUNK = 1000
 #: Longest single blocking wait of a claimer; a lost wake-up costs at most this much latency.
 MAX_BLOCK_SLICE = 5.0
-#: Cooldown after a rate limit whose reset time the agent did not report.
-DEFAULT_COOLDOWN_MS = 60_000
 #: A reported reset further away than this is capped (hostile or garbled data cannot park an
 #: agent's tasks for ever).
 MAX_COOLDOWN_MS = 24 * 3600 * 1000
@@ -575,11 +573,12 @@ class TaskQueue:
         agent: str,
         result: TaskResult,
         *,
-        cooldown_ms: int = DEFAULT_COOLDOWN_MS,
+        cooldown_ms: int | None = None,
     ) -> datetime:
         """An execution hit ``agent``'s rate limit: the agent cools down fleet-wide until
-        ``result.retry_at_ms`` (else for ``cooldown_ms``; never longer than a day), and the task
-        waits in retrying until then without spending an attempt. Returns the cooldown's end."""
+        ``result.retry_at_ms`` (else for ``cooldown_ms``, default the ``rate_limit_cooldown_ms``
+        setting; never longer than a day), and the task waits in retrying until then without
+        spending an attempt. Returns the cooldown's end."""
         reset = "" if result.retry_at_ms is None else str(int(result.retry_at_ms))
         reply = self.scripts.call(
             "throttle",
@@ -590,7 +589,7 @@ class TaskQueue:
                 token,
                 check_name("agent", agent),
                 reset,
-                int(cooldown_ms),
+                int(cooldown_ms or self.settings.rate_limit_cooldown_ms),
                 MAX_COOLDOWN_MS,
                 dumps(result),
                 _cost(result),

@@ -168,12 +168,23 @@ def claude_env(base_url: str, home: str, *, api_key: str = "sk-ant-offline-test"
 
 
 class ScriptedAnthropic:
-    """A loopback Anthropic Messages API server that answers from a script."""
+    """A loopback Anthropic Messages API server that answers from a script.
+
+    ``routes`` gives several conversations at once a script each: a request whose first user
+    message contains a route's key takes its replies from that route (the first key found, in
+    order), any other from ``script``. Agents running in parallel then get their own replies
+    whatever order their requests arrive in."""
 
     def __init__(
-        self, script: Sequence[Reply] = (), *, port: int = 0, host: str = "127.0.0.1"
+        self,
+        script: Sequence[Reply] = (),
+        *,
+        routes: Mapping[str, Sequence[Reply]] | None = None,
+        port: int = 0,
+        host: str = "127.0.0.1",
     ) -> None:
         self._script: list[Reply] = list(script)
+        self._routes: dict[str, list[Reply]] = {k: list(v) for k, v in (routes or {}).items()}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._closed = threading.Event()
@@ -243,10 +254,27 @@ class ScriptedAnthropic:
                 return None
             self.requests.append(body)
             self.request_times.append(time.monotonic())
-            return self._script.pop(0) if self._script else Text("done")
+            prompt = first_user_text(body)
+            script = next((s for k, s in self._routes.items() if k in prompt), self._script)
+            return script.pop(0) if script else Text("done")
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):024d}"
+
+
+def first_user_text(body: Mapping[str, Any]) -> str:
+    """The text of the first user message of a request (where an agent's prompt is)."""
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else []:
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            return " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+        return ""
+    return ""
 
 
 def is_background(body: Mapping[str, Any]) -> bool:

@@ -98,7 +98,7 @@ def print_report(report: Any, as_json: bool) -> None:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         click.echo(render_report(report))
-    if not report.ok:
+    if not report.ok or (report.merge is not None and report.merge.conflicts):
         sys.exit(1)
 
 
