@@ -65,8 +65,10 @@ def render_report(report: RunReport) -> str:
     for t in report.tasks:
         took = seconds(t.duration_ms / 1000) if t.duration_ms is not None else "-"
         detail = ""
+        if t.result is not None and t.result.cost_usd is not None:
+            detail = f"  ${t.result.cost_usd:.4f}"
         if t.result is not None and t.result.error:
-            detail = f"  error: {t.result.error}"
+            detail += f"  error: {t.result.error}"
         lines.append(
             f"  {_MARK.get(t.status, '?')} {t.id:<16} {t.status:<9} attempts "
             f"{t.attempts}  {took:>6}  {t.worker or '-'}{detail}"

@@ -175,9 +175,21 @@ class Worktrees:
         git(self.common, "fetch", "--quiet", "--prune", "origin")
 
     # -------------------------------------------------------------- task side
-    def prepare(self, run_id: str, plan_id: str, base: str, deps: Sequence[str]) -> Workspace:
+    def prepare(
+        self,
+        run_id: str,
+        plan_id: str,
+        base: str,
+        deps: Sequence[str],
+        *,
+        conflicted_with: str | None = None,
+    ) -> Workspace:
         """The task's worktree, created (base + dependencies merged) or reused from an earlier
-        attempt. Raises WorkspaceError, e.g. when two dependencies conflict."""
+        attempt. Raises WorkspaceError, e.g. when two dependencies conflict.
+
+        ``conflicted_with`` (a plan id) starts a conflict resolution instead: that task's branch
+        is merged into ``base`` and its conflicts are left in the files for the agent (the
+        commit after it then records the merge)."""
         branch = task_branch(run_id, plan_id)
         path = self.home / run_id / plan_id
         with self.locked():
@@ -196,6 +208,10 @@ class Worktrees:
             else:
                 git(self.common, "worktree", "add", "--quiet", "-b", branch, str(path), base)
                 self._merge_deps(path, run_id, deps)
+                if conflicted_with:
+                    ref = self._ref(task_branch(run_id, conflicted_with))
+                    git(path, *self._identity(), "merge", "--no-ff", "--no-commit", ref,
+                        check=False)  # fmt: skip
                 start = git(path, "rev-parse", "HEAD").strip()
                 (Path(git(path, "rev-parse", "--absolute-git-dir").strip()) / "shim-start"
                  ).write_text(start)  # fmt: skip
@@ -231,7 +247,8 @@ class Worktrees:
         """Commit whatever is left uncommitted on the task's branch; returns (HEAD commit, files
         the task changed since its start)."""
         git(ws.path, "add", "--all")
-        if git(ws.path, "status", "--porcelain").strip():
+        merging = git(ws.path, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).strip()
+        if merging or git(ws.path, "status", "--porcelain").strip():
             git(ws.path, *self._identity(), "commit", "--quiet", "--no-verify", "-m", message)
         head = git(ws.path, "rev-parse", "HEAD").strip()
         changed = git(ws.path, "diff", "--name-only", f"{ws.start}..{head}").split("\n")
@@ -277,6 +294,8 @@ def conflicted(path: Path) -> list[str]:
 class MergeConflict:
     task: str
     files: tuple[str, ...]
+    #: The merged branch's commit the task's branch conflicted with.
+    at: str = ""
 
 
 @attrs.frozen
@@ -329,7 +348,8 @@ def merge_run(
             if done.returncode != 0:
                 files = conflicted(path)
                 git(path, "merge", "--abort", check=False)
-                conflicts.append(MergeConflict(plan_id, tuple(files)))
+                head = git(path, "rev-parse", "HEAD").strip()
+                conflicts.append(MergeConflict(plan_id, tuple(files), head))
                 break
             merged.append(plan_id)
         if trees.remote:
@@ -340,3 +360,9 @@ def merge_run(
             shutil.rmtree(path, ignore_errors=True)
             git(trees.common, "worktree", "prune", check=False)
     return MergeReport(branch, base, tuple(merged), tuple(conflicts))
+
+
+def conflict_markers(path: Path) -> list[str]:
+    """Tracked or new files in ``path`` that still hold merge conflict markers."""
+    out = git(path, "grep", "-l", "--untracked", "-e", "^<<<<<<< ", "-e", "^>>>>>>> ", check=False)
+    return [f for f in out.split("\n") if f]

@@ -75,6 +75,11 @@ def request_options(func: F) -> F:
         help="Decomposition strategy (default: 'plan' for a .yaml/.yml/.json file, else 'lines').",
     )(func)
     func = click.option(
+        "--agent",
+        metavar="NAME",
+        help="Agent CLI the 'agent' strategy asks for a plan (default: claude).",
+    )(func)
+    func = click.option(
         "--budget",
         "budget_usd",
         type=click.FloatRange(0, 1_000_000, min_open=True),
@@ -104,3 +109,11 @@ def print_report(report: Any, as_json: bool) -> None:
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def decompose_context(executor: str, agent: str | None) -> dict[str, Any]:
+    """What the request options give a decomposition strategy."""
+    context: dict[str, Any] = {"executor": executor}
+    if agent:
+        context["agent"] = agent
+    return context

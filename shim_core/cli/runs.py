@@ -10,6 +10,7 @@ import click
 from shim_core.cli._common import (
     app,
     connection_options,
+    decompose_context,
     print_report,
     redis_options,
     request_options,
@@ -19,6 +20,7 @@ from shim_core.connection import RedisConnectionManager
 from shim_core.console import LiveProgress, bar, render_merge, render_plan, render_report
 from shim_core.errors import ShimError
 from shim_core.queue import TaskQueue
+from shim_core.supervisor.plan import Plan, plan_to_data
 from shim_core.supervisor.runs import load_run
 
 
@@ -34,27 +36,43 @@ from shim_core.supervisor.runs import load_run
     help="Workers the estimate assumes.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the plan to this file (YAML, or JSON for a .json name), for review and "
+    "`shim run FILE`.",
+)
 def plan(
     *,
     request: str,
     strategy: str | None,
     executor: str,
+    agent: str | None,
     budget_usd: float | None,
     workers: int,
     as_json: bool,
+    output: str | None,
 ) -> None:
-    """Decompose REQUEST (a plan file, or a numbered / bulleted list) without running it: tasks,
-    dependencies, waves, parallelisation factor and estimate.
+    """Decompose REQUEST (a plan file, a numbered / bulleted list, or with `--strategy agent`
+    any request an agent CLI turns into a plan) without running it: tasks, dependencies,
+    waves, parallelisation factor and estimate.
 
     \b
     Examples:
       shim plan examples/auth_system.yaml
       shim plan $'1. Design schema\n2. Build API (after 1)\n3. Write docs'
+      shim plan "Add login with tests" --strategy agent --agent claude -o plan.yaml
     """
     from shim_core.plugins import Plugins
     from shim_core.supervisor.decomposer import TaskDecomposer
 
-    decomposition = TaskDecomposer(Plugins()).decompose(request, strategy, {"executor": executor})
+    decomposition = TaskDecomposer(Plugins()).decompose(
+        request, strategy, decompose_context(executor, agent)
+    )
+    if output:
+        write_plan(decomposition.plan, output)
+        click.echo(f"plan written to {output}", err=True)
     if as_json:
         data = decomposition.to_dict()
         data["makespan"] = {str(workers): decomposition.makespan(workers)}
@@ -91,6 +109,7 @@ def run(
     request: str,
     strategy: str | None,
     executor: str,
+    agent: str | None,
     budget_usd: float | None,
     workers: int | None,
     redis_url: str | None,
@@ -118,7 +137,9 @@ def run(
     local = settings.redis_url.startswith("embedded:")
     count = workers if workers is not None else (3 if local else 0)
     plugins = Plugins()
-    decomposition = TaskDecomposer(plugins).decompose(request, strategy, {"executor": executor})
+    decomposition = TaskDecomposer(plugins).decompose(
+        request, strategy, decompose_context(executor, agent)
+    )
     if not as_json:
         click.echo(render_plan(decomposition, max(count, 1)), err=True)
     if not yes and not as_json and sys.stdin.isatty():
@@ -166,6 +187,7 @@ def submit(
     request: str,
     strategy: str | None,
     executor: str,
+    agent: str | None,
     budget_usd: float | None,
     redis_url: str | None,
     namespace: str | None,
@@ -190,7 +212,7 @@ def submit(
     connection.connect()
     supervisor = Supervisor(connection, settings)
     try:
-        decomposition = supervisor.decompose(request, strategy, {"executor": executor})
+        decomposition = supervisor.decompose(request, strategy, decompose_context(executor, agent))
         record = supervisor.submit(decomposition, budget_usd=budget_usd)
         if not wait_for:
             click.echo(json.dumps({"run_id": record.run_id}) if as_json else record.run_id)
@@ -328,7 +350,7 @@ def retry(queue: TaskQueue, target: str) -> None:
 @click.argument("run_id")
 @redis_options
 @click.option("--json", "as_json", is_flag=True, help="Print the merge report as JSON.")
-def merge(run_id: str, redis_url: str | None, namespace: str | None, as_json: bool) -> None:
+def merge(queue: TaskQueue, run_id: str, as_json: bool) -> None:
     """Merge the branches of RUN's completed agent tasks again, dependencies first, into
     shim/RUN/@merged (rebuilt from the run's base commit), e.g. after a person fixed a
     conflict on a task branch. Exit 1 when a conflict stops the merge.
@@ -339,13 +361,7 @@ def merge(run_id: str, redis_url: str | None, namespace: str | None, as_json: bo
     """
     from shim_core.supervisor import Supervisor
 
-    settings = Settings.load(redis_url=redis_url, namespace=namespace)
-    connection = RedisConnectionManager(settings.redis_url)
-    connection.connect()
-    try:
-        result = Supervisor(connection, settings).merge(run_id)
-    finally:
-        connection.disconnect()
+    result = Supervisor(queue.connection, queue.settings).merge(run_id)
     if result is None:
         raise ShimError(f"run {run_id} has no git worktrees to merge")
     if as_json:
@@ -354,3 +370,61 @@ def merge(run_id: str, redis_url: str | None, namespace: str | None, as_json: bo
         click.echo(render_merge(result))
     if result.conflicts:
         sys.exit(1)
+
+
+def write_plan(plan: Plan, path: str) -> None:
+    """Write ``plan`` as a plan file (JSON for a ``.json`` name, else YAML)."""
+    import yaml
+
+    data = plan_to_data(plan)
+    text = (
+        json.dumps(data, indent=2) + "\n"
+        if path.endswith(".json")
+        else yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    )
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise ShimError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+@app.command()
+@click.option(
+    "--worktrees",
+    is_flag=True,
+    help="Remove the task worktrees SHIM left on this machine (crashed workers) instead.",
+)
+@click.option(
+    "--repo",
+    metavar="PATH|URL",
+    help="With --worktrees: the repository (default: the git repository holding the current "
+    "directory).",
+)
+@connection_options()
+def clean(worktrees: bool, repo: str | None, redis_url: str | None, namespace: str | None) -> None:
+    """Remove finished tasks older than the retention setting from Redis, or with --worktrees
+    the worktrees of a repository's agent tasks left on this machine (their branches stay).
+
+    \b
+    Examples:
+      shim clean --redis redis://localhost:6379/0
+      shim clean --worktrees
+    """
+    if worktrees:
+        from shim_core.worktrees import Worktrees, resolve_repo
+
+        found = resolve_repo(repo)
+        if found is None:
+            raise ShimError("not inside a git repository: pass --repo PATH|URL")
+        removed = Worktrees(found.repo).clean()
+        click.echo(f"removed {removed} worktree(s) of {found.repo}")
+        return
+    settings = Settings.load(redis_url=redis_url, namespace=namespace)
+    connection = RedisConnectionManager(settings.redis_url)
+    connection.connect()
+    try:
+        removed = TaskQueue(connection, settings).clean()
+    finally:
+        connection.disconnect()
+    click.echo(f"removed {removed} finished task(s)")

@@ -44,8 +44,10 @@ TOP_KEYS = (
     "workspace",
     "budget_usd",
     "prompt_template",
+    "on_conflict",
 )
 WORKSPACES = ("worktree", "shared")
+ON_CONFLICT = ("stop", "agent")
 TASK_KEYS = (
     "id",
     "title",
@@ -96,7 +98,8 @@ class Plan:
     ``repo`` (a path, relative to the plan file, or a git URL; default: the git repository
     holding the current directory) and ``workspace`` (``worktree`` or ``shared``) say where agent
     tasks work; ``budget_usd`` caps what the run's agents may spend; ``prompt_template`` is a
-    file that replaces the agent prompt's default template."""
+    file that replaces the agent prompt's default template; ``on_conflict: agent`` has an agent
+    resolve a merge conflict instead of stopping there."""
 
     name: str
     tasks: tuple[PlanTask, ...]
@@ -106,6 +109,9 @@ class Plan:
     workspace: str | None = None
     budget_usd: float | None = None
     prompt_template: str | None = None
+    #: ``stop`` (default): the first merge conflict stops the merge; ``agent``: an agent task is
+    #: added to resolve it, then the merge goes on.
+    on_conflict: str | None = None
 
     def task(self, task_id: str) -> PlanTask:
         """The task with this id; KeyError when the plan has none."""
@@ -410,6 +416,12 @@ def _workspace(key: str, value: Any) -> str:
     return str(value)
 
 
+def _on_conflict(key: str, value: Any) -> str:
+    if value not in ON_CONFLICT:
+        raise _Bad(f"bad {key} {value!r} (allowed: {', '.join(ON_CONFLICT)})")
+    return str(value)
+
+
 def _money(key: str, value: Any) -> float:
     number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
     if number is None or not math.isfinite(number) or not 0 < number <= 1_000_000:
@@ -433,6 +445,7 @@ _RUN_FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "workspace": _workspace,
     "budget_usd": _money,
     "prompt_template": _name,
+    "on_conflict": _on_conflict,
 }
 
 _FIELDS: dict[str, Callable[[str, Any], Any]] = {
@@ -524,3 +537,29 @@ def _listed(names: Collection[str]) -> str:
 def _kind(value: Any) -> str:
     names = {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}
     return names.get(type(value), type(value).__name__)
+
+
+def plan_to_data(plan: Plan) -> dict[str, Any]:
+    """The plan as a plan file's mapping (what ``shim plan -o`` writes): keys at their default
+    are left out, so the file reads like one a person wrote."""
+    top: dict[str, Any] = {"name": plan.name}
+    for key in ("repo", "workspace", "budget_usd", "prompt_template", "on_conflict"):
+        if getattr(plan, key) is not None:
+            top[key] = getattr(plan, key)
+    if plan.on_failure != ON_FAILURE[0]:
+        top["on_failure"] = plan.on_failure
+    top["tasks"] = [_task_data(task) for task in plan.tasks]
+    return top
+
+
+def _task_data(task: PlanTask) -> dict[str, Any]:
+    data: dict[str, Any] = {"id": task.id}
+    blank = PlanTask(id=task.id)
+    for field in attrs.fields(PlanTask)[1:]:
+        value = getattr(task, field.name)
+        if value == getattr(blank, field.name):
+            continue
+        if isinstance(value, Priority):
+            value = value.value
+        data[field.name] = list(value) if isinstance(value, tuple) else value
+    return data

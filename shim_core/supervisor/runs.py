@@ -112,6 +112,8 @@ class RunRecord:
     budget_usd: float | None = None
     #: What the run's agents reported spending so far (kept by the scripts).
     cost_usd: float = 0.0
+    #: ``stop`` or ``agent`` (see :class:`~shim_core.supervisor.plan.Plan`).
+    on_conflict: str = "stop"
 
     def merge_order(self) -> list[str]:
         """Plan ids in a topological order, ties by plan order (the order branches merge in)."""
@@ -160,6 +162,7 @@ def submit_run(
     }
     if repo is not None:
         record |= {"repo": repo.repo, "base": repo.base, "workspace": plan.workspace or "worktree"}
+        record["on_conflict"] = plan.on_conflict or "stop"
     if budget is not None:
         record["budget_usd"] = repr(float(budget))
     queue.client.hset(queue.keys.run(run_id), mapping=record)
@@ -188,6 +191,7 @@ def load_run(queue: TaskQueue, run_id: str) -> RunRecord:
         workspace=fields.get("workspace", ""),
         budget_usd=float(fields["budget_usd"]) if fields.get("budget_usd") else None,
         cost_usd=float(fields.get("cost_usd") or 0.0),
+        on_conflict=fields.get("on_conflict", "stop"),
     )
 
 

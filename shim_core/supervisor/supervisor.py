@@ -14,13 +14,14 @@ from shim_core.checkpoints import CheckpointStore
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.errors import ShimError
-from shim_core.models import Task, TaskStatus
+from shim_core.models import Task
 from shim_core.plugins import Plugins
 from shim_core.queue import TaskQueue
 from shim_core.registry import WorkerRegistry
 from shim_core.supervisor.assigner import AssignmentResult, TaskAssigner
 from shim_core.supervisor.decomposer import TaskDecomposer
 from shim_core.supervisor.graph import DecompositionPlan
+from shim_core.supervisor.merging import merge_with_resolution
 from shim_core.supervisor.plan import Plan, PlanTask, validate_plan
 from shim_core.supervisor.progress import OverallProgress, ProgressAggregator
 from shim_core.supervisor.runs import (
@@ -35,7 +36,7 @@ from shim_core.supervisor.runs import (
     submit_run,
 )
 from shim_core.worker.recovery import RecoveryReport, WorkerCrashRecovery
-from shim_core.worktrees import MergeReport, merge_run
+from shim_core.worktrees import MergeReport
 
 
 class RunTimeout(ShimError):
@@ -115,17 +116,23 @@ class Supervisor:
 
     def merge(self, run_id: str) -> MergeReport | None:
         """Merge the completed tasks' branches of a worktree run into ``shim/<run>/@merged``,
-        dependencies first; None for a run without worktrees."""
+        dependencies first (with ``on_conflict: agent``, conflicts are resolved by an agent
+        task added to the run); None for a run without worktrees."""
         run = load_run(self.queue, run_id)
         if run.repo is None or run.workspace != "worktree":
             return None
-        done = {
-            plan_id_of(t.id)
-            for t in self.queue.get_many(run.task_ids)
-            if t is not None and t.status is TaskStatus.COMPLETE
-        }
-        order = [plan_id for plan_id in run.merge_order() if plan_id in done]
-        return merge_run(run.repo.repo, run.repo.base, run_id, order)
+        return merge_with_resolution(self.queue, run, self._wait_for)
+
+    def _wait_for(self, task_id: str) -> Task | None:
+        """Block until one task is final (driven by its events, reconciled from Redis)."""
+        view = ProgressAggregator(self.bus, self.registry, self.queue, [task_id])
+        view.start()
+        try:
+            while not view.get_overall_progress().finished:
+                view.wait_for_change(1.0)
+        finally:
+            view.stop()
+        return self.queue.get(task_id)
 
     def watch(self, run: RunRecord) -> ProgressAggregator:
         """A started progress view of ``run`` (also kept as :attr:`aggregator`)."""
@@ -165,10 +172,9 @@ class Supervisor:
                 raise RunTimeout(run_id, timeout or 0)
             aggregator.wait_for_change(interval)
         aggregator.reconcile()
+        merged = self.merge(run_id)  # may add conflict resolvers to the run: report after it
         report = self.report(load_run(self.queue, run_id), aggregator.completion_order)
-        if run.repo is not None and run.workspace == "worktree":
-            report = attrs.evolve(report, merge=self.merge(run_id))
-        return report
+        return attrs.evolve(report, merge=merged) if merged is not None else report
 
     def report(self, run: RunRecord, order: Sequence[str] = ()) -> RunReport:
         tasks = [t for t in self.queue.get_many(run.task_ids) if t is not None]

@@ -14,11 +14,12 @@ from shim_core.models import TaskOutcome
 SUMMARY_CHARS = 8_000
 
 _RATE = re.compile(
-    r"\b429\b|rate[ _-]?limit|too many requests|usage limit|quota exceeded|resource[ _]exhausted",
+    r"\b429\b|rate[ _-]?limit|too many requests|usage limit|quota exceeded|check quota|"
+    r"resource[ _]exhausted|resource has been exhausted",
     re.IGNORECASE,
 )
 _AUTH = re.compile(
-    r"\b401\b|\b403\b|authentication[ _]error|unauthori[sz]ed|invalid[ _-]?(?:x-)?api[ _-]?key|"
+    r"\b401\b|\b403\b|authentication[ _]?error|unauthori[sz]ed|invalid[ _-]?(?:x-)?api[ _-]?key|"
     r"api key (?:is )?(?:missing|not (?:set|valid))|not logged in|please (?:log ?in|run /login)|"
     r"permission_denied|invalid bearer|incorrect api key",
     re.IGNORECASE,

@@ -21,6 +21,8 @@ _TOKENS = re.compile(
 )
 _COST = re.compile(r"Cost:.*?\$(?P<session>[\d.]+)\s*session", re.IGNORECASE)
 _APPLIED = re.compile(r"^Applied edit to (?P<file>.+)$")
+#: Lines aider prints about itself, not the agent's answer.
+_BANNER = ("Aider v", "Model:", "Git repo:", "Repo-map:", "https://aider.chat", "Update git ")
 _ERROR = re.compile(
     r"error|exception|rate ?limit|authenticat|api key|quota|\b4\d\d\b", re.IGNORECASE
 )
@@ -51,7 +53,8 @@ def read_aider_text(line: str, state: AgentState) -> str | None:
     if _ERROR.search(stripped) and ("Error" in stripped or "error:" in stripped.lower()):
         note_error(state, stripped)
         return None
-    state.summary = clip((state.summary + "\n" + stripped).strip()[-2_000:])
+    if not stripped.startswith(_BANNER):
+        state.summary = clip((state.summary + "\n" + stripped).strip()[-2_000:])
     return None
 
 
@@ -72,14 +75,16 @@ class AiderAdapter(Adapter):
             "--no-stream",
             "--no-check-update",
             "--no-show-model-warnings",
-            "--no-auto-commits",
+            "--no-fancy-input",
+            "--no-auto-commits",  # SHIM commits on the task branch when aider exits
         ]
         if invocation.model:
             argv += ["--model", invocation.model]
         return argv + list(invocation.extra_args)
 
     def env(self, invocation: AgentInvocation) -> dict[str, str]:
-        return {"AIDER_ANALYTICS": "false"}
+        # No analytics, and litellm's price list from the package instead of the network.
+        return {"AIDER_ANALYTICS": "false", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
     def feed(self, line: str, state: AgentState) -> str | None:
         return read_aider_text(line, state)

@@ -12,7 +12,10 @@ Params (``task.params``)::
     command: /path/to/cli    # the binary (default: the adapter's, looked up on PATH)
     timeout: 3600            # seconds before the CLI is killed (default: the task's timeout)
     idle_timeout: 600        # seconds of silence before it is killed as stalled (default 600)
-    prompt_template: file    # replaces the default prompt template
+    prompt_template: file    # replaces the default prompt template (worker-wide:
+                             # $SHIM_PROMPT_TEMPLATE)
+    resolve: TASK            # set by the supervisor for ``on_conflict: agent``: start from the
+                             # merge with TASK's branch, its conflicts left for the agent
 
 The CLI inherits the worker's environment (so ``ANTHROPIC_BASE_URL``, ``OPENAI_BASE_URL`` and
 API keys set for the worker reach it), runs in the task's workspace in a process group of its own,
@@ -40,7 +43,7 @@ import attrs
 
 from shim_core.contracts import AgentAdapter, AgentInvocation, AgentState, ExecutionContext
 from shim_core.models import Task, TaskOutcome, TaskResult
-from shim_core.worktrees import Workspace, WorkspaceError, Worktrees, git
+from shim_core.worktrees import Workspace, WorkspaceError, Worktrees, conflict_markers, git
 from shim_plugins.executors import _git
 from shim_plugins.executors._agent_process import AgentProcess, Ended
 from shim_plugins.executors._agent_prompt import RESUME, build_prompt, load_template
@@ -65,6 +68,7 @@ _KNOWN = frozenset(
         "timeout",
         "idle_timeout",
         "prompt_template",
+        "resolve",
     }
 )
 
@@ -81,6 +85,8 @@ class AgentParams:
     timeout: float | None
     idle_timeout: float
     prompt_template: str | None
+    #: A conflict resolution: the plan id of the task whose branch conflicted in the merge.
+    resolve: str | None
     options: Mapping[str, Any]
 
     @classmethod
@@ -111,7 +117,10 @@ class AgentParams:
                 params, "idle_timeout", DEFAULT_IDLE_TIMEOUT, minimum=0.001, maximum=30 * 86400
             )
             or DEFAULT_IDLE_TIMEOUT,
-            prompt_template=_optional_text(params, "prompt_template"),
+            prompt_template=_optional_text(params, "prompt_template")
+            or os.environ.get("SHIM_PROMPT_TEMPLATE")
+            or None,
+            resolve=_optional_text(params, "resolve"),
             options={k: v for k, v in params.items() if k not in _KNOWN},
         )
 
@@ -235,6 +244,7 @@ class AgentExecutor:
                     _plan_id(task.id),
                     task.context.base,
                     [_plan_id(d) for d in task.dependencies],
+                    conflicted_with=params.resolve,
                 )
             except WorkspaceError as exc:
                 return _failure(TaskOutcome.FAILED, f"workspace: {exc}", params)
@@ -244,6 +254,11 @@ class AgentExecutor:
         try:
             state, ended = self._run(task, job, template, workspace)
             outcome = classify(state, ended)
+            if workspace is not None and params.resolve and outcome is TaskOutcome.SUCCESS:
+                left = conflict_markers(workspace.path)
+                if left:
+                    outcome = TaskOutcome.FAILED
+                    state.error = "conflict markers left in " + ", ".join(left)
             commit, files = "", _git.changed(before, _git.snapshot(cwd)) if not workspace else ()
             if trees is not None and workspace is not None:
                 commit, files = trees.commit(workspace, f"shim: {task.title or task.id}")

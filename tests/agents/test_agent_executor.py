@@ -214,3 +214,54 @@ def test_a_merge_conflict_is_reported_and_every_branch_kept(tmp_path):
     assert report.merged == ("x",)
     assert [(c.task, c.files) for c in report.conflicts] == [("y", ("same.txt",))]
     assert git_out(repo, "rev-parse", "--verify", task_branch("run1", "y")).strip()
+
+
+def test_workers_on_other_machines_share_a_url_repository(tmp_path):
+    """With a git URL, each worker works in its own cached clone and pushes the task branch;
+    a dependent on another "machine" (cache folder) starts from the pushed branch, and the
+    merge reads the pushed branches and pushes the merged one."""
+    origin = tmp_path / "origin"
+    base = make_repo(origin)
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(origin), str(remote)], check=True)
+    url = remote.as_uri()
+
+    def on_machine(name, plan_id, deps=(), results=None):
+        task = attrs.evolve(
+            worktree_task(url, base, plan_id, deps),
+            context=TaskContext(repo=url, base=base, workspace="worktree"),
+        )
+        ctx = RecordingContext(
+            task=task, workdir=tmp_path, agent_adapters=ADAPTERS,
+            dependency_results=results or {},
+        )  # fmt: skip
+        with ctx:
+            return AgentExecutor(worktree_root=tmp_path / name).execute(task, ctx)
+
+    a = on_machine("machine-1", "a")
+    assert a.success, a.error
+    b = on_machine("machine-2", "b", deps=("a",), results={"run1:a": a})
+    assert b.success, b.error
+    assert git_out(remote, "show", f"{task_branch('run1', 'b')}:a.txt")
+    report = merge_run(url, base, "run1", ["a", "b"], root=tmp_path / "machine-3")
+    assert report.merged == ("a", "b")
+    files = git_out(remote, "ls-tree", "--name-only", report.branch).split()
+    assert files == ["README.md", "a.txt", "b.txt"]
+
+
+def test_clean_removes_left_over_worktrees_and_keeps_branches(tmp_path):
+    """A crashed worker's worktree stays until `shim clean --worktrees`; a later attempt on the
+    same machine reuses it."""
+    from shim_core.worktrees import Worktrees
+
+    repo = tmp_path / "repo"
+    base = make_repo(repo)
+    trees = Worktrees(str(repo), tmp_path / "trees")
+    first = trees.prepare("run1", "a", base, [])
+    (first.path / "work.txt").write_text("half done\n")
+    again = trees.prepare("run1", "a", base, [])  # the next attempt after a crash
+    assert again.path == first.path
+    assert (again.path / "work.txt").exists()
+    assert trees.clean() == 1
+    assert not first.path.exists()
+    assert git_out(repo, "rev-parse", "--verify", task_branch("run1", "a")).strip()

@@ -5,12 +5,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from pytest_shim.models import anthropic, openai
+from shim_core.cli import app
 
 CLAUDE = shutil.which("claude")
 CODEX = shutil.which("codex")
@@ -27,16 +28,15 @@ def make_repo(path):
 
 
 def shim_run(plan, env, cwd, *extra):
-    done = subprocess.run(
-        [sys.executable, "-m", "shim_core.cli", "run", str(plan), "--yes", "--json", *extra],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    return done.returncode, done.stdout, done.stderr
+    """`shim run PLAN --yes --json` in this process (its local workers are threads here, so
+    the whole path is measured), with ``env`` set and ``cwd`` as the current directory."""
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, ["run", str(plan), "--yes", "--json", *extra], env=env)
+    finally:
+        os.chdir(previous)
+    return result.exit_code, result.stdout, result.stderr
 
 
 def git_files(repo, ref):
@@ -67,7 +67,6 @@ def test_claude_agents_hand_results_down_the_dag_and_merge_in_order(tmp_path):
     ]
     with anthropic.ScriptedAnthropic(script) as server:
         env = {
-            **os.environ,
             **anthropic.claude_env(server.url, str(tmp_path / "home")),
             "SHIM_WORKTREES": str(tmp_path / "trees"),
         }
@@ -113,7 +112,6 @@ def test_codex_agent_runs_a_command_in_its_worktree(tmp_path):
         home = tmp_path / "codex-home"
         home.mkdir()
         env = {
-            **os.environ,
             **openai.codex_env(str(home)),
             "SHIM_WORKTREES": str(tmp_path / "trees"),
         }
@@ -146,7 +144,6 @@ def test_the_readme_agent_example_runs_as_documented(tmp_path):
     (tmp_path / "home").mkdir()
     with anthropic.ScriptedAnthropic(script) as server:
         env = {
-            **os.environ,
             **anthropic.claude_env(server.url, str(tmp_path / "home")),
             "SHIM_WORKTREES": str(tmp_path / "trees"),
         }

@@ -70,6 +70,10 @@ def shim_run(plan, env, cwd, *extra):
     return done.returncode, json.loads(done.stdout) if done.stdout.strip() else None, done.stderr
 
 
+def write(path, content):
+    return anthropic.ToolUse("Write", {"file_path": path, "content": content})
+
+
 def children(pid):
     """Processes whose parent is ``pid`` (read from /proc)."""
     found = []
@@ -208,6 +212,42 @@ def test_a_merge_conflict_is_reported_and_nothing_is_lost(tmp_path, repo):
             ).returncode
             == 0
         )
+
+
+def test_on_conflict_agent_resolves_the_conflict_and_the_merge_goes_on(tmp_path, repo):
+    """With `on_conflict: agent`, the conflict becomes a resolver task: an agent gets the
+    merged work with the conflict markers in place, and the merge then completes."""
+    routes = {
+        "# Your task: Write x\n": [write("same.txt", "x\n")],
+        "# Your task: Write y\n": [write("same.txt", "y\n")],
+        "# Your task: Resolve the merge conflict of task y\n": [
+            anthropic.ToolUse("Write", {"file_path": "same.txt", "content": "x\ny\n"}),
+            anthropic.Text("Kept both lines."),
+        ],
+    }
+    with anthropic.ScriptedAnthropic(routes=routes) as server:
+        plan = write_plan(
+            tmp_path,
+            repo,
+            "  - id: x\n    title: Write x\n  - id: y\n    title: Write y\n",
+            on_conflict="agent",
+        )
+        code, report, err = shim_run(plan, agent_env(server, tmp_path), tmp_path, "-w", "1")
+        resolver_prompt = next(
+            anthropic.first_user_text(r) for r in server.requests
+            if "Resolve the merge conflict" in anthropic.first_user_text(r)
+        )  # fmt: skip
+    assert code == 0, err
+    assert report["merge"]["conflicts"] == []
+    assert report["merge"]["merged"] == ["x", "resolve-y", "y"]
+    assert "same.txt" in resolver_prompt
+    merged = subprocess.run(
+        ["git", "show", f"{report['merge']['branch']}:same.txt"],
+        cwd=repo, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert merged.stdout == "x\ny\n"
+    resolver = next(t for t in report["tasks"] if t["id"] == "resolve-y")
+    assert resolver["status"] == "complete"
 
 
 def test_a_missing_cli_fails_fast_without_retries(tmp_path, repo):

@@ -59,6 +59,17 @@ def read(agent, name, exit_code=0):
         ("codex", "auth_failure.jsonl", TaskOutcome.AUTH_FAILED, ""),
         ("codex", "dropped_connection.jsonl", TaskOutcome.FAILED, ""),
         ("gemini", "success-write-file.jsonl", TaskOutcome.SUCCESS, "I created hello.txt"),
+        ("gemini", "success-write-file-fake-responses.jsonl", TaskOutcome.SUCCESS, "I created"),
+        ("gemini", "resume-by-session-id.jsonl", TaskOutcome.SUCCESS, "done, history"),
+        ("gemini", "error-auth-401.jsonl", TaskOutcome.AUTH_FAILED, ""),
+        ("gemini", "error-auth-400-api-key-invalid.jsonl", TaskOutcome.AUTH_FAILED, ""),
+        ("gemini", "error-rate-limit-429.jsonl", TaskOutcome.RATE_LIMITED, ""),
+        ("gemini", "error-server-500.jsonl", TaskOutcome.FAILED, ""),
+        ("opencode", "success-write-file-with-cost.jsonl", TaskOutcome.SUCCESS, "I created"),
+        ("opencode", "resume-by-session-id.jsonl", TaskOutcome.SUCCESS, "done, history"),
+        ("opencode", "error-auth-401.jsonl", TaskOutcome.AUTH_FAILED, ""),
+        ("opencode", "error-rate-limit-429.jsonl", TaskOutcome.RATE_LIMITED, ""),
+        ("opencode", "permission-auto-rejected.jsonl", TaskOutcome.FAILED, "Writing the file"),
     ],
 )
 def test_recorded_streams_give_the_right_outcome(agent, name, outcome, summary):
@@ -68,6 +79,24 @@ def test_recorded_streams_give_the_right_outcome(agent, name, outcome, summary):
     assert state.summary.startswith(summary)
     assert state.session_id
     assert state.unknown_lines == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "outcome", "cost"),
+    [
+        ("success-write-file.txt", TaskOutcome.SUCCESS, 0.0021),
+        ("success-write-file-no-stream.txt", TaskOutcome.SUCCESS, 0.00081),
+        ("success-write-file-git-autocommit.txt", TaskOutcome.SUCCESS, 0.0021),
+        ("error-auth-401.txt", TaskOutcome.AUTH_FAILED, None),
+        ("error-rate-limit-429.txt", TaskOutcome.RATE_LIMITED, None),
+    ],
+)
+def test_aider_recorded_output(name, outcome, cost):
+    """Aider exits 0 even on a 401 or a 429: its words decide."""
+    state, found = read("aider", name)
+    assert found is outcome, state.error
+    assert state.cost_usd == cost
+    assert not state.summary.startswith("Aider v")
 
 
 def test_claude_success_carries_cost_tokens_and_turns():

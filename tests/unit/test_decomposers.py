@@ -96,7 +96,7 @@ def test_unknown_strategy_lists_the_available_ones(decomposer):
     """Asking for a strategy nobody provides names those that exist."""
     with pytest.raises(PlanError) as info:
         decomposer.decompose("x", "llm")
-    assert info.value.problems == ["unknown strategy 'llm' (available: lines, plan)"]
+    assert info.value.problems == ["unknown strategy 'llm' (available: agent, lines, plan)"]
 
 
 def test_strategy_returning_no_plan_is_refused():
