@@ -298,7 +298,12 @@ def _parse_task(
         problems.append(f"{label}: missing 'id'")
     elif not isinstance(task_id, str):
         problems.append(f"{label}: 'id' must be a string ({_ID_RULE}), got {task_id!r}")
-    merged = {**defaults, **_resolve_alias(raw, label, problems)}
+    own = _resolve_alias(raw, label, problems)
+    merged = {**defaults, **own}
+    if isinstance(defaults.get("params"), Mapping) and isinstance(own.get("params"), Mapping):
+        # params merge key by key: `defaults: {params: {agent: claude}}` and a task's
+        # `params: {max_turns: 5}` give both
+        merged["params"] = {**defaults["params"], **own["params"]}
     fields: dict[str, Any] = {}
     for key, parse in _FIELDS.items():
         if key in merged:

@@ -251,6 +251,7 @@ class AgentExecutor:
         cwd = workspace.path if workspace else _cwd(task, ctx)
         before = None if workspace else _git.snapshot(cwd)
         job = _Job(ctx, adapter, binary or "", params, cwd)
+        keep = False  # a cancelled attempt leaves its worktree to the task's next attempt
         try:
             state, ended = self._run(task, job, template, workspace)
             outcome = classify(state, ended)
@@ -260,15 +261,22 @@ class AgentExecutor:
                     outcome = TaskOutcome.FAILED
                     state.error = "conflict markers left in " + ", ".join(left)
             commit, files = "", _git.changed(before, _git.snapshot(cwd)) if not workspace else ()
-            if trees is not None and workspace is not None:
+            keep = outcome is TaskOutcome.CANCELLED
+            # A cancelled attempt (lease lost, shutdown) may already have a successor on this
+            # machine in the same worktree: it keeps the files as they are. With a URL
+            # repository the successor may be elsewhere: the work is pushed first.
+            if trees is not None and workspace is not None and (trees.remote or not keep):
                 commit, files = trees.commit(workspace, f"shim: {task.title or task.id}")
                 trees.publish(workspace)
         except ValueError as exc:  # the adapter refused its options (e.g. a bad argv template)
             return _failure(TaskOutcome.FAILED, str(exc), params)
+        except FileNotFoundError as exc:  # a generic adapter's argv names no binary on PATH
+            name = exc.filename or "?"
+            return _failure(TaskOutcome.CLI_MISSING, f"agent CLI {name!r} not found", params)
         except (OSError, WorkspaceError) as exc:
             return _failure(TaskOutcome.CRASHED, f"{type(exc).__name__}: {exc}", params)
         finally:
-            if trees is not None and workspace is not None:
+            if trees is not None and workspace is not None and not keep:
                 trees.remove(workspace)
         return _result(params, state, ended, outcome, _Change(workspace, commit, files))
 

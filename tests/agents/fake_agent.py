@@ -3,8 +3,8 @@
 
 Usage: fake_agent.py PROMPT [--resume SESSION]. FAKE_AGENT_MODE picks what it does: ``ok``
 (writes FAKE_AGENT_FILE, default ``out.txt``, with the prompt, then a result), ``hang`` (prints
-the init event, then nothing), ``no-result``, ``rate-limit``, ``auth``, ``crash`` (SIGKILLs
-itself), ``lost-session`` (a resume fails the way Claude Code's does).
+the init event, then nothing), ``write-then-hang``, ``no-result``, ``rate-limit``, ``auth``,
+``crash`` (SIGKILLs itself), ``lost-session`` (a resume fails the way Claude Code's does).
 """
 
 import json
@@ -30,6 +30,10 @@ def main():
     emit({"type": "system", "subtype": "init", "session_id": session, "model": "fake"})
     emit({"type": "future_event_kind", "payload": [1, 2, 3]})
     if mode == "hang":
+        time.sleep(3600)
+    if mode == "write-then-hang":
+        with open(os.environ.get("FAKE_AGENT_FILE", "out.txt"), "w", encoding="utf-8") as handle:
+            handle.write("half done\n")
         time.sleep(3600)
     if mode == "crash":
         os.kill(os.getpid(), 9)

@@ -125,6 +125,10 @@ def test_a_missing_cli_or_adapter_fails_fast_as_cli_missing(tmp_path):
     result, _ = run(Task(id="t", executor="agent", params={"agent": "nope"}), tmp_path)
     assert result.outcome is TaskOutcome.CLI_MISSING
     assert "adapter 'nope' is not installed" in result.error
+    generic = {"agent": "generic", "argv": ["no-such-agent-cli", "{prompt}"]}
+    result, _ = run(Task(id="t", executor="agent", params=generic), tmp_path)
+    assert result.outcome is TaskOutcome.CLI_MISSING
+    assert result.error == "agent CLI 'no-such-agent-cli' not found"
 
 
 @pytest.mark.parametrize(
@@ -265,3 +269,24 @@ def test_clean_removes_left_over_worktrees_and_keeps_branches(tmp_path):
     assert trees.clean() == 1
     assert not first.path.exists()
     assert git_out(repo, "rev-parse", "--verify", task_branch("run1", "a")).strip()
+
+
+def test_a_cancelled_attempt_leaves_its_worktree_to_the_next_one(tmp_path):
+    """Cancelled mid-run (lease lost, shutdown): the files stay in the worktree, uncommitted,
+    for the next attempt on this machine, which finds them there."""
+    repo = tmp_path / "repo"
+    base = make_repo(repo)
+    task = worktree_task(repo, base, "a")
+    task = attrs.evolve(
+        task,
+        params=fake_params(env={"FAKE_AGENT_MODE": "write-then-hang", "FAKE_AGENT_FILE": "a.txt"}),
+    )
+    ctx = RecordingContext(task=task, workdir=tmp_path, agent_adapters=ADAPTERS)
+    threading.Timer(1.5, ctx.cancelled.set).start()
+    result = AgentExecutor(worktree_root=tmp_path / "trees").execute(task, ctx)
+    assert result.outcome is TaskOutcome.CANCELLED
+    left = list((tmp_path / "trees").glob("*/run1/a/a.txt"))
+    assert [p.read_text() for p in left] == ["half done\n"]
+    again, _ = run(worktree_task(repo, base, "a"), tmp_path)
+    assert again.success, again.error
+    assert "a.txt" in again.files_modified

@@ -2,48 +2,17 @@
 tasks in git worktrees, with the CLI talking to a scripted model server on loopback."""
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from pytest_shim.models import anthropic, openai
-from shim_core.cli import app
+from tests.agents._support import git_files, make_repo, shim_run
 
 CLAUDE = shutil.which("claude")
 CODEX = shutil.which("codex")
-
-
-def make_repo(path):
-    path.mkdir()
-    for args in (["init", "-q", "-b", "main"], ["config", "user.email", "t@t"],
-                 ["config", "user.name", "t"]):  # fmt: skip
-        subprocess.run(["git", *args], cwd=path, check=True)
-    (path / "README.md").write_text("# demo\n")
-    subprocess.run(["git", "add", "-A"], cwd=path, check=True)
-    subprocess.run(["git", "commit", "-qm", "init"], cwd=path, check=True)
-
-
-def shim_run(plan, env, cwd, *extra):
-    """`shim run PLAN --yes --json` in this process (its local workers are threads here, so
-    the whole path is measured), with ``env`` set and ``cwd`` as the current directory."""
-    previous = Path.cwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(app, ["run", str(plan), "--yes", "--json", *extra], env=env)
-    finally:
-        os.chdir(previous)
-    return result.exit_code, result.stdout, result.stderr
-
-
-def git_files(repo, ref):
-    out = subprocess.run(
-        ["git", "ls-tree", "--name-only", ref], cwd=repo, capture_output=True, text=True, check=True
-    )
-    return out.stdout.split()
 
 
 @pytest.mark.skipif(CLAUDE is None, reason="the claude CLI is not installed")
@@ -71,10 +40,9 @@ def test_claude_agents_hand_results_down_the_dag_and_merge_in_order(tmp_path):
             "SHIM_WORKTREES": str(tmp_path / "trees"),
         }
         (tmp_path / "home").mkdir()
-        code, out, err = shim_run(plan, env, tmp_path, "--workers", "2")
+        code, report, err = shim_run(plan, env, tmp_path, "--workers", "2")
         requests = list(server.requests)
     assert code == 0, err
-    report = json.loads(out)
     tasks = {t["id"]: t for t in report["tasks"]}
     assert tasks["a"]["result"]["output"]["outcome"] == "success"
     assert tasks["a"]["result"]["files_modified"] == ["a.txt"]
@@ -115,9 +83,8 @@ def test_codex_agent_runs_a_command_in_its_worktree(tmp_path):
             **openai.codex_env(str(home)),
             "SHIM_WORKTREES": str(tmp_path / "trees"),
         }
-        code, out, err = shim_run(plan, env, tmp_path)
+        code, report, err = shim_run(plan, env, tmp_path)
     assert code == 0, err
-    report = json.loads(out)
     result = report["tasks"][0]["result"]
     assert result["output"]["outcome"] == "success"
     assert result["output"]["summary"] == "Created hello.txt."
@@ -147,8 +114,7 @@ def test_the_readme_agent_example_runs_as_documented(tmp_path):
             **anthropic.claude_env(server.url, str(tmp_path / "home")),
             "SHIM_WORKTREES": str(tmp_path / "trees"),
         }
-        code, out, err = shim_run(example / "plan.yaml", env, repo, "--workers", "1")
+        code, report, err = shim_run(example / "plan.yaml", env, repo, "--workers", "1")
     assert code == 0, err
-    report = json.loads(out)
     assert report["merge"]["merged"] == ["core", "cli", "tests"]
     assert {"main.py", "test_greeter.py"} <= set(git_files(repo, report["merge"]["branch"]))

@@ -5,10 +5,8 @@ spending an attempt; a budget stops a run; a conflict is reported; a missing CLI
 silent agent is killed by the idle timeout; the seed's eight-task plan is done by agents."""
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from pytest_shim.models import anthropic
 from shim_core import Task, TaskStatus
 from shim_core.models import TaskOutcome
 from shim_core.supervisor import Supervisor
+from tests.agents._support import make_repo, shim_run
 from tests.helpers import wait_until
 
 pytestmark = [
@@ -28,13 +27,7 @@ pytestmark = [
 
 @pytest.fixture
 def repo(tmp_path):
-    path = tmp_path / "repo"
-    path.mkdir()
-    identity = ["-c", "user.name=t", "-c", "user.email=t@t"]
-    (path / "README.md").write_text("# demo\n")
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], [*identity, "commit", "-qm", "i"]):
-        subprocess.run(["git", *args], cwd=path, check=True)
-    return path
+    return make_repo(tmp_path / "repo")
 
 
 def agent_env(server, tmp_path, **extra):
@@ -55,19 +48,6 @@ def write_plan(tmp_path, repo, body, **top):
         f"  params: {{agent: claude}}\ntasks:\n{body}"
     )
     return plan
-
-
-def shim_run(plan, env, cwd, *extra):
-    done = subprocess.run(
-        [sys.executable, "-m", "shim_core.cli", "run", str(plan), "--yes", "--json", *extra],
-        cwd=cwd,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    return done.returncode, json.loads(done.stdout) if done.stdout.strip() else None, done.stderr
 
 
 def write(path, content):

@@ -109,7 +109,8 @@ def test_integer_ids_and_repeated_deps_are_normalised():
 
 
 def test_defaults_apply_unless_the_task_sets_the_key():
-    """Defaults fill unset keys; a task's own value (even through the alias) replaces them."""
+    """Defaults fill unset keys; a task's own value (even through the alias) replaces them,
+    except params, which merge key by key (the task's win)."""
     data = {
         "defaults": {"executor": "sim", "priority": "LOW", "params": {"duration": 1}, "deps": "a"},
         "tasks": [
@@ -120,7 +121,8 @@ def test_defaults_apply_unless_the_task_sets_the_key():
     }
     plan = parse_plan(data, "p.yaml")
     assert plan.task("a").deps == ()
-    assert plan.task("b").params == {"x": 1}  # replaced, not merged
+    assert plan.task("b").params == {"duration": 1, "x": 1}  # merged
+    assert plan.task("a").params == {"duration": 1}
     assert plan.task("b").deps == ("a",)
     assert plan.task("b").priority is Priority.LOW
     assert plan.task("c").deps == ("b",)
@@ -170,7 +172,7 @@ def test_unknown_top_level_key_is_refused():
     problems = problems_of({"nmae": "x", "tasks": [{"id": "a"}]})
     assert problems == [
         "p.yaml: unknown key 'nmae' (allowed: name, defaults, on_failure, tasks, repo, workspace, "
-        "budget_usd, prompt_template); "
+        "budget_usd, prompt_template, on_conflict); "
         "did you mean 'name'?"
     ]
 
