@@ -290,3 +290,27 @@ def test_a_cancelled_attempt_leaves_its_worktree_to_the_next_one(tmp_path):
     again, _ = run(worktree_task(repo, base, "a"), tmp_path)
     assert again.success, again.error
     assert "a.txt" in again.files_modified
+
+
+def test_a_lost_session_in_a_worktree_is_told_what_the_branch_holds(tmp_path):
+    """After a failed resume in a worktree, the fresh session's prompt lists the branch's
+    commits and uncommitted changes from the earlier attempt."""
+    from shim_core.worktrees import Worktrees
+
+    repo = tmp_path / "repo"
+    base = make_repo(repo)
+    trees = Worktrees(str(repo), tmp_path / "trees")
+    earlier = trees.prepare("run1", "a", base, [])
+    (earlier.path / "done.txt").write_text("committed\n")
+    trees.commit(earlier, "earlier work")
+    (earlier.path / "wip.txt").write_text("uncommitted\n")
+    task = attrs.evolve(
+        worktree_task(repo, base, "a"),
+        params=fake_params(env={"FAKE_AGENT_MODE": "lost-session", "FAKE_AGENT_FILE": "a.txt"}),
+    )
+    result, _ = run(task, tmp_path, resume_state={"agent": "generic", "session_id": "gone"})
+    assert result.success, result.error
+    prompt = git_out(repo, "show", f"{result.output['commit']}:a.txt")
+    assert "Continue from the work it left on this branch." in prompt
+    assert "earlier work" in prompt
+    assert "wip.txt" in prompt

@@ -92,6 +92,11 @@ def test_a_killed_workers_agent_dies_and_the_next_worker_resumes_its_session(
         run = supervisor.submit(supervisor.decompose(str(plan)))
         task_id = run.task_ids[0]
         wait_until(lambda: server.requests, timeout=30)
+        # Claude Code keeps the session under HOME/.claude/projects/<cwd>/<session>.jsonl: once
+        # it is there, a resume can find it (killed before that, the next attempt starts a fresh
+        # session told about the earlier one: test_agent_executor covers that path).
+        sessions = tmp_path / "home" / ".claude" / "projects"
+        wait_until(lambda: list(sessions.glob("*/*.jsonl")), timeout=30)
         holder = next(w for w in workers if w.id == fleet.queue.get(task_id).worker_id)
         agents = children(holder.pid)
         assert agents, "the agent CLI runs as a child of its worker"

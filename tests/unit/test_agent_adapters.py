@@ -200,3 +200,60 @@ def test_no_line_crashes_any_adapter(line):
         adapter.feed(
             json.dumps({"type": "assistant", "message": {"content": [line]}}), AgentState()
         )
+
+
+def invocation(tmp_path, **changes):
+    values = {
+        "prompt": "do it",
+        "prompt_file": tmp_path / "p.md",
+        "workdir": tmp_path,
+        "model": "m1",
+        "max_turns": 7,
+        "max_budget_usd": 1.5,
+        "resume_session": "s-1",
+        "extra_args": ("--extra",),
+    }
+    return AgentInvocation(**{**values, **changes})
+
+
+def test_each_adapter_passes_model_limits_resume_and_extra_args(tmp_path):
+    """The params a task sets reach each CLI in that CLI's own flags."""
+    inv = invocation(tmp_path)
+    claude = ClaudeAdapter().argv("claude", inv)
+    assert claude[:5] == ["claude", "-p", "do it", "--output-format", "stream-json"]
+    for flag, value in [("--model", "m1"), ("--max-turns", "7"), ("--max-budget-usd", "1.5"),
+                        ("--resume", "s-1")]:  # fmt: skip
+        assert claude[claude.index(flag) + 1] == value
+    assert claude[-1] == "--extra"
+    codex = CodexAdapter().argv("codex", inv)
+    assert codex[:6] == ["codex", "exec", "--sandbox", "workspace-write", "resume", "s-1"]
+    assert codex[-2:] == ["--extra", "do it"]
+    bypass = CodexAdapter().argv("codex", invocation(tmp_path, options={"sandbox": "bypass"}))
+    assert "--dangerously-bypass-approvals-and-sandbox" in bypass
+    with pytest.raises(ValueError, match="sandbox"):
+        CodexAdapter().argv("codex", invocation(tmp_path, options={"sandbox": "none"}))
+    gemini = GeminiAdapter().argv("gemini", inv)
+    assert gemini[gemini.index("-m") + 1] == "m1"
+    assert gemini[gemini.index("--resume") + 1] == "s-1"
+    assert GeminiAdapter().env(inv) == {"GEMINI_CLI_NO_RELAUNCH": "true"}
+    opencode = OpenCodeAdapter().argv("opencode", inv)
+    assert opencode[opencode.index("--session") + 1] == "s-1"
+    assert opencode[-1] == "do it"
+    aider = AiderAdapter().argv("aider", inv)
+    assert aider[aider.index("--message-file") + 1] == str(tmp_path / "p.md")
+    assert aider[aider.index("--model") + 1] == "m1"
+    assert ClaudeAdapter().env(inv)["CLAUDE_CODE_MAX_RETRIES"] == "2"
+
+
+def test_the_generic_adapter_resumes_with_its_resume_template(tmp_path):
+    options = {
+        "argv": ["amp", "{prompt}"],
+        "resume_argv": ["amp", "continue", "{session}", "{prompt}"],
+        "format": "stream-json",
+    }
+    argv = GenericAdapter().argv("/bin/amp", invocation(tmp_path, options=options, extra_args=()))
+    assert argv == ["/bin/amp", "continue", "s-1", "do it"]
+    with pytest.raises(ValueError, match="placeholder"):
+        GenericAdapter().argv("", invocation(tmp_path, options={"argv": ["x", "{nope}"]}))
+    with pytest.raises(ValueError, match="format"):
+        GenericAdapter().argv("", invocation(tmp_path, options={"argv": ["x"], "format": "xml"}))
