@@ -158,11 +158,12 @@ class Worktrees:
         """The git directory to add worktrees to."""
         return self.home / "clone.git" if self.remote else Path(self.repo)
 
-    def _ref(self, branch: str) -> str:
+    def ref(self, branch: str) -> str:
         """How a published branch is named here (remote-tracking for a cached clone)."""
         return f"refs/remotes/origin/{branch}" if self.remote else f"refs/heads/{branch}"
 
-    def _exists(self, ref: str) -> bool:
+    def exists(self, ref: str) -> bool:
+        """Whether ``ref`` names a commit here."""
         return bool(git(self.common, "rev-parse", "--verify", "--quiet", ref, check=False).strip())
 
     def sync(self) -> None:
@@ -200,17 +201,17 @@ class Worktrees:
             if path.exists():
                 shutil.rmtree(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            if self._exists(f"refs/heads/{branch}"):
+            if self.exists(f"refs/heads/{branch}"):
                 git(self.common, "worktree", "add", "--quiet", str(path), branch)
-            elif self.remote and self._exists(self._ref(branch)):
+            elif self.remote and self.exists(self.ref(branch)):
                 git(self.common, "worktree", "add", "--quiet", "-b", branch, str(path),
-                    self._ref(branch))  # fmt: skip
+                    self.ref(branch))  # fmt: skip
             else:
                 git(self.common, "worktree", "add", "--quiet", "-b", branch, str(path), base)
                 self._merge_deps(path, run_id, deps)
                 if conflicted_with:
-                    ref = self._ref(task_branch(run_id, conflicted_with))
-                    git(path, *self._identity(), "merge", "--no-ff", "--no-commit", ref,
+                    ref = self.ref(task_branch(run_id, conflicted_with))
+                    git(path, *self.identity(), "merge", "--no-ff", "--no-commit", ref,
                         check=False)  # fmt: skip
                 start = git(path, "rev-parse", "HEAD").strip()
                 (Path(git(path, "rev-parse", "--absolute-git-dir").strip()) / "shim-start"
@@ -219,11 +220,11 @@ class Worktrees:
 
     def _merge_deps(self, path: Path, run_id: str, deps: Sequence[str]) -> None:
         for dep in deps:
-            ref = self._ref(task_branch(run_id, dep))
-            if not self._exists(ref):
+            ref = self.ref(task_branch(run_id, dep))
+            if not self.exists(ref):
                 continue  # the dependency changed nothing that was published
             done = subprocess.run(
-                ["git", *self._identity(), "merge", "--no-edit", "--quiet", "-m",
+                ["git", *self.identity(), "merge", "--no-edit", "--quiet", "-m",
                  f"shim: bring in task {dep}", ref],
                 cwd=path, capture_output=True, text=True, check=False, timeout=GIT_TIMEOUT,
             )  # fmt: skip
@@ -239,7 +240,8 @@ class Worktrees:
         marker = Path(git(path, "rev-parse", "--absolute-git-dir").strip()) / "shim-start"
         return marker.read_text().strip() if marker.exists() else base
 
-    def _identity(self) -> tuple[str, ...]:
+    def identity(self) -> tuple[str, ...]:
+        """``-c`` options naming SHIM as the committer where the repository names no one."""
         configured = git(self.common, "config", "user.email", check=False).strip()
         return () if configured else _IDENTITY
 
@@ -249,7 +251,7 @@ class Worktrees:
         git(ws.path, "add", "--all")
         merging = git(ws.path, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).strip()
         if merging or git(ws.path, "status", "--porcelain").strip():
-            git(ws.path, *self._identity(), "commit", "--quiet", "--no-verify", "-m", message)
+            git(ws.path, *self.identity(), "commit", "--quiet", "--no-verify", "-m", message)
         head = git(ws.path, "rev-parse", "HEAD").strip()
         changed = git(ws.path, "diff", "--name-only", f"{ws.start}..{head}").split("\n")
         return head, tuple(f for f in changed if f)
@@ -337,11 +339,11 @@ def merge_run(
     conflicts: list[MergeConflict] = []
     try:
         for plan_id in order:
-            ref = trees._ref(task_branch(run_id, plan_id))
-            if not trees._exists(ref):
+            ref = trees.ref(task_branch(run_id, plan_id))
+            if not trees.exists(ref):
                 continue
             done = subprocess.run(
-                ["git", *trees._identity(), "merge", "--no-ff", "--no-edit", "--quiet", "-m",
+                ["git", *trees.identity(), "merge", "--no-ff", "--no-edit", "--quiet", "-m",
                  f"shim: merge task {plan_id}", ref],
                 cwd=path, capture_output=True, text=True, check=False, timeout=GIT_TIMEOUT,
             )  # fmt: skip

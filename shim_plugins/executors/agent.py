@@ -235,19 +235,11 @@ class AgentExecutor:
             )
         if ctx.cancelled.is_set():
             return _failure(TaskOutcome.CANCELLED, "cancelled before the agent started", params)
-        trees, workspace = None, None
-        if task.context.workspace == "worktree" and task.context.repo and task.run_id:
-            trees = Worktrees(task.context.repo, self.worktree_root)
-            try:
-                workspace = trees.prepare(
-                    task.run_id,
-                    _plan_id(task.id),
-                    task.context.base,
-                    [_plan_id(d) for d in task.dependencies],
-                    conflicted_with=params.resolve,
-                )
-            except WorkspaceError as exc:
-                return _failure(TaskOutcome.FAILED, f"workspace: {exc}", params)
+        trees = self._worktrees(task)
+        try:
+            workspace = _prepare(trees, task, params) if trees else None
+        except WorkspaceError as exc:
+            return _failure(TaskOutcome.FAILED, f"workspace: {exc}", params)
         cwd = workspace.path if workspace else _cwd(task, ctx)
         before = None if workspace else _git.snapshot(cwd)
         job = _Job(ctx, adapter, binary or "", params, cwd)
@@ -279,6 +271,13 @@ class AgentExecutor:
             if trees is not None and workspace is not None and not keep:
                 trees.remove(workspace)
         return _result(params, state, ended, outcome, _Change(workspace, commit, files))
+
+    def _worktrees(self, task: Task) -> Worktrees | None:
+        """The task's repository when it works in a worktree of its own."""
+        context = task.context
+        if context.workspace != "worktree" or not context.repo or not task.run_id:
+            return None
+        return Worktrees(context.repo, self.worktree_root)
 
     def _run(
         self, task: Task, job: _Job, template: str, workspace: Workspace | None
@@ -328,6 +327,19 @@ class AgentExecutor:
             ended = process.run(argv, cwd=cwd, env=env, timeout=params.timeout)
             adapter.finish(ended.exit_code, run.state)
             return run.state, ended
+
+
+def _prepare(trees: Worktrees, task: Task, params: AgentParams) -> Workspace:
+    """The task's worktree: base plus its dependencies' branches (or, for a conflict
+    resolution, the conflicting branch merged in with its conflicts left in place)."""
+    assert task.run_id is not None
+    return trees.prepare(
+        task.run_id,
+        _plan_id(task.id),
+        task.context.base,
+        [_plan_id(d) for d in task.dependencies],
+        conflicted_with=params.resolve,
+    )
 
 
 def _resume_failed(state: AgentState, ended: Ended) -> bool:
