@@ -294,8 +294,9 @@ end
 -- tasks it refuses were passed over.
 local function first_claimable(prefix, rkey, refused, now)
   local skipped = false
+  local window = 1 -- the head alone in the common case; further only past unclaimable tasks
   while true do
-    local items = rcall('ZRANGE', rkey, 0, LOOKAHEAD - 1, 'WITHSCORES')
+    local items = rcall('ZRANGE', rkey, 0, window - 1, 'WITHSCORES')
     if #items == 0 then return nil, nil, nil, skipped end
     local moved = false
     for i = 1, #items, 2 do
@@ -306,7 +307,10 @@ local function first_claimable(prefix, rkey, refused, now)
       if verdict == 'ok' then return id, tonumber(items[i + 1]), f[1], skipped end
       if verdict == 'skip' then skipped = true else moved = true end
     end
-    if not moved then return nil, nil, nil, skipped end
+    if not moved and (window == LOOKAHEAD or #items < window * 2) then
+      return nil, nil, nil, skipped
+    end
+    window = LOOKAHEAD
   end
 end
 
