@@ -41,7 +41,10 @@ without consuming the script, and recorded in :attr:`ScriptedOpenAI.background`)
 labels it as such: its ``x-codex-turn-metadata`` header (JSON) has a ``request_kind`` other
 than ``"turn"`` (codex 0.171 ``exec`` sends only ``"turn"`` requests in a plain run; other kinds
 are compaction, memory, review side requests). Requests without that header (other CLIs)
-always belong to the conversation. Any other endpoint (``GET /v1/models``, ...) gets a small
+belong to the conversation, unless the ``background_if`` predicate given to the server says
+otherwise: ``ScriptedOpenAI(script, background_if=without_tools)`` answers requests that offer
+no tools (opencode 1.18's session-title request, sent alongside the first turn) without
+consuming the script. Any other endpoint (``GET /v1/models``, ...) gets a small
 harmless JSON reply. Every request of any kind is logged in :attr:`ScriptedOpenAI.log` as
 ``(method, path, body or None)``.
 
@@ -55,7 +58,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeAlias
@@ -75,6 +78,7 @@ __all__ = [
     "is_background",
     "rate_limited",
     "unauthorized",
+    "without_tools",
 ]
 
 #: Model named in replies when the request names none (and listed by ``GET /v1/models``).
@@ -254,13 +258,29 @@ def is_background(headers: Mapping[str, str]) -> bool:
     return kind is not None and kind != "turn"
 
 
+def without_tools(body: Mapping[str, Any], headers: Mapping[str, str]) -> bool:
+    """A ``background_if`` predicate: the request offers the model no tools (a side request
+    such as opencode's session title, not an agent turn)."""
+    return not body.get("tools")
+
+
 class ScriptedOpenAI:
-    """A loopback OpenAI API server (Responses + Chat Completions) that answers from a script."""
+    """A loopback OpenAI API server (Responses + Chat Completions) that answers from a script.
+
+    ``background_if(body, headers)`` marks further model requests as background (answered
+    with :data:`BACKGROUND_TEXT`, not from the script), e.g. :func:`without_tools`.
+    """
 
     def __init__(
-        self, script: Sequence[Reply] = (), *, port: int = 0, host: str = "127.0.0.1"
+        self,
+        script: Sequence[Reply] = (),
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        background_if: Callable[[JSON, Mapping[str, str]], bool] | None = None,
     ) -> None:
         self._script: list[Reply] = list(script)
+        self._background_if = background_if
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._closed = threading.Event()
@@ -341,7 +361,9 @@ class ScriptedOpenAI:
     def _next_reply(self, body: JSON, headers: Mapping[str, str]) -> Reply | None:
         """The reply for a model request, or None for a background request."""
         with self._lock:
-            if is_background(headers):
+            if is_background(headers) or (
+                self._background_if is not None and self._background_if(body, headers)
+            ):
                 self._background.append(body)
                 return None
             self._requests.append(body)

@@ -1,4 +1,6 @@
-"""OpenCode: ``opencode run --format json PROMPT``.
+"""OpenCode: ``opencode run --format json --dir WORKDIR --auto PROMPT``.
+
+Verified against OpenCode 1.18.33 run offline (tests/agents/test_gemini_opencode_offline.py).
 
 Events read (each with a ``sessionID``): ``text`` (assistant text), ``tool_use``, ``step_start``,
 ``step_finish`` (tokens and cost of the step), ``error``.
@@ -84,12 +86,19 @@ class OpenCodeAdapter(Adapter):
     command: str = "opencode"
 
     def argv(self, binary: str, invocation: AgentInvocation) -> list[str]:
-        argv = [binary, "run", "--format", "json"]
+        # --dir: opencode 1.18 works in $PWD, not in its real working directory, and the
+        # worker's PWD is inherited (it would edit the worker's directory, not the worktree).
+        # --auto: a permission that asks is otherwise auto-rejected in `run` (a config with
+        # "edit": "ask" fails every edit); what the config explicitly denies stays denied.
+        argv = [binary, "run", "--format", "json", "--dir", str(invocation.workdir), "--auto"]
         if invocation.model:
             argv += ["--model", invocation.model]
         if invocation.resume_session:
             argv += ["--session", invocation.resume_session]
         return [*argv, *invocation.extra_args, invocation.prompt]
+
+    def env(self, invocation: AgentInvocation) -> dict[str, str]:
+        return {"OPENCODE_DISABLE_AUTOUPDATE": "1"}  # no self-update from a fleet of sessions
 
     def feed(self, line: str, state: AgentState) -> str | None:
         return read_opencode_json(line, state)

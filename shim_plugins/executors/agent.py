@@ -319,6 +319,7 @@ class AgentExecutor:
             argv = adapter.argv(job.binary, invocation)
             # The adapter's variables are defaults: the worker's environment and the task's win.
             env = command_env(params.env, {**adapter.env(invocation), **os.environ})
+            env["PWD"] = str(cwd)  # CLIs that trust $PWD (OpenCode does) must see their workspace
             ctx.log.info("running %s", _shown(argv, prompt))
             run = _Run(ctx, adapter, params, cwd, AgentState(options=params.options))
             process = AgentProcess(
