@@ -44,8 +44,12 @@ class ExecutionContext(Protocol):
     resume_state: dict[str, Any] | None
     #: Results of the task's dependencies, by task id (context flowing down the DAG).
     dependency_results: Mapping[str, TaskResult]
-    #: Where the task works: its ``context.project_path``, else a private temporary directory.
-    workdir: Path
+
+    @property
+    def workdir(self) -> Path:
+        """Where the task works: its ``context.project_path``, else a private temporary
+        directory (made on first use, removed after the execution)."""
+
     #: Logger whose records also go to the task's log in Redis.
     log: logging.Logger
     #: The coding-agent adapters installed on this worker, by name (for the ``agent`` executor).
@@ -125,6 +129,8 @@ class AgentInvocation:
     extra_args: tuple[str, ...] = ()
     #: The adapter's own options from the task's params (e.g. ``argv`` of the generic adapter).
     options: Mapping[str, Any] = attrs.field(factory=dict)
+    #: The agent may read but must not change anything (planning a request, for instance).
+    read_only: bool = False
 
 
 @attrs.define
@@ -180,4 +186,8 @@ class AgentAdapter(Protocol):
 
     def finish(self, exit_code: int, state: AgentState) -> None:
         """Called once the CLI exited, to settle what its output left open (a plain-text CLI
-        has no final event: its exit status says whether it finished)."""
+        has no final event: its exit status says whether it finished).
+
+        An adapter whose CLI reports a resumed session's cost including the earlier runs sets
+        an attribute ``cumulative_cost = True``: the executor then charges only the difference.
+        """

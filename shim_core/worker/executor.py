@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback
 
@@ -17,6 +16,7 @@ from shim_core.plugins import Plugins
 from shim_core.queue import TaskQueue
 from shim_core.serde import dumps
 from shim_core.worker.context import TaskExecution
+from shim_core.worker.deadlines import Deadlines
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ class WorkExecutor:
         self.worker_id = worker_id
         self.default_executor = default_executor
         self.max_task_duration_ms = max_task_duration_ms
+        #: The time limits of this worker's running tasks, kept by one thread.
+        self.deadlines = Deadlines()
 
     def prepare(self, claim: Claim) -> TaskExecution:
         """The execution context: dependency results and, after a crash or stall, the latest
@@ -101,13 +103,10 @@ class WorkExecutor:
             # with backoff give it the chance before the task fails for good.
             return self._finish(execution, result, start, claim_next)
         limit_ms = task.timeout_ms or self.max_task_duration_ms
-        timer = None
+        deadline = None
         if limit_ms:
-            timer = threading.Timer(
-                limit_ms / 1000, execution.cancel, [f"timed out after {limit_ms / 1000:g} s"]
-            )
-            timer.daemon = True
-            timer.start()
+            reason = f"timed out after {limit_ms / 1000:g} s"
+            deadline = self.deadlines.add(limit_ms / 1000, lambda: execution.cancel(reason))
         try:
             returned: object = executor.execute(task, execution)
             # A plugin may return a bare value; it is the output of a successful run.
@@ -120,8 +119,8 @@ class WorkExecutor:
             execution.log.error("executor %s raised:\n%s", executor.name, traceback.format_exc())
             result = TaskResult(success=False, error=f"{type(exc).__name__}: {exc}")
         finally:
-            if timer is not None:
-                timer.cancel()
+            if deadline is not None:
+                self.deadlines.cancel(deadline)
         if execution.cancel_reason.startswith("timed out"):
             result = attrs.evolve(
                 result,
