@@ -11,7 +11,8 @@ success            complete; dependents are released
 rate_limited       back to retrying until the limit resets, no attempt spent; the agent cools down
                    fleet-wide (claims move its tasks to retrying until then)
 auth_failed        failed at once (no retry); this worker stops claiming the agent's tasks
-cli_missing        failed at once (no retry); this worker stops claiming the agent's tasks
+cli_missing        failed at once (no retry); this worker stops claiming the agent's tasks, unless
+                   the task named its own binary (``params.command`` or a generic ``argv``)
 max_turns          failed at once, unless the task set its own ``max_attempts``
 budget_exceeded    failed at once, unless the task set its own ``max_attempts``
 anything else      a failed attempt: retried with backoff while attempts are left
@@ -63,7 +64,10 @@ def decide(task: Task, result: TaskResult, *, default_attempts: int) -> Decision
     if outcome is TaskOutcome.RATE_LIMITED:
         return Decision(Action.THROTTLE if task.agent else Action.RETRY)
     if outcome in _REFUSING:
-        return Decision(Action.FAIL, refuse_agent=bool(task.agent))
+        # A binary the task names itself (params.command, a generic argv) says nothing about
+        # what this worker can run for other tasks of the agent.
+        own_binary = "command" in task.params or "argv" in task.params
+        return Decision(Action.FAIL, refuse_agent=bool(task.agent) and not own_binary)
     if outcome in _LIMITS:
         asked = task.max_attempts is not None and task.max_attempts != default_attempts
         return Decision(Action.RETRY if asked else Action.FAIL)

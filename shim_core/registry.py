@@ -120,7 +120,9 @@ class WorkerRegistry:
     def refuse_agent(self, worker_id: str, refused: dict[str, str]) -> None:
         """Record the agents ``worker_id`` stops claiming tasks for (agent -> reason); the claim
         scripts read this field and leave those tasks to other workers."""
-        self.client.hset(self.keys.worker(worker_id), "refused", json.dumps(refused))
+        key = self.keys.worker(worker_id)
+        if self.client.exists(key):  # never recreate a purged worker's record as a stub
+            self.client.hset(key, "refused", json.dumps(refused))
 
     @redis_errors
     def unregister_worker(self, worker_id: str) -> bool:

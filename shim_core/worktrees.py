@@ -24,9 +24,11 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 import attrs
 
@@ -48,12 +50,25 @@ def is_url(repo: str) -> bool:
     return bool(_URL.match(repo))
 
 
+#: What a run or plan id must look like to name a folder and a branch (data read from Redis is
+#: checked again here: an id like '..' must never become a path).
+_COMPONENT = re.compile(r"(?!.*\.\.)(?!.*\.lock$)(?!.*\.$)[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
+
+
+def check_component(kind: str, value: str) -> str:
+    """``value`` if it is safe as a folder and branch name component, else WorkspaceError."""
+    if not _COMPONENT.fullmatch(value):
+        raise WorkspaceError(f"{kind} {value!r} cannot name a worktree or a branch")
+    return value
+
+
 def task_branch(run_id: str, plan_id: str) -> str:
-    return f"shim/{run_id}/{plan_id}"
+    """``shim/<run>/<task>``; raises WorkspaceError for ids that cannot name a branch."""
+    return f"shim/{check_component('run id', run_id)}/{check_component('task', plan_id)}"
 
 
 def merged_branch(run_id: str) -> str:
-    return f"shim/{run_id}/@merged"
+    return f"shim/{check_component('run id', run_id)}/@merged"
 
 
 def worktrees_root() -> Path:
@@ -63,23 +78,36 @@ def worktrees_root() -> Path:
     return Path(root)
 
 
-def git(cwd: Path | str, *args: str, check: bool = True) -> str:
-    """Run git in ``cwd``; returns stdout. Raises WorkspaceError (with git's message) on
-    failure when ``check``."""
+#: Every git call: no repository hooks run inside a worker, and nothing waits for a person.
+_SAFE = ("-c", "core.hooksPath=/dev/null")
+
+
+def run_git(cwd: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run git in ``cwd`` (no hooks, no prompts: stdin closed, ssh in batch mode, a time limit);
+    raises WorkspaceError only when git cannot run at all."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
     try:
-        done = subprocess.run(
-            ["git", *args],
+        return subprocess.run(
+            ["git", *_SAFE, *args],
             cwd=cwd,
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             encoding="utf-8",
             errors="replace",
             timeout=GIT_TIMEOUT,
             check=False,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
+            env=env,
         )
-    except (OSError, subprocess.SubprocessError) as exc:
+    except (OSError, subprocess.SubprocessError) as exc:  # TimeoutExpired included
         raise WorkspaceError(f"git {args[0]} failed: {exc}") from exc
+
+
+def git(cwd: Path | str, *args: str, check: bool = True) -> str:
+    """Run git in ``cwd``; returns stdout. Raises WorkspaceError (with git's message) on
+    failure when ``check``."""
+    done = run_git(cwd, *args)
     if check and done.returncode != 0:
         message = (done.stderr or done.stdout).strip().splitlines()
         raise WorkspaceError(f"git {' '.join(args[:2])} failed: {' '.join(message[-3:])}")
@@ -119,15 +147,33 @@ def resolve_repo(repo: str | None, cwd: Path | None = None) -> RepoInfo | None:
 
 @attrs.frozen
 class Workspace:
-    """A task's checkout: ``path`` on ``branch``; ``start`` is the commit its own work began at
-    (base plus the dependencies' branches)."""
+    """A task's checkout: ``path`` on ``branch``. Its own changes are the commits reachable from
+    HEAD but not from ``excludes`` (the base and the dependencies' branches)."""
 
     path: Path
     branch: str
-    start: str
+    excludes: tuple[str, ...]
     repo: str
     #: The git directory worktrees are added to (the local repository, or the cached clone).
     common: Path
+    #: The published branch's commit when the work began ("" for a new branch): a push must
+    #: not overwrite anything published since.
+    published: str = ""
+    #: Held open while an execution uses the worktree (another worker on this machine waits).
+    lock: Any = attrs.field(default=None, eq=False, repr=False)
+
+    def changed_files(self) -> tuple[str, ...]:
+        """Files changed by the task's own commits (not by the merges of its dependencies)."""
+        out = git(self.path, "log", "--format=", "--name-only", "HEAD", "--not", *self.excludes)
+        return tuple(sorted({f for f in out.split("\n") if f}))
+
+    def own_commits(self) -> str:
+        """The task's own commits, one line each (for notes to a fresh session)."""
+        return git(self.path, "log", "--oneline", "HEAD", "--not", *self.excludes, check=False)
+
+
+class WorktreeBusy(WorkspaceError):
+    """Another execution on this machine still uses the task's worktree."""
 
 
 class Worktrees:
@@ -153,6 +199,20 @@ class Worktrees:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def _claim(self, run_id: str, plan_id: str) -> IO[str]:
+        """The task's own lock, held for a whole execution (released when its process dies)."""
+        folder = self.home / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / f"{plan_id}.lock", "w")  # noqa: SIM115 (held past this call)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise WorktreeBusy(
+                f"the worktree of task {plan_id} is still used by another worker on this machine"
+            ) from None
+        return handle
+
     @property
     def common(self) -> Path:
         """The git directory to add worktrees to."""
@@ -164,7 +224,11 @@ class Worktrees:
 
     def exists(self, ref: str) -> bool:
         """Whether ``ref`` names a commit here."""
-        return bool(git(self.common, "rev-parse", "--verify", "--quiet", ref, check=False).strip())
+        return bool(self.head_of(ref))
+
+    def head_of(self, ref: str) -> str:
+        """The commit ``ref`` names here, or ""."""
+        return git(self.common, "rev-parse", "--verify", "--quiet", ref, check=False).strip()
 
     def sync(self) -> None:
         """Clone (once) and fetch every branch of a URL repository into the cache."""
@@ -186,47 +250,56 @@ class Worktrees:
         conflicted_with: str | None = None,
     ) -> Workspace:
         """The task's worktree, created (base + dependencies merged) or reused from an earlier
-        attempt. Raises WorkspaceError, e.g. when two dependencies conflict.
+        attempt on this machine; locked for this execution until :meth:`remove` or
+        :meth:`release`. Raises WorkspaceError, e.g. when two dependencies conflict, or
+        WorktreeBusy when another execution here still holds it.
 
-        ``conflicted_with`` (a plan id) starts a conflict resolution instead: that task's branch
-        is merged into ``base`` and its conflicts are left in the files for the agent (the
-        commit after it then records the merge)."""
+        With a URL repository, a branch some machine already published is the starting point,
+        so no attempt's pushed work is lost. ``conflicted_with`` (a plan id) starts a conflict
+        resolution instead: that task's branch is merged into ``base`` and its conflicts are
+        left in the files for the agent (the commit after it then records the merge)."""
         branch = task_branch(run_id, plan_id)
         path = self.home / run_id / plan_id
-        with self.locked():
-            self.sync()
-            if path.is_dir() and (path / ".git").exists():
-                return Workspace(path, branch, self._start(path, base), self.repo, self.common)
-            git(self.common, "worktree", "prune")
-            if path.exists():
-                shutil.rmtree(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if self.exists(f"refs/heads/{branch}"):
-                git(self.common, "worktree", "add", "--quiet", str(path), branch)
-            elif self.remote and self.exists(self.ref(branch)):
-                git(self.common, "worktree", "add", "--quiet", "-b", branch, str(path),
-                    self.ref(branch))  # fmt: skip
-            else:
-                git(self.common, "worktree", "add", "--quiet", "-b", branch, str(path), base)
-                self._merge_deps(path, run_id, deps)
-                if conflicted_with:
-                    ref = self.ref(task_branch(run_id, conflicted_with))
-                    git(path, *self.identity(), "merge", "--no-ff", "--no-commit", ref,
-                        check=False)  # fmt: skip
-                start = git(path, "rev-parse", "HEAD").strip()
-                (Path(git(path, "rev-parse", "--absolute-git-dir").strip()) / "shim-start"
-                 ).write_text(start)  # fmt: skip
-        return Workspace(path, branch, self._start(path, base), self.repo, self.common)
+        lock = self._claim(run_id, plan_id)
+        try:
+            with self.locked():
+                self.sync()
+                published = self.head_of(self.ref(branch)) if self.remote else ""
+                kill_leftovers(path)  # a dead worker's agent tools may still work in there
+                if not (path.is_dir() and (path / ".git").exists()):
+                    self._create(path, branch, base, published)
+                    if not published:
+                        self._merge_deps(path, run_id, deps)
+                        if conflicted_with:
+                            ref = self.ref(task_branch(run_id, conflicted_with))
+                            run_git(path, *self.identity(), "merge", "--no-ff", "--no-commit", ref)
+                excludes = (base, *(self.ref(task_branch(run_id, d)) for d in deps))
+                excludes = tuple(ref for ref in excludes if self.exists(ref))
+        except BaseException:
+            lock.close()
+            raise
+        return Workspace(path, branch, excludes, self.repo, self.common, published, lock)
+
+    def _create(self, path: Path, branch: str, base: str, published: str) -> None:
+        git(self.common, "worktree", "prune")
+        if path.exists():
+            shutil.rmtree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if published:  # the pushed branch wins over a stale local copy
+            git(self.common, "worktree", "add", "--quiet", "-B", branch, str(path), published)
+        elif self.exists(f"refs/heads/{branch}"):
+            git(self.common, "worktree", "add", "--quiet", str(path), branch)
+        else:
+            git(self.common, "worktree", "add", "--quiet", "-b", branch, str(path), base)
 
     def _merge_deps(self, path: Path, run_id: str, deps: Sequence[str]) -> None:
         for dep in deps:
             ref = self.ref(task_branch(run_id, dep))
             if not self.exists(ref):
                 continue  # the dependency changed nothing that was published
-            done = subprocess.run(
-                ["git", *self.identity(), "merge", "--no-edit", "--quiet", "-m",
-                 f"shim: bring in task {dep}", ref],
-                cwd=path, capture_output=True, text=True, check=False, timeout=GIT_TIMEOUT,
+            done = run_git(
+                path, *self.identity(), "merge", "--no-edit", "--quiet", "-m",
+                f"shim: bring in task {dep}", ref,
             )  # fmt: skip
             if done.returncode != 0:
                 files = conflicted(path)
@@ -236,10 +309,6 @@ class Worktrees:
                     + (", ".join(files) or done.stderr.strip())
                 )
 
-    def _start(self, path: Path, base: str) -> str:
-        marker = Path(git(path, "rev-parse", "--absolute-git-dir").strip()) / "shim-start"
-        return marker.read_text().strip() if marker.exists() else base
-
     def identity(self) -> tuple[str, ...]:
         """``-c`` options naming SHIM as the committer where the repository names no one."""
         configured = git(self.common, "config", "user.email", check=False).strip()
@@ -247,41 +316,54 @@ class Worktrees:
 
     def commit(self, ws: Workspace, message: str) -> tuple[str, tuple[str, ...]]:
         """Commit whatever is left uncommitted on the task's branch; returns (HEAD commit, files
-        the task changed since its start)."""
+        the task's own commits changed)."""
         git(ws.path, "add", "--all")
         merging = git(ws.path, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).strip()
         if merging or git(ws.path, "status", "--porcelain").strip():
             git(ws.path, *self.identity(), "commit", "--quiet", "--no-verify", "-m", message)
         head = git(ws.path, "rev-parse", "HEAD").strip()
-        changed = git(ws.path, "diff", "--name-only", f"{ws.start}..{head}").split("\n")
-        return head, tuple(f for f in changed if f)
+        return head, ws.changed_files()
 
     def publish(self, ws: Workspace) -> None:
-        """Push the task's branch back to a URL repository (nothing to do for a local one)."""
+        """Push the task's branch back to a URL repository (nothing to do for a local one),
+        refusing to overwrite what another machine published since the work began."""
         if self.remote:
-            git(ws.path, "push", "--quiet", "--force", "origin", f"{ws.branch}:{ws.branch}")
+            lease = f"--force-with-lease=refs/heads/{ws.branch}:{ws.published}"
+            git(ws.path, "push", "--quiet", lease, "origin", f"{ws.branch}:{ws.branch}")
+
+    def release(self, ws: Workspace) -> None:
+        """Let the next execution have the worktree, left as it is."""
+        if ws.lock is not None:
+            ws.lock.close()
 
     def remove(self, ws: Workspace) -> None:
-        """Remove the worktree (the branch stays)."""
-        with self.locked():
-            git(self.common, "worktree", "remove", "--force", str(ws.path), check=False)
-            if ws.path.exists():
-                shutil.rmtree(ws.path, ignore_errors=True)
-            git(self.common, "worktree", "prune", check=False)
+        """Remove the worktree (the branch stays) and release it."""
+        try:
+            with self.locked():
+                git(self.common, "worktree", "remove", "--force", str(ws.path), check=False)
+                if ws.path.exists():
+                    shutil.rmtree(ws.path, ignore_errors=True)
+                git(self.common, "worktree", "prune", check=False)
+        finally:
+            self.release(ws)
 
     def clean(self) -> int:
-        """Remove every SHIM worktree of this repository left on this machine; returns how
-        many (``shim clean --worktrees``)."""
+        """Remove the SHIM worktrees of this repository left on this machine that no running
+        execution holds; returns how many (``shim clean --worktrees``)."""
         removed = 0
         with self.locked():
             if not self.home.is_dir():
                 return 0
             for run in [p for p in self.home.iterdir() if p.is_dir() and p.name != "clone.git"]:
                 for task in [p for p in run.iterdir() if p.is_dir()]:
-                    git(self.common, "worktree", "remove", "--force", str(task), check=False)
-                    shutil.rmtree(task, ignore_errors=True)
+                    try:
+                        lock = self._claim(run.name, task.name)
+                    except WorktreeBusy:
+                        continue
+                    with lock:
+                        git(self.common, "worktree", "remove", "--force", str(task), check=False)
+                        shutil.rmtree(task, ignore_errors=True)
                     removed += 1
-                shutil.rmtree(run, ignore_errors=True)
             git(self.common, "worktree", "prune", check=False)
         return removed
 
@@ -342,10 +424,9 @@ def merge_run(
             ref = trees.ref(task_branch(run_id, plan_id))
             if not trees.exists(ref):
                 continue
-            done = subprocess.run(
-                ["git", *trees.identity(), "merge", "--no-ff", "--no-edit", "--quiet", "-m",
-                 f"shim: merge task {plan_id}", ref],
-                cwd=path, capture_output=True, text=True, check=False, timeout=GIT_TIMEOUT,
+            done = run_git(
+                path, *trees.identity(), "merge", "--no-ff", "--no-edit", "--quiet", "-m",
+                f"shim: merge task {plan_id}", ref,
             )  # fmt: skip
             if done.returncode != 0:
                 files = conflicted(path)
@@ -368,3 +449,27 @@ def conflict_markers(path: Path) -> list[str]:
     """Tracked or new files in ``path`` that still hold merge conflict markers."""
     out = git(path, "grep", "-l", "--untracked", "-e", "^<<<<<<< ", "-e", "^>>>>>>> ", check=False)
     return [f for f in out.split("\n") if f]
+
+
+def kill_leftovers(path: Path) -> int:
+    """SIGKILL every process whose working directory is inside ``path`` (Linux ``/proc``).
+
+    The task's lock is held, so no live execution owns the worktree: whatever still runs there
+    was started by an agent whose worker died (the agent itself gets a parent-death signal, but
+    the tools it started do not). Returns how many were killed."""
+    if not path.exists() or not os.path.isdir("/proc"):
+        return 0
+    root = str(path.resolve())
+    killed = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+        except OSError:
+            continue
+        if cwd == root or cwd.startswith(root + os.sep):
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+    return killed

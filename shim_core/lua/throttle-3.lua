@@ -6,7 +6,7 @@
 -- ARGV[5] reset time the agent reported (epoch ms, '' if none), ARGV[6] cooldown ms without one,
 -- ARGV[7] longest cooldown ms (a reported reset further away is capped), ARGV[8] result JSON,
 -- ARGV[9] cost in USD ('' for none)
--- Builds: active, counts, run:<run>
+-- Builds: active, counts, run:<run>, worker:<holder> (its current task)
 -- Returns: {1, cooldown end ms}; {0, status} already recorded for this lease; -1 not found,
 --          -2 stale lease, -3 wrong state (with the status)
 -- Events: task:retrying
@@ -26,6 +26,9 @@ add_cost(prefix, f[6], ARGV[9])
 local attempts = math.max(tonumber(f[4]) - 1, 0)  -- the rate limit spends no attempt
 leave(prefix, id, f[1], nil, f[5])
 enter(prefix, id, 'retrying', nil, f[5], cool)
-rcall('HSET', KEYS[1], 'result', ARGV[8], 'due_at', cool, 'attempts', attempts, 'lease', 0)
+-- The lease token stays: a repeated call (a reply lost on the way) is recognised above.
+rcall('HSET', KEYS[1], 'result', ARGV[8], 'due_at', cool, 'attempts', attempts)
+local wkey = prefix .. 'worker:' .. (f[3] or '')
+if f[3] and rcall('HGET', wkey, 'current_task') == id then rcall('HDEL', wkey, 'current_task') end
 emit(prefix, 'retrying', id, f[3], 'retrying', attempts, now, '"completion":' .. ARGV[8])
 return {1, cool}

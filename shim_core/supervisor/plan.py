@@ -66,8 +66,9 @@ TASK_KEYS = (
 )
 DEFAULT_KEYS = TASK_KEYS[1:]  # every task key but the id
 MAX_CYCLES = 10  # cycles named in one PlanError; more would repeat the same fix
-_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_ID_RULE = "1-64 letters, digits, '_', '.', '-'"
+#: A plan id names a git branch and a folder too: no leading '.' or '-', no '..', no '.lock' end.
+_ID = re.compile(r"(?!.*\.\.)(?!.*\.lock$)(?!.*\.$)[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
+_ID_RULE = "1-64 letters, digits, '_', '.', '-', starting with a letter, digit or '_'"
 _PRIORITIES = tuple(p.value for p in Priority)
 
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -76,8 +77,16 @@ def _params(plan: Plan, task: PlanTask) -> dict[str, Any]:
 
 
 def _context(plan: Plan, task: PlanTask, run_id: str, repo: RepoInfo | None) -> TaskContext:
-    if task.executor != AGENT_EXECUTOR or repo is None:
+    if task.executor != AGENT_EXECUTOR:
         return TaskContext(files=task.files, session_id=run_id, acceptance=task.acceptance)
+    if repo is None:  # no git repository: the agents work in the submitter's directory
+        return TaskContext(
+            files=task.files,
+            session_id=run_id,
+            acceptance=task.acceptance,
+            workspace="shared",
+            project_path=str(Path.cwd()),
+        )
     workspace = plan.workspace or "worktree"
     shared_path = repo.repo if workspace == "shared" and not is_url(repo.repo) else ""
     return TaskContext(

@@ -23,8 +23,12 @@ _COST = re.compile(r"Cost:.*?\$(?P<session>[\d.]+)\s*session", re.IGNORECASE)
 _APPLIED = re.compile(r"^Applied edit to (?P<file>.+)$")
 #: Lines aider prints about itself, not the agent's answer.
 _BANNER = ("Aider v", "Model:", "Git repo:", "Repo-map:", "https://aider.chat", "Update git ")
+#: Aider's own error reports (litellm's exceptions and its advice after them). Anything else it
+#: prints may be the model's code or text ("raise ValueError", "except RateLimitError"), which
+#: must never type the run.
 _ERROR = re.compile(
-    r"error|exception|rate ?limit|authenticat|api key|quota|\b4\d\d\b", re.IGNORECASE
+    r"^(?:litellm\.\w+(?:Error|Exception)\b|The API provider (?:is not able to authenticate|"
+    r"has rate limited)|Error: )"
 )
 
 
@@ -50,7 +54,7 @@ def read_aider_text(line: str, state: AgentState) -> str | None:
     if applied:
         state.tool_calls += 1
         return f"edited {applied['file'][:80]}"
-    if _ERROR.search(stripped) and ("Error" in stripped or "error:" in stripped.lower()):
+    if _ERROR.match(stripped):
         note_error(state, stripped)
         return None
     if not stripped.startswith(_BANNER):
@@ -80,6 +84,8 @@ class AiderAdapter(Adapter):
         ]
         if invocation.model:
             argv += ["--model", invocation.model]
+        if invocation.read_only:
+            argv.append("--dry-run")
         return argv + list(invocation.extra_args)
 
     def env(self, invocation: AgentInvocation) -> dict[str, str]:

@@ -146,7 +146,11 @@ def _result(event: dict[str, Any], state: AgentState) -> str | None:
     if turns is not None:
         state.turns = turns
     subtype = text(event.get("subtype"))
-    if subtype in _SUBTYPES:
+    if subtype == "success" and event.get("is_error") is not True:
+        # The final word: a stray error line or a rejected-then-retried rate limit before a
+        # successful result does not make the run a failure.
+        state.outcome, state.error = None, ""
+    elif subtype in _SUBTYPES:
         state.outcome = _SUBTYPES[subtype]
         state.error = subtype
     elif event.get("is_error") is True or subtype.startswith("error"):
@@ -164,10 +168,12 @@ class ClaudeAdapter(Adapter):
 
     name: str = "claude"
     command: str = "claude"
+    #: ``total_cost_usd`` after ``--resume`` covers the whole session, earlier runs included.
+    cumulative_cost: bool = True
 
     def argv(self, binary: str, invocation: AgentInvocation) -> list[str]:
-        argv = [binary, "-p", invocation.prompt, "--output-format", "stream-json", "--verbose"]
-        argv += permission_args()
+        argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
+        argv += ["--permission-mode", "plan"] if invocation.read_only else permission_args()
         if invocation.model:
             argv += ["--model", invocation.model]
         if invocation.max_turns:
@@ -176,7 +182,8 @@ class ClaudeAdapter(Adapter):
             argv += ["--max-budget-usd", f"{invocation.max_budget_usd:g}"]
         if invocation.resume_session:
             argv += ["--resume", invocation.resume_session]
-        return argv + list(invocation.extra_args)
+        # after "--": a prompt starting with "-" (front matter) is never read as an option
+        return [*argv, *invocation.extra_args, "--", invocation.prompt]
 
     def env(self, invocation: AgentInvocation) -> dict[str, str]:
         # No auto-update or telemetry from a fleet of headless sessions, and few retries of its

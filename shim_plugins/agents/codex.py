@@ -93,7 +93,11 @@ class CodexAdapter(Adapter):
     command: str = "codex"
 
     def argv(self, binary: str, invocation: AgentInvocation) -> list[str]:
-        sandbox = invocation.options.get("sandbox", "workspace-write")
+        sandbox = (
+            "read-only"
+            if invocation.read_only
+            else invocation.options.get("sandbox", "workspace-write")
+        )
         if sandbox not in SANDBOXES:
             raise ValueError(f"param 'sandbox' must be one of {', '.join(SANDBOXES)}")
         argv = [binary, "exec"]
@@ -106,7 +110,7 @@ class CodexAdapter(Adapter):
         argv += ["--json", "--skip-git-repo-check"]
         if invocation.model:
             argv += ["--model", invocation.model]
-        return [*argv, *invocation.extra_args, invocation.prompt]
+        return [*argv, *invocation.extra_args, "--", invocation.prompt]
 
     def feed(self, line: str, state: AgentState) -> str | None:
         return read_codex_json(line, state)

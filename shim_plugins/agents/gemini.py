@@ -72,7 +72,9 @@ def _result(event: dict[str, Any], state: AgentState) -> str | None:
     stats = event.get("stats")
     if isinstance(stats, dict):
         add_tokens(state, stats.get("input_tokens"), stats.get("output_tokens"))
-    if text(event.get("status")) not in ("", "success"):
+    if text(event.get("status")) == "success":
+        state.outcome, state.error = None, ""  # the final word wins over earlier error events
+    elif text(event.get("status")) != "":
         error = event.get("error")
         message = text(error.get("message")) if isinstance(error, dict) else ""
         note_error(state, message or text(event.get("status")))
@@ -90,7 +92,10 @@ class GeminiAdapter(Adapter):
         return {"GEMINI_CLI_NO_RELAUNCH": "true"}  # no second node process: 3 s faster start
 
     def argv(self, binary: str, invocation: AgentInvocation) -> list[str]:
-        argv = [binary, "-p", invocation.prompt, "-o", "stream-json", "--yolo", "--skip-trust"]
+        # --prompt=...: a prompt starting with "-" is never read as an option
+        argv = [binary, f"--prompt={invocation.prompt}", "-o", "stream-json", "--skip-trust"]
+        # --yolo offers the write and shell tools; without it, headless Gemini has none
+        argv += [] if invocation.read_only else ["--yolo"]
         if invocation.model:
             argv += ["-m", invocation.model]
         if invocation.resume_session:

@@ -90,12 +90,13 @@ class OpenCodeAdapter(Adapter):
         # worker's PWD is inherited (it would edit the worker's directory, not the worktree).
         # --auto: a permission that asks is otherwise auto-rejected in `run` (a config with
         # "edit": "ask" fails every edit); what the config explicitly denies stays denied.
-        argv = [binary, "run", "--format", "json", "--dir", str(invocation.workdir), "--auto"]
+        argv = [binary, "run", "--format", "json", "--dir", str(invocation.workdir)]
+        argv += [] if invocation.read_only else ["--auto"]  # without it, asking is refusing
         if invocation.model:
             argv += ["--model", invocation.model]
         if invocation.resume_session:
             argv += ["--session", invocation.resume_session]
-        return [*argv, *invocation.extra_args, invocation.prompt]
+        return [*argv, *invocation.extra_args, "--", invocation.prompt]
 
     def env(self, invocation: AgentInvocation) -> dict[str, str]:
         return {"OPENCODE_DISABLE_AUTOUPDATE": "1"}  # no self-update from a fleet of sessions

@@ -156,6 +156,7 @@ class _Job:
                 workdir=self.cwd,
                 model=self.model,
                 max_turns=self.max_turns,
+                read_only=True,  # planning reads the repository; it must not change it
             )
             state, exit_code = self._run(invocation)
         if state.outcome is not None and state.outcome is not TaskOutcome.SUCCESS:

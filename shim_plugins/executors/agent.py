@@ -241,9 +241,12 @@ class AgentExecutor:
         except WorkspaceError as exc:
             return _failure(TaskOutcome.FAILED, f"workspace: {exc}", params)
         cwd = workspace.path if workspace else _cwd(task, ctx)
+        if not cwd.is_dir():
+            return _failure(
+                TaskOutcome.FAILED, f"workspace {cwd} does not exist on this worker", params
+            )
         before = None if workspace else _git.snapshot(cwd)
         job = _Job(ctx, adapter, binary or "", params, cwd)
-        keep = False  # a cancelled attempt leaves its worktree to the task's next attempt
         try:
             state, ended = self._run(task, job, template, workspace)
             outcome = classify(state, ended)
@@ -253,11 +256,10 @@ class AgentExecutor:
                     outcome = TaskOutcome.FAILED
                     state.error = "conflict markers left in " + ", ".join(left)
             commit, files = "", _git.changed(before, _git.snapshot(cwd)) if not workspace else ()
-            keep = outcome is TaskOutcome.CANCELLED
-            # A cancelled attempt (lease lost, shutdown) may already have a successor on this
-            # machine in the same worktree: it keeps the files as they are. With a URL
-            # repository the successor may be elsewhere: the work is pushed first.
-            if trees is not None and workspace is not None and (trees.remote or not keep):
+            # Whatever happened (even a cancellation or a timeout), the work goes onto the task
+            # branch: the next attempt starts from it. The worktree's lock keeps any successor
+            # on this machine out until then.
+            if trees is not None and workspace is not None:
                 commit, files = trees.commit(workspace, f"shim: {task.title or task.id}")
                 trees.publish(workspace)
         except ValueError as exc:  # the adapter refused its options (e.g. a bad argv template)
@@ -268,7 +270,7 @@ class AgentExecutor:
         except (OSError, WorkspaceError) as exc:
             return _failure(TaskOutcome.CRASHED, f"{type(exc).__name__}: {exc}", params)
         finally:
-            if trees is not None and workspace is not None and not keep:
+            if trees is not None and workspace is not None:
                 trees.remove(workspace)
         return _result(params, state, ended, outcome, _Change(workspace, commit, files))
 
@@ -289,6 +291,7 @@ class AgentExecutor:
             ctx.log.info("resuming %s session %s", params.agent, session)
             state, ended = self._attempt(job, RESUME, session)
             if not _resume_failed(state, ended):
+                _charge_only_this_attempt(job, state, resume.get("cost_usd"))
                 return state, ended
             ctx.log.warning(
                 "session %s could not be resumed (%s); starting a fresh one",
@@ -317,8 +320,7 @@ class AgentExecutor:
                 options=params.options,
             )
             argv = adapter.argv(job.binary, invocation)
-            # The adapter's variables are defaults: the worker's environment and the task's win.
-            env = command_env(params.env, {**adapter.env(invocation), **os.environ})
+            env = command_env(params.env, agent_environment(adapter.env(invocation)))
             env["PWD"] = str(cwd)  # CLIs that trust $PWD (OpenCode does) must see their workspace
             ctx.log.info("running %s", _shown(argv, prompt))
             run = _Run(ctx, adapter, params, cwd, AgentState(options=params.options))
@@ -327,6 +329,16 @@ class AgentExecutor:
             )
             ended = process.run(argv, cwd=cwd, env=env, timeout=params.timeout)
             adapter.finish(ended.exit_code, run.state)
+            if run.state.session_id and run.state.cost_usd is not None:
+                # what the session has cost so far, for a later attempt that resumes it
+                ctx.checkpoint(
+                    {
+                        "agent": params.agent,
+                        "session_id": run.state.session_id,
+                        "workdir": str(cwd),
+                        "cost_usd": run.state.cost_usd,
+                    }
+                )
             return run.state, ended
 
 
@@ -343,6 +355,23 @@ def _prepare(trees: Worktrees, task: Task, params: AgentParams) -> Workspace:
     )
 
 
+def agent_environment(defaults: Mapping[str, str]) -> dict[str, str]:
+    """What an agent CLI inherits: the adapter's defaults, then the worker's environment, less
+    SHIM's own settings (an agent has no business with the fleet's Redis URL and credentials)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("SHIM_")}
+    return {**defaults, **inherited}
+
+
+def _charge_only_this_attempt(job: _Job, state: AgentState, earlier: Any) -> None:
+    """A CLI whose reported cost covers the whole session (Claude Code's ``total_cost_usd``
+    does after ``--resume``) would charge the run for earlier attempts again: keep only what
+    this attempt added."""
+    if not getattr(job.adapter, "cumulative_cost", False) or state.cost_usd is None:
+        return
+    if isinstance(earlier, int | float) and not isinstance(earlier, bool) and earlier > 0:
+        state.cost_usd = max(state.cost_usd - float(earlier), 0.0)
+
+
 def _resume_failed(state: AgentState, ended: Ended) -> bool:
     """A resumed run that ended by itself without doing anything (e.g. Claude Code's "No
     conversation found": an error result after no turn), not for a reason a fresh session would
@@ -357,7 +386,7 @@ def _earlier_work(workspace: Workspace | None) -> str:
     note = "An earlier attempt at this task was interrupted and its session is lost."
     if workspace is None:
         return note + " Check the current state of the files before you start."
-    log = git(workspace.path, "log", "--oneline", f"{workspace.start}..HEAD", check=False).strip()
+    log = workspace.own_commits().strip()
     status = git(workspace.path, "status", "--short", check=False).strip()
     parts = [note, "Continue from the work it left on this branch."]
     if log:

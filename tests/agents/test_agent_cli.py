@@ -10,9 +10,13 @@ import yaml
 from click.testing import CliRunner
 
 from shim_core.cli import app
+from shim_core.hookspecs import hookimpl
 from shim_core.models import Task, TaskOutcome, TaskResult
 from shim_core.outcomes import Action, decide
+from shim_core.plugins import Plugins
+from shim_plugins.agents import ClaudeAdapter
 from tests.agents._support import git_files, make_repo, shim_run
+from tests.helpers import wait_until
 
 FAKE = str(Path(__file__).with_name("fake_agent.py"))
 
@@ -93,7 +97,8 @@ def test_clean_worktrees_needs_a_repository_and_removes_left_overs(tmp_path, mon
     repo = make_repo(tmp_path / "repo")
     monkeypatch.setenv("SHIM_WORKTREES", str(tmp_path / "trees"))
     head = git_head(repo)
-    Worktrees(str(repo)).prepare("r1", "t1", head, [])
+    trees = Worktrees(str(repo))
+    trees.release(trees.prepare("r1", "t1", head, []))  # a crashed worker's left-over
     monkeypatch.chdir(repo)
     result = CliRunner().invoke(app, ["clean", "--worktrees"])
     assert result.exit_code == 0, result.output
@@ -134,27 +139,43 @@ def test_the_outcome_table():
     assert decide(agent_task, inconsistent, default_attempts=3).action is Action.RETRY
 
 
+class _GhostAgent:
+    """A plugin with an agent whose CLI is installed nowhere."""
+
+    @hookimpl
+    def shim_agent_adapters(self):
+        return [ClaudeAdapter(name="ghost", command="shim-no-such-agent-cli")]
+
+
 def test_a_worker_without_the_cli_stops_claiming_its_tasks_and_says_why(
     shim_fleet_factory, shim_queue, shim_redis_url
 ):
     """A missing CLI fails the task at once and the worker refuses that agent from then on;
-    `shim workers` shows it, and its next task of that agent is left for other workers."""
-    fleet = shim_fleet_factory(workers=1, mode="thread", heartbeat=0.5)
-    params = {"agent": "claude", "command": "no-such-claude"}
-    shim_queue.add(Task(id="a", executor="agent", params=params))
-    from tests.helpers import wait_until
-
+    `shim workers` shows it, and its next task of that agent is left for other workers. A
+    task that names its own binary fails alike but refuses nothing."""
+    plugins = Plugins(extra=[_GhostAgent()])
+    fleet = shim_fleet_factory(workers=1, mode="thread", heartbeat=0.5, plugins=plugins)
+    own = {"agent": "claude", "command": "no-such-claude"}
+    shim_queue.add_many(
+        [
+            Task(id="own", executor="agent", params=own),
+            Task(id="a", executor="agent", params={"agent": "ghost"}),
+        ]
+    )
     wait_until(lambda: shim_queue.get("a").status.is_final, timeout=30)
+    assert shim_queue.get("own").result.error == "agent CLI 'no-such-claude' not found on PATH"
     task = shim_queue.get("a")
     assert task.attempts == 1
     assert task.result.outcome is TaskOutcome.CLI_MISSING
     worker = fleet.workers[0].id
     wait_until(lambda: fleet.registry.get_worker(worker).refused_agents, timeout=10)
+    assert list(fleet.registry.get_worker(worker).refused_agents) == ["ghost"]
     shown = CliRunner().invoke(
         app, ["workers", "--redis", shim_redis_url, "-n", shim_queue.settings.namespace]
     )
-    assert "refuses claude tasks: agent CLI 'no-such-claude' not found on PATH" in shown.output
-    shim_queue.add(Task(id="b", executor="agent", params=params))
+    expected = "refuses ghost tasks: agent CLI 'shim-no-such-agent-cli' not found on PATH"
+    assert expected in shown.output
+    shim_queue.add(Task(id="b", executor="agent", params={"agent": "ghost"}))
     shim_queue.add(Task(id="c", executor="sim"))
     wait_until(lambda: shim_queue.get("c").status.is_final, timeout=30)
     assert shim_queue.get("b").status.value == "pending"

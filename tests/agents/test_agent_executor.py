@@ -197,7 +197,7 @@ def test_tasks_work_in_worktrees_see_their_dependencies_and_merge_in_order(tmp_p
     assert git_out(repo, "show", f"{task_branch('run1', 'b')}:a.txt")  # b sees a's work
     assert git_out(repo, "status", "--porcelain") == "?? mine.txt\n"
     assert git_out(repo, "branch", "--show-current").strip() == "main"
-    assert not list((tmp_path / "trees").glob("*/run1/*"))  # worktrees removed
+    assert not [p for p in (tmp_path / "trees").glob("*/run1/*") if p.is_dir()]  # removed
     merged = merge_run(str(repo), base, "run1", ["a", "b"], root=tmp_path / "trees")
     assert merged.merged == ("a", "b")
     assert merged.conflicts == ()
@@ -256,40 +256,43 @@ def test_workers_on_other_machines_share_a_url_repository(tmp_path):
 def test_clean_removes_left_over_worktrees_and_keeps_branches(tmp_path):
     """A crashed worker's worktree stays until `shim clean --worktrees`; a later attempt on the
     same machine reuses it."""
-    from shim_core.worktrees import Worktrees
+    from shim_core.worktrees import WorktreeBusy, Worktrees
 
     repo = tmp_path / "repo"
     base = make_repo(repo)
     trees = Worktrees(str(repo), tmp_path / "trees")
     first = trees.prepare("run1", "a", base, [])
     (first.path / "work.txt").write_text("half done\n")
+    with pytest.raises(WorktreeBusy):  # its execution still runs
+        trees.prepare("run1", "a", base, [])
+    assert trees.clean() == 0  # nor does clean touch it
+    trees.release(first)  # as the process's death would
     again = trees.prepare("run1", "a", base, [])  # the next attempt after a crash
     assert again.path == first.path
     assert (again.path / "work.txt").exists()
+    trees.release(again)
     assert trees.clean() == 1
     assert not first.path.exists()
     assert git_out(repo, "rev-parse", "--verify", task_branch("run1", "a")).strip()
 
 
-def test_a_cancelled_attempt_leaves_its_worktree_to_the_next_one(tmp_path):
-    """Cancelled mid-run (lease lost, shutdown): the files stay in the worktree, uncommitted,
-    for the next attempt on this machine, which finds them there."""
+def test_a_cancelled_attempt_commits_its_work_for_the_next_one(tmp_path):
+    """Cancelled mid-run (lease lost, shutdown, time limit): what the agent wrote is committed
+    on the task branch, and the next attempt starts from it."""
     repo = tmp_path / "repo"
     base = make_repo(repo)
     task = worktree_task(repo, base, "a")
-    task = attrs.evolve(
-        task,
-        params=fake_params(env={"FAKE_AGENT_MODE": "write-then-hang", "FAKE_AGENT_FILE": "a.txt"}),
-    )
+    env = {"FAKE_AGENT_MODE": "write-then-hang", "FAKE_AGENT_FILE": "a.txt"}
+    task = attrs.evolve(task, params=fake_params(env=env))
     ctx = RecordingContext(task=task, workdir=tmp_path, agent_adapters=ADAPTERS)
     threading.Timer(1.5, ctx.cancelled.set).start()
     result = AgentExecutor(worktree_root=tmp_path / "trees").execute(task, ctx)
     assert result.outcome is TaskOutcome.CANCELLED
-    left = list((tmp_path / "trees").glob("*/run1/a/a.txt"))
-    assert [p.read_text() for p in left] == ["half done\n"]
+    assert result.files_modified == ("a.txt",)
+    assert git_out(repo, "show", f"{task_branch('run1', 'a')}:a.txt") == "half done\n"
     again, _ = run(worktree_task(repo, base, "a"), tmp_path)
     assert again.success, again.error
-    assert "a.txt" in again.files_modified
+    assert again.files_modified == ("a.txt",)
 
 
 def test_a_lost_session_in_a_worktree_is_told_what_the_branch_holds(tmp_path):
@@ -304,6 +307,7 @@ def test_a_lost_session_in_a_worktree_is_told_what_the_branch_holds(tmp_path):
     (earlier.path / "done.txt").write_text("committed\n")
     trees.commit(earlier, "earlier work")
     (earlier.path / "wip.txt").write_text("uncommitted\n")
+    trees.release(earlier)  # the earlier attempt's worker died
     task = attrs.evolve(
         worktree_task(repo, base, "a"),
         params=fake_params(env={"FAKE_AGENT_MODE": "lost-session", "FAKE_AGENT_FILE": "a.txt"}),
@@ -314,3 +318,37 @@ def test_a_lost_session_in_a_worktree_is_told_what_the_branch_holds(tmp_path):
     assert "Continue from the work it left on this branch." in prompt
     assert "earlier work" in prompt
     assert "wip.txt" in prompt
+
+
+def test_a_workspace_missing_on_this_worker_fails_clearly(tmp_path):
+    task = Task(
+        id="t",
+        executor="agent",
+        params=fake_params(),
+        context=TaskContext(project_path=str(tmp_path / "elsewhere"), workspace="shared"),
+    )
+    result, _ = run(task, tmp_path)
+    assert result.outcome is TaskOutcome.FAILED
+    assert result.error.endswith("does not exist on this worker")
+
+
+def test_a_resumed_session_is_charged_only_for_what_it_added(tmp_path):
+    """Claude Code reports a resumed session's whole cost: the executor subtracts what the
+    checkpoint says the session had cost before (0.02 of the fake's 0.05)."""
+    wrapper = tmp_path / "claude-like"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {FAKE} "$@"\n')
+    wrapper.chmod(0o755)
+    params = {"agent": "claude-like"}
+    adapters = {
+        "claude-like": attrs.evolve(ClaudeAdapter(), name="claude-like", command=str(wrapper))
+    }
+    task = Task(id="t", executor="agent", params=params)
+    earlier = {"agent": "claude-like", "session_id": "s-1", "cost_usd": 0.02}
+    ctx = RecordingContext(
+        task=task, workdir=tmp_path, agent_adapters=adapters, resume_state=earlier
+    )
+    with ctx:
+        result = AgentExecutor().execute(task, ctx)
+    assert result.success, result.error
+    assert result.cost_usd == pytest.approx(0.03)
+    assert ctx.checkpoint_states[-1]["cost_usd"] == 0.05  # the session's total, for next time

@@ -92,3 +92,46 @@ def test_merge_reports_render_for_people():
     assert "conflict merging task b: x.py" in text
     assert "shim merge" in text
     assert report.to_dict()["conflicts"] == [{"task": "b", "files": ["x.py"]}]
+
+
+def test_a_dead_agents_tools_are_killed_before_the_worktree_is_reused(tmp_path):
+    """A process left working inside a worktree (a test runner the agent started before its
+    worker died) is killed when the next attempt takes the worktree."""
+    from shim_core.worktrees import Worktrees
+
+    repo = make_repo(tmp_path / "repo")
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    trees = Worktrees(str(repo), tmp_path / "trees")
+    first = trees.prepare("r", "t", head, [])
+    left = subprocess.Popen(["sleep", "60"], cwd=first.path)
+    trees.release(first)
+    again = trees.prepare("r", "t", head, [])
+    assert left.wait(timeout=10) == -9
+    trees.remove(again)
+
+
+def test_agents_without_a_repository_work_in_the_submitters_directory(tmp_path, monkeypatch):
+    """No git repository: agent tasks get the directory the run was submitted from, so their
+    work is not lost in a temporary folder."""
+    from shim_core.supervisor.plan import parse_plan
+    from shim_core.supervisor.runs import tasks_of_plan
+
+    monkeypatch.chdir(tmp_path)
+    plan = parse_plan({"tasks": [{"id": "a", "executor": "agent"}, {"id": "b"}]}, "p.yaml")
+    agent, plain = tasks_of_plan(plan, "r1", {}, None)
+    assert agent.context.workspace == "shared"
+    assert agent.context.project_path == str(tmp_path)
+    assert plain.context.project_path == ""
+
+
+def test_agents_do_not_inherit_shims_own_settings(monkeypatch):
+    from shim_plugins.executors.agent import agent_environment
+
+    monkeypatch.setenv("SHIM_REDIS_URL", "redis://:secret@queue:6379/0")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+    env = agent_environment({"CLAUDE_CODE_MAX_RETRIES": "2", "ANTHROPIC_API_KEY": "default"})
+    assert "SHIM_REDIS_URL" not in env
+    assert env["ANTHROPIC_API_KEY"] == "k"  # the worker's environment wins over defaults
+    assert env["CLAUDE_CODE_MAX_RETRIES"] == "2"

@@ -154,3 +154,14 @@ def test_budget_exhausted_is_the_reason_given(shim_queue):
         json.loads(shim_queue.client.hget(shim_queue.keys.task(other), "result"))["success"]
         is False
     )
+
+
+def test_a_repeated_throttle_is_recognised_not_fenced(shim_queue):
+    """The client may send a script again when its reply was lost: the same lease's second
+    throttle reports the cooldown already recorded."""
+    shim_queue.add(agent_task("a"))
+    claim = shim_queue.claim(["code"], worker_id="w1")[0]
+    first = shim_queue.throttle("a", claim.token, "claude", rate_limited(), cooldown_ms=5_000)
+    again = shim_queue.throttle("a", claim.token, "claude", rate_limited(), cooldown_ms=5_000)
+    assert again == first
+    assert shim_queue.get("a").attempts == 0

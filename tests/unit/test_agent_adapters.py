@@ -220,14 +220,15 @@ def test_each_adapter_passes_model_limits_resume_and_extra_args(tmp_path):
     """The params a task sets reach each CLI in that CLI's own flags."""
     inv = invocation(tmp_path)
     claude = ClaudeAdapter().argv("claude", inv)
-    assert claude[:5] == ["claude", "-p", "do it", "--output-format", "stream-json"]
+    assert claude[:4] == ["claude", "-p", "--output-format", "stream-json"]
+    assert claude[-2:] == ["--", "do it"]
     for flag, value in [("--model", "m1"), ("--max-turns", "7"), ("--max-budget-usd", "1.5"),
                         ("--resume", "s-1")]:  # fmt: skip
         assert claude[claude.index(flag) + 1] == value
-    assert claude[-1] == "--extra"
+    assert claude[-3] == "--extra"
     codex = CodexAdapter().argv("codex", inv)
     assert codex[:6] == ["codex", "exec", "--sandbox", "workspace-write", "resume", "s-1"]
-    assert codex[-2:] == ["--extra", "do it"]
+    assert codex[-3:] == ["--extra", "--", "do it"]
     bypass = CodexAdapter().argv("codex", invocation(tmp_path, options={"sandbox": "bypass"}))
     assert "--dangerously-bypass-approvals-and-sandbox" in bypass
     with pytest.raises(ValueError, match="sandbox"):
@@ -257,3 +258,37 @@ def test_the_generic_adapter_resumes_with_its_resume_template(tmp_path):
         GenericAdapter().argv("", invocation(tmp_path, options={"argv": ["x", "{nope}"]}))
     with pytest.raises(ValueError, match="format"):
         GenericAdapter().argv("", invocation(tmp_path, options={"argv": ["x"], "format": "xml"}))
+
+
+def test_a_final_success_is_not_undone_by_earlier_error_words():
+    """Error words before a successful final result (a stray stderr line, a retried rate
+    limit, or the model's own code in Aider's output) leave the run a success."""
+    claude, state = ClaudeAdapter(), AgentState()
+    claude.feed("Error: failed to start MCP server 'x'", state)
+    rejected = {"status": "rejected", "resetsAt": 2e9}
+    claude.feed(json.dumps({"type": "rate_limit_event", "rate_limit_info": rejected}), state)
+    claude.feed(json.dumps({"type": "result", "subtype": "success", "is_error": False,
+                            "result": "done", "session_id": "s"}), state)  # fmt: skip
+    assert classify(state, Ended(0)) is TaskOutcome.SUCCESS
+    aider, text = AiderAdapter(), AgentState()
+    for line in ["hello.py", "```", "    raise ValueError('x')", "except openai.RateLimitError:",
+                 "if resp.status == 401: raise AuthError()", "```",
+                 "Applied edit to hello.py"]:  # fmt: skip
+        aider.feed(line, text)
+    aider.finish(0, text)
+    assert classify(text, Ended(0)) is TaskOutcome.SUCCESS
+
+
+def test_a_read_only_invocation_gives_no_agent_the_right_to_write(tmp_path):
+    """What `shim plan --strategy agent` runs must not change the user's checkout."""
+    inv = invocation(tmp_path, read_only=True, resume_session=None)
+    claude = ClaudeAdapter().argv("claude", inv)
+    assert claude[claude.index("--permission-mode") + 1] == "plan"
+    assert "--allowedTools" not in claude
+    codex = CodexAdapter().argv(
+        "codex", invocation(tmp_path, read_only=True, options={"sandbox": "bypass"})
+    )
+    assert codex[codex.index("--sandbox") + 1] == "read-only"
+    assert "--yolo" not in GeminiAdapter().argv("gemini", inv)
+    assert "--auto" not in OpenCodeAdapter().argv("opencode", inv)
+    assert "--dry-run" in AiderAdapter().argv("aider", inv)

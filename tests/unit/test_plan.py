@@ -195,19 +195,27 @@ def test_all_problems_are_reported_at_once():
     ]
 
 
+RULE = "1-64 letters, digits, '_', '.', '-', starting with a letter, digit or '_'"
+
+
 @pytest.mark.parametrize(
     ("raw_id", "problem"),
     [
-        ("a b", "p.yaml: task 'a b': invalid id (use 1-64 letters, digits, '_', '.', '-')"),
+        (
+            "a b",
+            f"p.yaml: task 'a b': invalid id (use {RULE})",
+        ),
         (
             "x" * 65,
-            f"p.yaml: task '{'x' * 65}': invalid id (use 1-64 letters, digits, '_', '.', '-')",
+            f"p.yaml: task '{'x' * 65}': invalid id (use {RULE})",
         ),
-        ("", "p.yaml: task '': invalid id (use 1-64 letters, digits, '_', '.', '-')"),
+        (
+            "",
+            f"p.yaml: task '': invalid id (use {RULE})",
+        ),
         (
             ["a"],
-            "p.yaml: task #1: 'id' must be a string (1-64 letters, digits, '_', '.', '-'), "
-            "got ['a']",
+            f"p.yaml: task #1: 'id' must be a string ({RULE}), got ['a']",
         ),
     ],
 )
@@ -431,3 +439,10 @@ def test_yaml_reader_error_without_position_is_refused(tmp_path):
         load_plan(path)
     [problem] = info.value.problems
     assert problem.startswith(f"{path}: invalid YAML: unacceptable character #x0007")
+
+
+@pytest.mark.parametrize("task_id", [".", "..", "a..b", "-x", "x.lock", "x."])
+def test_ids_that_cannot_name_a_branch_or_a_folder_are_refused(task_id):
+    """A task id becomes a git branch and a folder name: '..' must never reach a path."""
+    problems = problems_of({"tasks": [{"id": task_id}]})
+    assert any("invalid id" in p for p in problems)
