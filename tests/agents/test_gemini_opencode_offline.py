@@ -162,7 +162,7 @@ def test_gemini_writes_a_file_reports_its_result_and_resumes_its_session(tmp_pat
     assert out["tokens"] == {"input": 230, "output": 36}  # router call + two steps
     assert out["cost_usd"] is None
     assert out["turns"] == 2
-    assert "-o stream-json --yolo --skip-trust --fake-responses" in command_line(ctx)
+    assert "-o stream-json --skip-trust --yolo --fake-responses" in command_line(ctx)
     assert "--resume" not in command_line(ctx)
     assert any('"tool_name":"write_file"' in line for line in ctx.logs)  # the output is logged
     assert ctx.progress_calls
