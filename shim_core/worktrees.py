@@ -451,24 +451,31 @@ def conflict_markers(path: Path) -> list[str]:
     return [f for f in out.split("\n") if f]
 
 
+#: Set in an agent's environment (and so its tools'): the worktree it works in.
+WORKTREE_MARK = "SHIM_WORKTREE"
+
+
 def kill_leftovers(path: Path) -> int:
-    """SIGKILL every process whose working directory is inside ``path`` (Linux ``/proc``).
+    """SIGKILL the processes an agent started in worktree ``path`` that still run (Linux
+    ``/proc``): those whose environment carries ``SHIM_WORKTREE=<path>``.
 
     The task's lock is held, so no live execution owns the worktree: whatever still runs there
     was started by an agent whose worker died (the agent itself gets a parent-death signal, but
-    the tools it started do not). Returns how many were killed."""
+    the tools it started do not). A person's shell that merely looks inside is left alone.
+    Returns how many were killed."""
     if not path.exists() or not os.path.isdir("/proc"):
         return 0
-    root = str(path.resolve())
+    mark = f"{WORKTREE_MARK}={path}".encode()
     killed = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            with open(f"/proc/{entry.name}/environ", "rb") as environ:
+                marked = mark in environ.read().split(b"\0")
         except OSError:
             continue
-        if cwd == root or cwd.startswith(root + os.sep):
+        if marked:
             with contextlib.suppress(OSError):
                 os.kill(int(entry.name), signal.SIGKILL)
                 killed += 1

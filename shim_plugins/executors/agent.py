@@ -43,7 +43,14 @@ import attrs
 
 from shim_core.contracts import AgentAdapter, AgentInvocation, AgentState, ExecutionContext
 from shim_core.models import Task, TaskOutcome, TaskResult
-from shim_core.worktrees import Workspace, WorkspaceError, Worktrees, conflict_markers, git
+from shim_core.worktrees import (
+    WORKTREE_MARK,
+    Workspace,
+    WorkspaceError,
+    Worktrees,
+    conflict_markers,
+    git,
+)
 from shim_plugins.executors import _git
 from shim_plugins.executors._agent_process import AgentProcess, Ended
 from shim_plugins.executors._agent_prompt import RESUME, build_prompt, load_template
@@ -322,6 +329,7 @@ class AgentExecutor:
             argv = adapter.argv(job.binary, invocation)
             env = command_env(params.env, agent_environment(adapter.env(invocation)))
             env["PWD"] = str(cwd)  # CLIs that trust $PWD (OpenCode does) must see their workspace
+            env[WORKTREE_MARK] = str(cwd)  # what its tools carry: see kill_leftovers
             ctx.log.info("running %s", _shown(argv, prompt))
             run = _Run(ctx, adapter, params, cwd, AgentState(options=params.options))
             process = AgentProcess(

@@ -1,5 +1,6 @@
 """Finding the repository and base commit of a run, and the prompt an agent gets."""
 
+import os
 import subprocess
 
 import pytest
@@ -105,10 +106,15 @@ def test_a_dead_agents_tools_are_killed_before_the_worktree_is_reused(tmp_path):
     ).stdout.strip()
     trees = Worktrees(str(repo), tmp_path / "trees")
     first = trees.prepare("r", "t", head, [])
-    left = subprocess.Popen(["sleep", "60"], cwd=first.path)
+    marked = {**os.environ, "SHIM_WORKTREE": str(first.path)}
+    left = subprocess.Popen(["sleep", "60"], cwd=first.path, env=marked)
+    onlooker = subprocess.Popen(["sleep", "60"], cwd=first.path)  # a person's shell, say
     trees.release(first)
     again = trees.prepare("r", "t", head, [])
     assert left.wait(timeout=10) == -9
+    assert onlooker.poll() is None
+    onlooker.kill()
+    onlooker.wait()
     trees.remove(again)
 
 

@@ -1,0 +1,29 @@
+"""The worker soak benchmark runs end to end on a tiny scale (CI checks it works; the figures
+come from full runs, see perf/README.md)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PERF = Path(__file__).parents[2] / "perf"
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary")
+def test_worker_soak_smoke(tmp_path):
+    out = tmp_path / "soak.json"
+    done = subprocess.run(
+        [sys.executable, "worker_soak.py", "--tasks", "300", "--step", "100", "--json", str(out)],
+        cwd=PERF,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    steps = json.loads(out.read_text())["steps"]
+    assert [s["upto"] for s in steps] == [100, 200, 300]
+    assert all(s["rate"] > 0 and s["rss_kib"] > 0 for s in steps)
