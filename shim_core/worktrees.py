@@ -266,7 +266,7 @@ class Worktrees:
                 self.sync()
                 published = self.head_of(self.ref(branch)) if self.remote else ""
                 kill_leftovers(path)  # a dead worker's agent tools may still work in there
-                if not (path.is_dir() and (path / ".git").exists()):
+                if not self._reusable(path, published):
                     self._create(path, branch, base, published)
                     if not published:
                         self._merge_deps(path, run_id, deps)
@@ -280,10 +280,21 @@ class Worktrees:
             raise
         return Workspace(path, branch, excludes, self.repo, self.common, published, lock)
 
+    def _reusable(self, path: Path, published: str) -> bool:
+        """An earlier attempt's worktree here, unless another machine has pushed work since
+        (then it starts again from the pushed branch: this one's unpushed leftovers were never
+        anyone else's either)."""
+        if not (path.is_dir() and (path / ".git").exists()):
+            return False
+        if not published:
+            return True
+        return run_git(path, "merge-base", "--is-ancestor", published, "HEAD").returncode == 0
+
     def _create(self, path: Path, branch: str, base: str, published: str) -> None:
-        git(self.common, "worktree", "prune")
         if path.exists():
-            shutil.rmtree(path)
+            git(self.common, "worktree", "remove", "--force", str(path), check=False)
+            shutil.rmtree(path, ignore_errors=True)
+        git(self.common, "worktree", "prune")
         path.parent.mkdir(parents=True, exist_ok=True)
         if published:  # the pushed branch wins over a stale local copy
             git(self.common, "worktree", "add", "--quiet", "-B", branch, str(path), published)

@@ -141,3 +141,35 @@ def test_agents_do_not_inherit_shims_own_settings(monkeypatch):
     assert "SHIM_REDIS_URL" not in env
     assert env["ANTHROPIC_API_KEY"] == "k"  # the worker's environment wins over defaults
     assert env["CLAUDE_CODE_MAX_RETRIES"] == "2"
+
+
+def test_a_stale_worktree_never_overwrites_work_another_machine_pushed(tmp_path):
+    """URL repository: machine A's attempt dies leaving its worktree; machine B's attempt pushes
+    work; A's next attempt starts from B's pushed branch instead of its stale worktree."""
+    from shim_core.worktrees import Worktrees
+
+    origin = make_repo(tmp_path / "origin")
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(origin), str(bare)], check=True)
+    url = bare.as_uri()
+    base = resolve_repo(url).base
+    a, b = Worktrees(url, tmp_path / "a"), Worktrees(url, tmp_path / "b")
+    dead = a.prepare("r", "t", base, [])
+    (dead.path / "a.txt").write_text("never pushed\n")
+    a.release(dead)  # machine A's worker died here
+    on_b = b.prepare("r", "t", base, [])
+    (on_b.path / "b.txt").write_text("pushed by B\n")
+    b.commit(on_b, "B's attempt")
+    b.publish(on_b)
+    b.remove(on_b)
+    again = a.prepare("r", "t", base, [])
+    assert (again.path / "b.txt").read_text() == "pushed by B\n"
+    (again.path / "c.txt").write_text("A again\n")
+    a.commit(again, "A's second attempt")
+    a.publish(again)
+    a.remove(again)
+    files = subprocess.run(
+        ["git", "ls-tree", "--name-only", "shim/r/t"], cwd=bare, capture_output=True, text=True,
+        check=True,
+    ).stdout.split()  # fmt: skip
+    assert files == ["README.md", "b.txt", "c.txt"]
