@@ -38,14 +38,14 @@ Standard library only.
 
 from __future__ import annotations
 
-import itertools
 import json
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeAlias
+
+from pytest_shim.models._server import JSON, ScriptedServer
 
 __all__ = [
     "BACKGROUND_TEXT",
@@ -65,8 +65,6 @@ __all__ = [
 DEFAULT_MODEL = "claude-sonnet-4-5"
 #: What background (non-conversation) requests are answered with.
 BACKGROUND_TEXT = "ok"
-
-JSON: TypeAlias = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -167,7 +165,7 @@ def claude_env(base_url: str, home: str, *, api_key: str = "sk-ant-offline-test"
     }
 
 
-class ScriptedAnthropic:
+class ScriptedAnthropic(ScriptedServer[Reply]):
     """A loopback Anthropic Messages API server that answers from a script.
 
     ``routes`` gives several conversations at once a script each: a request whose first user
@@ -183,83 +181,28 @@ class ScriptedAnthropic:
         port: int = 0,
         host: str = "127.0.0.1",
     ) -> None:
-        self._script: list[Reply] = list(script)
         self._routes: dict[str, list[Reply]] = {k: list(v) for k, v in (routes or {}).items()}
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._closed = threading.Event()
-        #: JSON bodies of the conversation ``/v1/messages`` requests, in arrival order.
-        self.requests: list[JSON] = []
-        #: JSON bodies of background ``/v1/messages`` requests (answered without the script).
-        self.background: list[JSON] = []
-        #: Every request: ``(method, path, body or None)``.
-        self.log: list[tuple[str, str, JSON | None]] = []
-        #: ``time.monotonic()`` of each conversation request, parallel to :attr:`requests`.
-        self.request_times: list[float] = []
-        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(0.05,), name="scripted-anthropic", daemon=True
+        super().__init__(
+            script, _make_handler, host=host, port=port, name="scripted-anthropic", id_format="024d"
         )
-        self._thread.start()
 
     @property
     def url(self) -> str:
         """Base URL for ``ANTHROPIC_BASE_URL``, e.g. ``http://127.0.0.1:41234``."""
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    @property
-    def first_request_at(self) -> float | None:
-        """``time.monotonic()`` of the first conversation request, or None."""
-        with self._lock:
-            return self.request_times[0] if self.request_times else None
-
-    @property
-    def remaining(self) -> int:
-        """How many scripted replies have not been used yet."""
-        with self._lock:
-            return len(self._script)
-
-    def add(self, *replies: Reply) -> None:
-        """Append replies to the script."""
-        with self._lock:
-            self._script.extend(replies)
-
-    def close(self) -> None:
-        """Stop serving (hanging requests are released)."""
-        if not self._closed.is_set():
-            self._closed.set()
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(timeout=5)
+        return self.address
 
     def __enter__(self) -> ScriptedAnthropic:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- used by the handler -------------------------------------------------------------------
-
-    def _record(self, method: str, path: str, body: JSON | None) -> None:
-        with self._lock:
-            self.log.append((method, path, body))
 
     def _next_reply(self, body: JSON) -> Reply | None:
         """The scripted reply for a ``/v1/messages`` body, or None for a background request."""
         with self._lock:
             if is_background(body):
-                self.background.append(body)
+                self._background.append(body)
                 return None
-            self.requests.append(body)
-            self.request_times.append(time.monotonic())
             prompt = first_user_text(body)
-            script = next((s for k, s in self._routes.items() if k in prompt), self._script)
-            return script.pop(0) if script else Text("done")
-
-    def _new_id(self, prefix: str) -> str:
-        return f"{prefix}_{next(self._ids):024d}"
+            route = next((s for k, s in self._routes.items() if k in prompt), None)
+            return self._take(body, route, Text("done"))
 
 
 def first_user_text(body: Mapping[str, Any]) -> str:

@@ -56,12 +56,13 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeAlias
+
+from pytest_shim.models._server import JSON, ScriptedServer
 
 __all__ = [
     "BACKGROUND_TEXT",
@@ -87,8 +88,6 @@ DEFAULT_MODEL = "gpt-5.5"
 BACKGROUND_TEXT = "ok"
 #: Name of the codex ``model_providers`` entry that :func:`codex_args` defines.
 PROVIDER_ID = "scripted"
-
-JSON: TypeAlias = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -264,7 +263,7 @@ def without_tools(body: Mapping[str, Any], headers: Mapping[str, str]) -> bool:
     return not body.get("tools")
 
 
-class ScriptedOpenAI:
+class ScriptedOpenAI(ScriptedServer[Reply]):
     """A loopback OpenAI API server (Responses + Chat Completions) that answers from a script.
 
     ``background_if(body, headers)`` marks further model requests as background (answered
@@ -279,35 +278,16 @@ class ScriptedOpenAI:
         host: str = "127.0.0.1",
         background_if: Callable[[JSON, Mapping[str, str]], bool] | None = None,
     ) -> None:
-        self._script: list[Reply] = list(script)
         self._background_if = background_if
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._closed = threading.Event()
-        self._requests: list[JSON] = []
-        self._background: list[JSON] = []
-        self._log: list[tuple[str, str, JSON | None]] = []
         self._headers: list[dict[str, str]] = []
-        #: ``time.monotonic()`` of the first conversation request, or None.
-        self.first_request_at: float | None = None
-        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="scripted-openai", daemon=True
+        super().__init__(
+            script, _make_handler, host=host, port=port, name="scripted-openai", id_format="024x"
         )
-        self._thread.start()
 
     @property
     def url(self) -> str:
         """Base URL including ``/v1``, e.g. ``http://127.0.0.1:41234/v1``."""
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
-
-    @property
-    def requests(self) -> list[JSON]:
-        """JSON bodies of the conversation model requests, in arrival order (a copy)."""
-        with self._lock:
-            return list(self._requests)
+        return f"{self.address}/v1"
 
     @property
     def request_headers(self) -> list[dict[str, str]]:
@@ -315,48 +295,8 @@ class ScriptedOpenAI:
         with self._lock:
             return list(self._headers)
 
-    @property
-    def background(self) -> list[JSON]:
-        """JSON bodies of background model requests (answered without the script)."""
-        with self._lock:
-            return list(self._background)
-
-    @property
-    def log(self) -> list[tuple[str, str, JSON | None]]:
-        """Every request of any kind: ``(method, path, body or None)``."""
-        with self._lock:
-            return list(self._log)
-
-    @property
-    def remaining(self) -> int:
-        """How many scripted replies have not been used yet."""
-        with self._lock:
-            return len(self._script)
-
-    def add(self, *replies: Reply) -> None:
-        """Append replies to the script."""
-        with self._lock:
-            self._script.extend(replies)
-
-    def close(self) -> None:
-        """Stop serving (hanging requests are released)."""
-        if not self._closed.is_set():
-            self._closed.set()
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(timeout=5)
-
     def __enter__(self) -> ScriptedOpenAI:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- used by the handler ---------------------------------------------------------------
-
-    def _record(self, method: str, path: str, body: JSON | None) -> None:
-        with self._lock:
-            self._log.append((method, path, body))
 
     def _next_reply(self, body: JSON, headers: Mapping[str, str]) -> Reply | None:
         """The reply for a model request, or None for a background request."""
@@ -366,14 +306,8 @@ class ScriptedOpenAI:
             ):
                 self._background.append(body)
                 return None
-            self._requests.append(body)
             self._headers.append({k.lower(): v for k, v in headers.items()})
-            if self.first_request_at is None:
-                self.first_request_at = time.monotonic()
-            return self._script.pop(0) if self._script else Text("done")
-
-    def _new_id(self, prefix: str) -> str:
-        return f"{prefix}_{next(self._ids):024x}"
+            return self._take(body, None, Text("done"))
 
 
 # -- token estimates -----------------------------------------------------------------------
