@@ -10,6 +10,7 @@ one exits at once (the tasks are then reaped as for a crash).
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -131,6 +132,7 @@ class Worker:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
+        self._grace_over = threading.Event()
         self._stopping = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -161,6 +163,7 @@ class Worker:
         deadline = time.monotonic() + (self.config.shutdown_grace if grace is None else grace)
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._grace_over.set()
         with self._lock:
             unfinished = list(self._running.values())
         for execution in unfinished:
@@ -199,7 +202,11 @@ class Worker:
     def _work(self) -> None:
         backoff = 0.1
         backlog: deque[Claim] = deque()
-        while self.claimer.is_active():
+        # A task in hand is already running for everyone else (the claim started it): a
+        # graceful stop lets it run within the grace period instead of handing it back.
+        while backlog or self.claimer.is_active():
+            if self._grace_over.is_set():
+                break
             if not backlog:
                 try:
                     backlog.extend(self.claimer.claim_batch(1, block=self.config.claim_block))
@@ -214,7 +221,7 @@ class Worker:
             chained = self._run_claim(backlog.popleft(), claim_next)
             self.claimer.count_claims(len(chained))
             backlog.extend(chained)
-        for claim in backlog:  # stopping: hand back what was claimed but not started
+        for claim in backlog:  # the grace period is over: hand back what did not start
             with contextlib.suppress(ShimError):
                 self.queue.release(claim.task.id, claim.token)
 
@@ -326,6 +333,8 @@ class Worker:
                 log.warning("second signal: exiting now; tasks will be reaped")
                 os._exit(1)
             log.info("signal %d: shutting down gracefully", signum)
+            # A stop that hangs well past its grace period shows where, in the worker's log.
+            faulthandler.dump_traceback_later(self.config.shutdown_grace + 15, exit=False)
             threading.Thread(target=self.stop, daemon=True).start()
 
         signal.signal(signal.SIGTERM, handle)

@@ -51,7 +51,8 @@ def test_sigkilled_worker_task_resumes_from_checkpoint_on_another(
     fleet = shim_fleet_factory(workers=2, heartbeat=10.0)  # default heartbeat: liveness decides
     shim_queue.add(sim("long", duration=4.0, steps=8))
     victim = wait_until(lambda: fleet.worker_running("long"), timeout=30)
-    wait_until(lambda: shim_queue.get("long").progress >= 0.25, timeout=30)
+    # progress is reported just before each step's checkpoint: at 3/8, steps 1-2 are saved
+    wait_until(lambda: shim_queue.get("long").progress >= 0.375, timeout=30)
     victim.kill()
 
     task = wait_until(
@@ -138,9 +139,11 @@ def test_sigterm_finishes_running_task_then_leaves(shim_fleet_factory, shim_queu
     """SIGTERM lets the running task finish within the grace period, then the worker exits 0 and
     is marked offline."""
     fleet = shim_fleet_factory(workers=1, heartbeat=1.0)
-    shim_queue.add(sim("t", duration=1.0, steps=2))
+    shim_queue.add(sim("t", duration=2.0, steps=4))
     worker = wait_until(lambda: fleet.worker_running("t"), timeout=30)
-    assert worker.terminate(timeout=30) == 0
+    wait_until(lambda: shim_queue.get("t").progress > 0, timeout=30)  # executing, not just claimed
+    code = worker.terminate(timeout=30)
+    assert code == 0, worker.log()[-3000:]
     assert shim_queue.get("t").status is TaskStatus.COMPLETE
     assert fleet.registry.get_worker(worker.id).status.value == "offline"
 
