@@ -65,6 +65,9 @@ TASK_KEYS = (
     "acceptance",
 )
 DEFAULT_KEYS = TASK_KEYS[1:]  # every task key but the id
+#: libyaml's loader when PyYAML has it (its wheels do): a 5,000-task plan reads in a tenth of
+#: the time the pure-Python loader takes. Both are safe loaders.
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_CYCLES = 10  # cycles named in one PlanError; more would repeat the same fix
 #: A plan id names a git branch and a folder too: no leading '.' or '-', no '..', no '.lock' end.
 _ID = re.compile(r"(?!.*\.\.)(?!.*\.lock$)(?!.*\.$)[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
@@ -158,7 +161,7 @@ def load_plan(
 
 def _decode(text: str, suffix: str, source: str) -> Any:
     try:
-        return json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+        return json.loads(text) if suffix == ".json" else yaml.load(text, Loader=_YAML_LOADER)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno}"
         raise PlanError([f"{source}: invalid JSON at {where}: {exc.msg}"]) from exc
