@@ -71,4 +71,12 @@ class Scripts:
         src, script = self._scripts[verb]
         if len(keys) != src.nkeys and not (src.variadic and len(keys) >= src.nkeys):
             raise TypeError(f"script {verb!r} takes {src.nkeys} keys, got {len(keys)}")
-        return script(keys=list(keys), args=list(args), client=client or self._client)
+        target = client or self._client
+        try:
+            return script(keys=list(keys), args=list(args), client=target)
+        except redis.exceptions.NoScriptError:
+            if client is not None:  # a pipeline loads its scripts itself when it executes
+                raise
+            # redis-py reloads a script Redis forgot and calls it again; a restart that lands
+            # between the two makes it forget again. Nothing ran: one more reload is safe.
+            return script(keys=list(keys), args=list(args), client=target)

@@ -86,6 +86,7 @@ def test_frozen_worker_late_completion_is_fenced(shim_fleet_factory, shim_queue,
     assert "late result of task slow refused" in frozen.log()
     assert shim_queue.get("slow").worker_id == task.worker_id
     assert shim_queue.get("slow").result == task.result
+    wait_until(lambda: completions.counts.get("slow") == 1)  # the event may trail the state
     assert completions.counts == {"slow": 1}
     # The frozen worker noticed it had been declared crashed and joined the fleet again.
     wait_until(lambda: frozen.id in fleet.registry.live_worker_ids(), timeout=30)

@@ -56,3 +56,21 @@ def test_blocked_claimer_survives_a_redis_restart(shim_redis_server_factory):
     claimer.join(timeout=60)
     assert [c.task.id for c in result] == ["late"]
     manager.disconnect()
+
+
+def test_a_script_forgotten_twice_is_loaded_again(shim_queue, monkeypatch):
+    """A restart can land between redis-py's reload of a forgotten script and its call: the
+    call is made once more instead of failing (nothing ran in between)."""
+    import redis
+
+    client = shim_queue.client
+    real = client.evalsha
+    failures = iter([True, True])
+
+    def flaky_evalsha(*args):
+        if next(failures, False):
+            raise redis.exceptions.NoScriptError("No matching script. Please use EVAL.")
+        return real(*args)
+
+    monkeypatch.setattr(client, "evalsha", flaky_evalsha)
+    assert shim_queue.claim(["code"], worker_id="w") == []
