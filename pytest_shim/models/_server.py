@@ -6,12 +6,29 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, TypeVar
 
 JSON = dict[str, Any]
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Status:
+    """An HTTP error reply; ``body`` defaults to the API's own error object for ``code``."""
+
+    code: int
+    body: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Read the request, then send nothing for ``seconds`` and drop the connection."""
+
+    seconds: float
 
 
 class ScriptedServer(Generic[R]):

@@ -41,11 +41,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeAlias
 
-from pytest_shim.models._server import JSON, ScriptedServer
+from pytest_shim.models._server import JSON, Hang, ScriptedServer, Status
 
 __all__ = [
     "BACKGROUND_TEXT",
@@ -86,22 +86,6 @@ class ToolUse:
     text: str = ""
     input_tokens: int = 100
     output_tokens: int = 30
-
-
-@dataclass(frozen=True)
-class Status:
-    """An HTTP error reply; ``body`` defaults to an Anthropic-style error object."""
-
-    code: int
-    body: Mapping[str, Any] | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Hang:
-    """Read the request, then send nothing for ``seconds`` and drop the connection."""
-
-    seconds: float
 
 
 Reply: TypeAlias = Text | ToolUse | Status | Hang

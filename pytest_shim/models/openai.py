@@ -58,11 +58,11 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeAlias
 
-from pytest_shim.models._server import JSON, ScriptedServer
+from pytest_shim.models._server import JSON, Hang, ScriptedServer, Status
 
 __all__ = [
     "BACKGROUND_TEXT",
@@ -114,22 +114,6 @@ class ToolCall:
     call_id: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
-
-
-@dataclass(frozen=True)
-class Status:
-    """An HTTP error reply; ``body`` defaults to an OpenAI-style error object."""
-
-    code: int
-    body: Mapping[str, Any] | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Hang:
-    """Read the request, then send nothing for ``seconds`` and drop the connection."""
-
-    seconds: float
 
 
 Reply: TypeAlias = Text | ToolCall | Status | Hang

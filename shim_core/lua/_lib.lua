@@ -325,11 +325,11 @@ local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease,
     make_pending(prefix, id, 'retrying', now, 'released')
   end
   local wkey = prefix .. 'worker:' .. worker
-  local has_worker = worker ~= '' and rcall('EXISTS', wkey) == 1
-  local refused = {}
-  if has_worker then
-    local raw = rcall('HGET', wkey, 'refused')
-    if raw then refused = cjson.decode(raw) end
+  local has_worker, refused = false, {}
+  if worker ~= '' then
+    local w = rcall('HMGET', wkey, 'id', 'refused') -- a registered worker's hash has its id
+    has_worker = w[1] ~= false
+    if w[2] then refused = cjson.decode(w[2]) end
   end
   local skipped = {}
   local out = {-1}

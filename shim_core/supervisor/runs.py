@@ -77,26 +77,15 @@ def _params(plan: Plan, task: PlanTask) -> dict[str, Any]:
 
 
 def _context(plan: Plan, task: PlanTask, run_id: str, repo: RepoInfo | None) -> TaskContext:
+    context = TaskContext(files=task.files, session_id=run_id, acceptance=task.acceptance)
     if task.executor != AGENT_EXECUTOR:
-        return TaskContext(files=task.files, session_id=run_id, acceptance=task.acceptance)
+        return context
     if repo is None:  # no git repository: the agents work in the submitter's directory
-        return TaskContext(
-            files=task.files,
-            session_id=run_id,
-            acceptance=task.acceptance,
-            workspace="shared",
-            project_path=str(Path.cwd()),
-        )
+        return attrs.evolve(context, workspace="shared", project_path=str(Path.cwd()))
     workspace = plan.workspace or "worktree"
     shared_path = repo.repo if workspace == "shared" and not is_url(repo.repo) else ""
-    return TaskContext(
-        files=task.files,
-        session_id=run_id,
-        acceptance=task.acceptance,
-        repo=repo.repo,
-        base=repo.base,
-        workspace=workspace,
-        project_path=shared_path,
+    return attrs.evolve(
+        context, repo=repo.repo, base=repo.base, workspace=workspace, project_path=shared_path
     )
 
 

@@ -28,6 +28,7 @@ from shim_plugins.agents._common import (
     json_object,
     note_error,
     number,
+    plain_line,
     reset_ms,
     text,
 )
@@ -54,7 +55,8 @@ def read_stream_json(line: str, state: AgentState) -> str | None:
     """Claude Code's stream-json (also spoken by Amp, Qwen Code and Cursor's CLI)."""
     event = json_object(line)
     if event is None:
-        return _plain(line, state)
+        plain_line(line, state)
+        return None
     kind = event.get("type")
     session = text(event.get("session_id"))
     if session and not state.session_id:
@@ -70,18 +72,6 @@ def read_stream_json(line: str, state: AgentState) -> str | None:
     if kind == "result":
         return _result(event, state)
     state.unknown_lines += 1
-    return None
-
-
-def _plain(line: str, state: AgentState) -> str | None:
-    stripped = line.strip()
-    if not stripped:
-        return None
-    lowered = stripped.lower()
-    if "no conversation found" in lowered or "error" in lowered or "api key" in lowered:
-        note_error(state, stripped)
-    else:
-        state.unknown_lines += 1
     return None
 
 

@@ -42,7 +42,8 @@ from shim_core.contracts import AgentAdapter, AgentInvocation, AgentState
 from shim_core.models import TaskOutcome
 from shim_core.supervisor.plan import Plan, PlanError, parse_plan
 from shim_plugins.agents._common import SUMMARY_CHARS
-from shim_plugins.executors._process import terminate_group
+from shim_plugins.executors._agent_process import agent_environment
+from shim_plugins.executors._process import start_in_group, terminate_group
 
 DEFAULT_AGENT = "claude"
 DEFAULT_TIMEOUT = 600.0
@@ -173,19 +174,8 @@ class _Job:
         state = AgentState(options=invocation.options)
         try:
             argv = self.adapter.argv(self.binary, invocation)
-            env = {**self.adapter.env(invocation), **os.environ}
-            proc = subprocess.Popen(
-                argv,
-                cwd=self.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-            )
+            env = agent_environment(self.adapter.env(invocation))
+            proc = start_in_group(argv, cwd=self.cwd, env=env)
         except (OSError, ValueError) as exc:
             raise PlanError([f"cannot run the agent {self.agent!r}: {exc}"]) from exc
         timed_out = threading.Event()

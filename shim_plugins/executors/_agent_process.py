@@ -17,7 +17,7 @@ from pathlib import Path
 import attrs
 
 from shim_core.contracts import ExecutionContext
-from shim_plugins.executors._process import terminate_group
+from shim_plugins.executors._process import start_in_group, terminate_group
 
 _PR_SET_PDEATHSIG = 1
 
@@ -37,6 +37,13 @@ def _parent_death_signal() -> Callable[[], None] | None:
             os._exit(1)
 
     return hook
+
+
+def agent_environment(defaults: Mapping[str, str]) -> dict[str, str]:
+    """What an agent CLI inherits: the adapter's defaults, then the worker's environment, less
+    SHIM's own settings (an agent has no business with the fleet's Redis URL and credentials)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("SHIM_")}
+    return {**defaults, **inherited}
 
 
 @attrs.frozen
@@ -68,20 +75,7 @@ class AgentProcess:
         timeout: float | None,
     ) -> Ended:
         """Start ``argv`` and wait; raises OSError if it cannot start."""
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_parent_death_signal(),  # noqa: PLW1509 (async-signal-safe: one prctl)
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
-        )
+        proc = start_in_group(argv, cwd=cwd, env=env, preexec_fn=_parent_death_signal())
         assert proc.stdout is not None  # stdout=PIPE
         self._last_output = time.monotonic()
         reader = threading.Thread(

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -66,6 +66,31 @@ class OutputReader(threading.Thread):
         except Exception as exc:  # a lost lease surfaces through ctx.cancelled; keep reading
             self.ctx.log.warning("progress report failed: %s: %s", type(exc).__name__, exc)
         return True
+
+
+def start_in_group(
+    argv: Sequence[str],
+    *,
+    cwd: Path | str,
+    env: Mapping[str, str],
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.Popen[str]:
+    """Start ``argv`` in a session (process group) of its own, stdin closed, stdout and stderr
+    merged into one line-buffered text pipe; raises OSError if it cannot start."""
+    return subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=preexec_fn,  # noqa: PLW1509 (only ever one prctl: async-signal-safe)
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        bufsize=1,
+    )
 
 
 def _group_alive(pgid: int) -> bool:
@@ -128,19 +153,7 @@ class Supervisor:
         self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float | None
     ) -> Outcome:
         """Start ``argv`` in a new session and wait; raises OSError if it cannot start."""
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
-        )
+        proc = start_in_group(argv, cwd=cwd, env=env)
         assert proc.stdout is not None  # stdout=PIPE
         reader = OutputReader(proc.stdout, self.ctx, self.tail_lines)
         reader.start()

@@ -52,7 +52,7 @@ from shim_core.worktrees import (
     git,
 )
 from shim_plugins.executors import _git
-from shim_plugins.executors._agent_process import AgentProcess, Ended
+from shim_plugins.executors._agent_process import AgentProcess, Ended, agent_environment
 from shim_plugins.executors._agent_prompt import RESUME, build_prompt, load_template
 from shim_plugins.executors._params import ParamError, integer, number
 from shim_plugins.executors.shell import command_env
@@ -361,13 +361,6 @@ def _prepare(trees: Worktrees, task: Task, params: AgentParams) -> Workspace:
         [_plan_id(d) for d in task.dependencies],
         conflicted_with=params.resolve,
     )
-
-
-def agent_environment(defaults: Mapping[str, str]) -> dict[str, str]:
-    """What an agent CLI inherits: the adapter's defaults, then the worker's environment, less
-    SHIM's own settings (an agent has no business with the fleet's Redis URL and credentials)."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("SHIM_")}
-    return {**defaults, **inherited}
 
 
 def _charge_only_this_attempt(job: _Job, state: AgentState, earlier: Any) -> None:
