@@ -138,6 +138,7 @@ def _warm_up(queue: TaskQueue) -> None:
 
 ADD_BATCH = 1000
 ADD_BIG = 2500  # more than one add chunk (1,000): an existence check pipeline comes first
+SETTLE_BATCH = 50
 
 
 def _lifecycle(queue: TaskQueue, meter: Meter) -> None:
@@ -176,6 +177,23 @@ def _lifecycle(queue: TaskQueue, meter: Meter) -> None:
         lambda: queue.complete_and_claim(head.task.id, head.token, None, [TYPE]),
     )
 
+    # A busy worker's feed: everything that finished during its last call is recorded, and the
+    # next tasks claimed, in one settle call.
+    queue.add_many(tasks(2 * SETTLE_BATCH, "settle"))
+    running = queue.claim([TYPE], count=SETTLE_BATCH)
+    m(
+        f"settle: {SETTLE_BATCH} completions + claim {SETTLE_BATCH} (a busy worker), per task",
+        lambda: queue.settle(
+            [(c.task.id, c.token, None) for c in running], [TYPE], count=SETTLE_BATCH
+        ),
+        per=SETTLE_BATCH,
+    )
+    m(
+        f"add_many + settle per task, {SETTLE_BATCH} at a time (enqueue, claim, complete)",
+        lambda: _batched_lifecycle(queue, tasks(SETTLE_BATCH, "life")),
+        per=SETTLE_BATCH,
+    )
+
     held = m("claim count=1 start=False", lambda: queue.claim([TYPE], count=1, start=False))
     m("start", lambda: queue.start(held[0].task.id, held[0].token))
 
@@ -190,6 +208,14 @@ def _lifecycle(queue: TaskQueue, meter: Meter) -> None:
         lambda: queue.claim([TYPE], count=1, block=0.2),
     )
     _blocked_claim(queue, meter)
+
+
+def _batched_lifecycle(queue: TaskQueue, batch: list[Task]) -> None:
+    """Whole lives of a batch of tasks the way a busy worker runs them: one add_many, one
+    settle that claims them, one settle that completes them."""
+    queue.add_many(batch)
+    claimed = queue.settle([], [TYPE], count=len(batch)).claims
+    queue.settle([(c.task.id, c.token, None) for c in claimed], [TYPE])
 
 
 def _blocked_claim(queue: TaskQueue, meter: Meter) -> None:

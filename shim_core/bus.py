@@ -1,7 +1,9 @@
 """MessageBus: pub/sub of ProgressEvents under the namespace prefix (seed component 3).
 
 Channel names are the seed's (``task:progress``, ``worker:heartbeat``, ...); the bus adds the
-namespace prefix on the wire and strips it before calling a handler. Pub/sub is lossy by nature:
+namespace prefix on the wire and strips it before calling a handler. A script that publishes
+several events on one channel (a batch of completions or claims) sends them as one message holding
+a JSON array; handlers still get one event per call. Pub/sub is lossy by nature:
 state lives in Redis keys and every consumer can rebuild its view from them; events only make views
 live. One background thread per bus reads messages; after a dropped connection it reconnects and
 resubscribes every channel and pattern by itself.
@@ -22,7 +24,7 @@ from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager, redis_errors
 from shim_core.keys import Keys
 from shim_core.models import ProgressEvent
-from shim_core.serde import dumps, event_from_json
+from shim_core.serde import dumps, events_from_json
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +205,16 @@ class MessageBus:
             else:
                 handlers = list(self._handlers.get(channel, ()))
         try:
-            event = event_from_json(message["data"])
+            events = events_from_json(message["data"])
         except Exception:  # a foreign or corrupt message must not stop the listener
             self._decode_errors += 1
             log.warning("undecodable event on %s: %.200r", channel, message["data"])
             return
-        self._received += 1
-        for handler in handlers:
-            try:
-                handler(event, channel)
-            except Exception:
-                self._handler_errors += 1
-                log.exception("event handler %r failed on %s", handler, channel)
+        for event in events:
+            self._received += 1
+            for handler in handlers:
+                try:
+                    handler(event, channel)
+                except Exception:
+                    self._handler_errors += 1
+                    log.exception("event handler %r failed on %s", handler, channel)

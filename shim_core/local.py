@@ -144,7 +144,7 @@ class LocalWorkers:
 
     def stop(self, grace: float = 5.0) -> None:
         for worker in self.workers:
-            worker.claimer.stop()
+            worker.feed.stop_claiming()
         for worker in self.workers:
             worker.stop(grace=grace)
 

@@ -31,6 +31,7 @@ from shim_core.errors import (
     DuplicateTask,
     MissingDependency,
     PayloadTooLarge,
+    ShimError,
     TaskNotFound,
     ValidationError,
     raise_for_code,
@@ -98,6 +99,17 @@ class FailOutcome:
     final: bool
     due_at: datetime | None = None
     cancelled_dependents: int = 0
+
+
+@attrs.frozen
+class Settled:
+    """What :meth:`TaskQueue.settle` did: per completion, in order, the number of dependents it
+    released or the error that refused it; the tasks claimed; ms until the next retry is due
+    (-1: none)."""
+
+    outcomes: list[int | ShimError]
+    claims: list[Claim]
+    next_due_ms: int = -1
 
 
 @attrs.frozen
@@ -425,24 +437,68 @@ class TaskQueue:
         """Complete a task and claim up to ``count`` next ones in one round trip (a busy
         worker's hot path). Returns (dependents released, claims); raises like :meth:`complete`,
         and then claims nothing."""
-        queues = _claim_queues(types, worker_id)
+        settled = self.settle(
+            [(task_id, token, result)],
+            types,
+            worker_id=worker_id,
+            count=count,
+            lease_ms=lease_ms,
+            start=start,
+            claim_after_refusal=False,
+        )
+        outcome = settled.outcomes[0]
+        if isinstance(outcome, ShimError):
+            raise outcome
+        return outcome, settled.claims
+
+    @redis_errors
+    def settle(
+        self,
+        completions: Sequence[tuple[str, int, TaskResult | None]],
+        types: Sequence[str] = (),
+        *,
+        worker_id: str = "",
+        count: int = 0,
+        lease_ms: int | None = None,
+        start: bool = True,
+        claim_after_refusal: bool = True,
+    ) -> Settled:
+        """Record many completions and claim up to ``count`` tasks of ``types``, all in one
+        round trip and one script: a busy worker's whole exchange with the queue.
+
+        A refused completion (stale lease, cancelled task) is reported in ``outcomes`` and does
+        not stop the others, nor the claim unless ``claim_after_refusal`` is false (then a
+        refused completion claims nothing)."""
+        queues = _claim_queues(types, worker_id) if count else []
+        first = completions[0][0] if completions else "-"
         keys = [
             self.keys.active,
             self.keys.delayed,
             self.keys.paused,
-            self.keys.task(task_id),
+            self.keys.task(first),
             *(self.keys.ready(q) for q in queues),
         ]
-        args = [
+        args: list[Any] = [
             *self._claim_args(worker_id, count, lease_ms, start),
-            task_id,
-            token,
-            dumps(result or TaskResult(success=True)),
-            _cost(result),
+            "1" if claim_after_refusal else "0",
+            len(completions),
         ]
+        for task_id, token, result in completions:
+            args += [task_id, token, dumps(result or TaskResult(success=True)), _cost(result)]
         reply = self.scripts.call("complete_claim", keys, args)
-        raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
-        return (int(reply[1]) if reply[0] == 1 else 0), _claims(reply, 3)
+        n = int(reply[0])
+        outcomes: list[int | ShimError] = []
+        for (task_id, token, _), code, detail in zip(
+            completions, reply[1 : 2 * n + 1 : 2], reply[2 : 2 * n + 2 : 2], strict=True
+        ):
+            try:
+                raise_for_code(code, task_id, token=token, detail=str(detail))
+                outcomes.append(int(detail) if code == 1 else 0)
+            except ShimError as exc:
+                outcomes.append(exc)
+        return Settled(
+            outcomes=outcomes, claims=_claims(reply, 2 * n + 2), next_due_ms=int(reply[2 * n + 1])
+        )
 
     @redis_errors
     def start(self, task_id: str, token: int) -> None:
@@ -509,30 +565,17 @@ class TaskQueue:
 
     @redis_errors
     def complete_many(self, completions: Sequence[tuple[str, int, TaskResult | None]]) -> int:
-        """Complete several tasks in one round trip (e.g. after a batch claim); returns how many
-        dependents became claimable. Raises the error of the first refused completion, after
-        every other completion in the batch has been recorded."""
+        """Complete several tasks in one round trip and one script (e.g. after a batch claim);
+        returns how many dependents became claimable. Raises the error of the first refused
+        completion, after every other completion in the batch has been recorded (see
+        :meth:`settle` to get every outcome)."""
         if not completions:
             return 0
-        pipe = self.client.pipeline(transaction=False)
-        for task_id, token, result in completions:
-            self.scripts.call(
-                "complete",
-                [self.keys.task(task_id), self.keys.waiting],
-                [
-                    self.keys.prefix,
-                    task_id,
-                    token,
-                    dumps(result or TaskResult(success=True)),
-                    _cost(result),
-                ],
-                client=pipe,
-            )
-        released = 0
-        for (task_id, token, _), reply in zip(completions, pipe.execute(), strict=True):
-            raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
-            released += int(reply[1]) if reply[0] == 1 else 0
-        return released
+        settled = self.settle(completions)
+        for outcome in settled.outcomes:
+            if isinstance(outcome, ShimError):
+                raise outcome
+        return sum(o for o in settled.outcomes if isinstance(o, int))
 
     @redis_errors
     def fail(
@@ -770,4 +813,4 @@ def _status_detail(reply: list[Any]) -> str:
     return str(reply[1]) if len(reply) > 1 and reply[0] == -3 else ""
 
 
-__all__ = ["FINAL_STATUSES", "FailOutcome", "QueueStats", "TaskQueue", "TaskState"]
+__all__ = ["FINAL_STATUSES", "FailOutcome", "QueueStats", "Settled", "TaskQueue", "TaskState"]

@@ -1,7 +1,9 @@
 """Loads the Lua scripts in ``shim_core/lua`` once per client and calls them by SHA.
 
 A file ``<verb>-<n>.lua`` takes exactly ``n`` keys; a header line naming ``KEYS[m...]`` marks the
-keys from ``m`` on as variadic. ``_lib.lua`` is prepended to every script. redis-py's
+keys from ``m`` on as variadic. ``_lib.lua`` is prepended to every script, and the script's body
+runs as a function followed by the library's ``flush()``, which sends the writes the body
+gathered (counts, events, ...) in as few commands as possible. redis-py's
 ``register_script`` runs EVALSHA and reloads on NOSCRIPT (after a Redis restart), and a script can
 be queued on a pipeline.
 """
@@ -20,6 +22,8 @@ from redis.commands.core import Script
 
 _FILE = re.compile(r"^(?P<verb>[a-z_]+)-(?P<nkeys>\d+)\.lua$")
 _VARIADIC = re.compile(r"KEYS\[(\d+)\.\.\.\]")
+#: After the body: send what it gathered, then return its reply.
+_EPILOGUE = "local reply = main()\nflush()\nreturn reply\n"
 
 
 @attrs.frozen
@@ -45,9 +49,8 @@ def sources() -> dict[str, LuaSource]:
         variadic = _VARIADIC.search(body)
         if variadic and int(variadic[1]) != nkeys + 1:
             raise RuntimeError(f"{entry.name}: variadic keys must start at KEYS[{nkeys + 1}]")
-        found[match["verb"]] = LuaSource(
-            match["verb"], nkeys, variadic is not None, lib + "\n" + body
-        )
+        source = f"{lib}\nlocal function main()\n{body}\nend\n{_EPILOGUE}"
+        found[match["verb"]] = LuaSource(match["verb"], nkeys, variadic is not None, source)
     return found
 
 

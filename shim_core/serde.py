@@ -124,8 +124,17 @@ def task_from_hash(fields: Mapping[str, str], task_id: str = "") -> Task:
 
 
 def event_from_json(data: str | bytes) -> ProgressEvent:
-    """Decode one bus message into a ProgressEvent."""
+    """Decode one event (a bus message holding a single event) into a ProgressEvent."""
     return loads(data, ProgressEvent)
+
+
+def events_from_json(data: str | bytes) -> list[ProgressEvent]:
+    """Decode one bus message: a single event, or a JSON array of the events one script
+    published on one channel (a batch of completions or claims)."""
+    plain = json.loads(data)
+    if isinstance(plain, list):
+        return [converter.structure(item, ProgressEvent) for item in plain]
+    return [converter.structure(plain, ProgressEvent)]
 
 
 def _describe(exc: BaseException) -> str:

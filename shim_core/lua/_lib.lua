@@ -6,9 +6,111 @@ local rcall = redis.call
 local BANDS = {critical = 0, high = 1, normal = 2, low = 3}
 local BAND_WIDTH = 10000000000000 -- 1e13 FIFO slots per priority band; scores stay exact doubles
 
+-- Writes that many tasks of one call share are gathered here and sent once, when the script
+-- ends (scripts.py calls flush() after every script): per-type counts, wake markers, worker
+-- statistics, duration history, finished-set moves and events. A batch of 100 completions then
+-- costs one HINCRBY per type, not 200.
+local acc = {prefix = nil, counts = {}, count_order = {}, wakes = {}, wake_order = {},
+             workers = {}, worker_order = {}, history = {}, history_order = {},
+             zrem = {}, zadd = {}, zorder = {}, events = {}}
+
+local function once(map, order, key, init)
+  local v = map[key]
+  if v == nil then
+    v = init
+    map[key] = v
+    table.insert(order, key)
+  end
+  return v
+end
+
 local function now_ms()
+  if acc.now then return acc.now end
   local t = rcall('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  acc.now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return acc.now
+end
+
+-- Add `n` to the count `field` ('<status>:<type>') of the namespace.
+local function bump(prefix, field, n)
+  acc.prefix = prefix
+  once(acc.counts, acc.count_order, field, 0)
+  acc.counts[field] = acc.counts[field] + n
+end
+
+-- Set (true) or remove (false) wake marker `key` when the script ends.
+local function wake(key, on)
+  once(acc.wakes, acc.wake_order, key, on)
+  acc.wakes[key] = on
+end
+
+-- Sorted-set moves of finished work, sent as one ZREM / ZADD per key.
+local function defer_zrem(key, member)
+  table.insert(once(acc.zrem, acc.zorder, key, {}), member)
+end
+
+local function defer_zadd(key, score, member)
+  local list = once(acc.zadd, acc.zorder, key, {})
+  table.insert(list, score)
+  table.insert(list, member)
+end
+
+local function chunked(cmd, key, list, step)
+  for i = 1, #list, step do
+    rcall(cmd, key, unpack(list, i, math.min(i + step - 1, #list)))
+  end
+end
+
+-- Send everything gathered; called once after the script's body.
+local function flush()
+  local prefix = acc.prefix
+  for _, key in ipairs(acc.zorder) do
+    if acc.zrem[key] then chunked('ZREM', key, acc.zrem[key], 1000) end
+    if acc.zadd[key] then chunked('ZADD', key, acc.zadd[key], 1000) end
+  end
+  for _, field in ipairs(acc.count_order) do
+    local n = acc.counts[field]
+    if n ~= 0 then rcall('HINCRBY', prefix .. 'counts', field, n) end
+  end
+  for _, ttype in ipairs(acc.history_order) do
+    local h = acc.history[ttype]
+    rcall('HINCRBY', prefix .. 'history', ttype .. ':n', h[1])
+    rcall('HINCRBY', prefix .. 'history', ttype .. ':ms', h[2])
+  end
+  for _, worker in ipairs(acc.worker_order) do
+    local w = acc.workers[worker]
+    local wkey = prefix .. 'worker:' .. worker
+    local cur = rcall('HMGET', wkey, 'id', 'current_task')
+    if cur[1] then -- registered (a hash without its id is a leftover: never recreated here)
+      for field, n in pairs(w.fields) do rcall('HINCRBY', wkey, field, n) end
+      if w.duration > 0 then rcall('HINCRBY', wkey, 'total_duration', w.duration) end
+      if cur[2] and w.done[cur[2]] then rcall('HDEL', wkey, 'current_task') end
+    end
+  end
+  for _, key in ipairs(acc.wake_order) do
+    if acc.wakes[key] then rcall('ZADD', key, 0, '1') else rcall('DEL', key) end
+  end
+  local n = #acc.events
+  if n > 0 then
+    -- One id counter step and one message per channel: a batch of events on a channel is
+    -- published as a JSON array of events (a single one as the event itself).
+    local last = rcall('INCRBY', prefix .. 'evseq', n)
+    local channels, order = {}, {}
+    for i, e in ipairs(acc.events) do
+      e.body.id = tostring(last - n + i)
+      local json = cjson.encode(e.body)
+      if e.tail then json = string.sub(json, 1, -2) .. ',' .. e.tail .. '}' end
+      table.insert(once(channels, order, e.channel, {}), json)
+    end
+    for _, channel in ipairs(order) do
+      local list = channels[channel]
+      if #list == 1 then
+        rcall('PUBLISH', channel, list[1])
+      else
+        rcall('PUBLISH', channel, '[' .. table.concat(list, ',') .. ']')
+      end
+    end
+  end
 end
 
 local function queue_of(ttype, assigned_to)
@@ -32,28 +134,32 @@ end
 local function leave(prefix, id, status, queue, ttype)
   local key = state_key(prefix, status, queue)
   if status == 'waiting' then rcall('SREM', key, id) else rcall('ZREM', key, id) end
-  rcall('HINCRBY', prefix .. 'counts', status .. ':' .. ttype, -1)
+  bump(prefix, status .. ':' .. ttype, -1)
 end
 
 -- Put a task in the state set of `status` (score: ready order, deadline, due or finish time).
-local function enter(prefix, id, status, queue, ttype, score)
+-- `more`: further {field, value, ...} of the task hash, written in the same HSET as its status.
+local function enter(prefix, id, status, queue, ttype, score, more)
   local key = state_key(prefix, status, queue)
   if status == 'waiting' then rcall('SADD', key, id) else rcall('ZADD', key, score, id) end
-  rcall('HINCRBY', prefix .. 'counts', status .. ':' .. ttype, 1)
-  rcall('HSET', prefix .. 'task:' .. id, 'status', status)
-  if status == 'pending' then rcall('ZADD', prefix .. 'wake:' .. queue, 0, '1') end
+  bump(prefix, status .. ':' .. ttype, 1)
+  if more then
+    rcall('HSET', prefix .. 'task:' .. id, 'status', status, unpack(more))
+  else
+    rcall('HSET', prefix .. 'task:' .. id, 'status', status)
+  end
+  if status == 'pending' then wake(prefix .. 'wake:' .. queue, true) end
 end
 
--- Publish a ProgressEvent (JSON) on prefix .. 'task:' .. etype. `tail` is raw JSON members
--- spliced in as-is (e.g. '"completion":{...}'), so stored JSON is never decoded and re-encoded.
+-- Publish a ProgressEvent (JSON) on prefix .. 'task:' .. etype when the script ends. `tail` is
+-- raw JSON members spliced in as-is (e.g. '"completion":{...}'), so stored JSON is never
+-- decoded and re-encoded.
 local function emit(prefix, etype, id, worker, status, attempt, now, tail)
-  local event = cjson.encode({
-    id = tostring(rcall('INCR', prefix .. 'evseq')),
+  acc.prefix = prefix
+  table.insert(acc.events, {channel = prefix .. 'task:' .. etype, tail = tail, body = {
     type = etype, task_id = id, worker_id = worker or '',
     status = status, attempt = attempt, timestamp = now,
-  })
-  if tail then event = string.sub(event, 1, -2) .. ',' .. tail .. '}' end
-  rcall('PUBLISH', prefix .. 'task:' .. etype, event)
+  }})
 end
 
 -- The queue a task becomes pending in: its worker's own queue, unless that worker is known to
@@ -121,7 +227,8 @@ end
 local function release_dependents(prefix, id, now)
   local released = 0
   local depkey = prefix .. 'dependents:' .. id
-  for _, child in ipairs(rcall('SMEMBERS', depkey)) do
+  local children = rcall('SMEMBERS', depkey)
+  for _, child in ipairs(children) do
     local ckey = prefix .. 'task:' .. child
     if rcall('HGET', ckey, 'status') == 'waiting'
         and rcall('HINCRBY', ckey, 'deps_left', -1) <= 0 then
@@ -129,7 +236,7 @@ local function release_dependents(prefix, id, now)
       released = released + 1
     end
   end
-  rcall('DEL', depkey)
+  if #children > 0 then rcall('DEL', depkey) end
   return released
 end
 
@@ -148,14 +255,12 @@ local function fail_final(prefix, id, status, queue, ttype, now, result, worker,
   return cancel_dependents(prefix, id, now, 'dependency ' .. id .. ' failed')
 end
 
--- Publish a worker event on prefix .. 'worker:' .. etype.
+-- Publish a worker event on prefix .. 'worker:' .. etype when the script ends.
 local function emit_worker(prefix, etype, worker, now, tail)
-  local event = cjson.encode({
-    id = tostring(rcall('INCR', prefix .. 'evseq')), type = etype, worker_id = worker,
-    timestamp = now,
-  })
-  if tail then event = string.sub(event, 1, -2) .. ',' .. tail .. '}' end
-  rcall('PUBLISH', prefix .. 'worker:' .. etype, event)
+  acc.prefix = prefix
+  table.insert(acc.events, {channel = prefix .. 'worker:' .. etype, tail = tail, body = {
+    type = etype, worker_id = worker, timestamp = now,
+  }})
 end
 
 -- A lease was lost without the worker reporting (stall, crash): back to pending with a stall
@@ -183,7 +288,7 @@ local function retarget(prefix, id, target)
   local queue = queue_of(f[1], target)
   rcall('SADD', prefix .. 'queues', queue)
   rcall('ZADD', prefix .. 'ready:' .. queue, ready_score(f[3], f[4]), id)
-  rcall('ZADD', prefix .. 'wake:' .. queue, 0, '1')
+  wake(prefix .. 'wake:' .. queue, true)
 end
 
 -- Tasks assigned to a worker that left go back to their type's queue for anyone to claim.
@@ -211,15 +316,23 @@ local function crash_worker(prefix, worker, now, reason)
   return out
 end
 
--- Worker statistics kept by the scripts that finish a task (only for registered workers).
+-- Worker statistics kept by the scripts that finish a task (only for registered workers),
+-- written when the script ends.
 local function count_for_worker(prefix, worker, id, field, duration)
-  if not worker then return end
-  local wkey = prefix .. 'worker:' .. worker
-  if rcall('EXISTS', wkey) == 1 then
-    rcall('HINCRBY', wkey, field, 1)
-    if duration then rcall('HINCRBY', wkey, 'total_duration', duration) end
-    if rcall('HGET', wkey, 'current_task') == id then rcall('HDEL', wkey, 'current_task') end
-  end
+  if not worker or worker == '' then return end
+  acc.prefix = prefix
+  local w = once(acc.workers, acc.worker_order, worker, {fields = {}, duration = 0, done = {}})
+  w.fields[field] = (w.fields[field] or 0) + 1
+  if duration then w.duration = w.duration + duration end
+  w.done[id] = true
+end
+
+-- Count a finished execution of type `ttype` that took `took` ms (the estimates' history).
+local function add_history(prefix, ttype, took)
+  acc.prefix = prefix
+  local h = once(acc.history, acc.history_order, ttype, {0, 0})
+  h[1] = h[1] + 1
+  h[2] = h[2] + took
 end
 
 -- Renew the leases given as ARGV[first..] (task id, token pairs) until `deadline`; appends the
@@ -263,26 +376,34 @@ end
 -- Tasks a claim looks at past the head of a queue for one this worker may take.
 local LOOKAHEAD = 20
 
--- Whether pending task `id` (fields f = {type, assigned_to, priority, seq, attempts, agent,
--- run_id}) may be claimed now: 'ok'; 'moved' when it left the queue (its agent cools down
--- after a rate limit: to retrying until then, no attempt spent; its run's budget is spent:
--- cancelled); 'skip' when this worker refuses its agent (left for other workers).
-local function claimable(prefix, id, f, refused, now)
-  local agent = f[6]
+-- A task hash as HGETALL returns it ({field, value, ...}) turned into a table.
+local function to_map(flat)
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  return h
+end
+
+-- Whether pending task `id` (its hash as a table `h`) may be claimed now: 'ok'; 'moved' when it
+-- left the queue (its agent cools down after a rate limit: to retrying until then, no attempt
+-- spent; its run's budget is spent: cancelled); 'skip' when this worker refuses its agent
+-- (left for other workers).
+local function claimable(prefix, id, h, refused, now)
+  local agent = h.agent
   if not agent or agent == '' then return 'ok' end
+  local queue = queue_of(h.type, h.assigned_to)
   local cool = tonumber(rcall('HGET', prefix .. 'cooldowns', agent) or '0')
   if cool > now then
-    leave(prefix, id, 'pending', queue_of(f[1], f[2]), f[1])
-    enter(prefix, id, 'retrying', nil, f[1], cool)
-    rcall('HSET', prefix .. 'task:' .. id, 'due_at', cool)
-    emit(prefix, 'retrying', id, nil, 'retrying', tonumber(f[5]), now)
+    leave(prefix, id, 'pending', queue, h.type)
+    enter(prefix, id, 'retrying', nil, h.type, cool, {'due_at', cool})
+    emit(prefix, 'retrying', id, nil, 'retrying', tonumber(h.attempts), now)
     return 'moved'
   end
-  if f[7] and f[7] ~= '' then
-    local b = rcall('HMGET', prefix .. 'run:' .. f[7], 'budget_usd', 'cost_usd')
+  local run = h.run_id
+  if run and run ~= '' then
+    local b = rcall('HMGET', prefix .. 'run:' .. run, 'budget_usd', 'cost_usd')
     if b[1] and tonumber(b[2] or '0') >= tonumber(b[1]) then
-      cancel_task(prefix, id, 'pending', f[1], queue_of(f[1], f[2]), nil, tonumber(f[5]), now,
-                  'budget exhausted: run ' .. f[7] .. ' spent $' .. (b[2] or '0') .. ' of $' .. b[1])
+      cancel_task(prefix, id, 'pending', h.type, queue, nil, tonumber(h.attempts), now,
+                  'budget exhausted: run ' .. run .. ' spent $' .. (b[2] or '0') .. ' of $' .. b[1])
       return 'moved'
     end
   end
@@ -290,28 +411,34 @@ local function claimable(prefix, id, f, refused, now)
   return 'ok'
 end
 
--- The first task of ready queue `rkey` this worker may claim now: id, score, type; and whether
--- tasks it refuses were passed over.
-local function first_claimable(prefix, rkey, refused, now)
-  local skipped = false
-  local window = 1 -- the head alone in the common case; further only past unclaimable tasks
-  while true do
-    local items = rcall('ZRANGE', rkey, 0, window - 1, 'WITHSCORES')
-    if #items == 0 then return nil, nil, nil, skipped end
-    local moved = false
+-- Up to `want` tasks at the head of ready queue `rkey` that this worker may claim now, in queue
+-- order: {{id =, score =, flat = HGETALL reply, h = table}, ...}. Also returns whether tasks it
+-- refuses were passed over, and how many tasks remain in the queue when that is known without
+-- asking (nil otherwise).
+local function head_claimable(prefix, rkey, want, refused, now)
+  local found, skipped = {}, false
+  local pos, skips = 0, 0 -- rank of the next task not looked at; refused tasks passed over
+  while #found < want and skips < LOOKAHEAD do
+    local window = want - #found + (skips > 0 and LOOKAHEAD or 0)
+    local items = rcall('ZRANGE', rkey, pos, pos + window - 1, 'WITHSCORES')
     for i = 1, #items, 2 do
       local id = items[i]
-      local f = rcall('HMGET', prefix .. 'task:' .. id, 'type', 'assigned_to', 'priority', 'seq',
-                      'attempts', 'agent', 'run_id')
-      local verdict = claimable(prefix, id, f, refused, now)
-      if verdict == 'ok' then return id, tonumber(items[i + 1]), f[1], skipped end
-      if verdict == 'skip' then skipped = true else moved = true end
+      local flat = rcall('HGETALL', prefix .. 'task:' .. id)
+      local h = to_map(flat)
+      local verdict = claimable(prefix, id, h, refused, now)
+      if verdict == 'ok' then
+        table.insert(found, {id = id, score = tonumber(items[i + 1]), flat = flat, h = h})
+        pos = pos + 1
+      elseif verdict == 'skip' then
+        skipped = true
+        skips = skips + 1
+        pos = pos + 1
+      end -- 'moved': it left the queue, the next task has its rank
+      if #found >= want or skips >= LOOKAHEAD then return found, skipped, nil end
     end
-    if not moved and (window == LOOKAHEAD or #items < window * 2) then
-      return nil, nil, nil, skipped
-    end
-    window = LOOKAHEAD
+    if #items < window * 2 then return found, skipped, pos end -- the queue ends here
   end
+  return found, skipped, nil
 end
 
 -- Claim up to `count` pending tasks from the `ready` queue keys, highest priority first, FIFO in
@@ -320,10 +447,18 @@ end
 -- tasks of agents the worker refuses (its hash's `refused` field) are left for others.
 -- Returns {ms until the next retry is due or -1, token1, {field, value, ...}, token2, ...}.
 local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease, status)
+  if count <= 0 then return {-1} end
   local now = now_ms()
-  for _, id in ipairs(rcall('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)) do
-    make_pending(prefix, id, 'retrying', now, 'released')
+  local due = rcall('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  if due[1] and tonumber(due[2]) <= now then
+    for _, id in ipairs(rcall('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)) do
+      make_pending(prefix, id, 'retrying', now, 'released')
+    end
+    due = rcall('ZRANGE', delayed, 0, 0, 'WITHSCORES')
   end
+  local out = {-1}
+  if due[1] then out[1] = math.max(0, tonumber(due[2]) - now) end
+  if rcall('EXISTS', paused) == 1 then return out end
   local wkey = prefix .. 'worker:' .. worker
   local has_worker, refused = false, {}
   if worker ~= '' then
@@ -331,47 +466,72 @@ local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease,
     has_worker = w[1] ~= false
     if w[2] then refused = cjson.decode(w[2]) end
   end
-  local skipped = {}
-  local out = {-1}
-  if rcall('EXISTS', paused) == 0 and count > 0 then
-    for _ = 1, count do
-      local best_key, best_id, best_score, best_type = nil, nil, nil, nil
-      for _, rkey in ipairs(ready) do
-        local id, score, ttype, passed = first_claimable(prefix, rkey, refused, now)
-        if passed then skipped[rkey] = true end
-        if id and (best_score == nil or score < best_score) then
-          best_key, best_id, best_score, best_type = rkey, id, score, ttype
-        end
-      end
-      if not best_id then break end
-      local key = prefix .. 'task:' .. best_id
-      rcall('ZREM', best_key, best_id)
-      rcall('HINCRBY', prefix .. 'counts', 'pending:' .. best_type, -1)
-      enter(prefix, best_id, status, nil, best_type, now + lease)
-      local token = rcall('INCR', prefix .. 'fence')
-      local attempt = rcall('HINCRBY', key, 'attempts', 1)
-      rcall('HSET', key, 'lease', token, 'worker_id', worker, 'claimed_at', now,
-            'lease_deadline', now + lease, 'progress', 0, 'progress_message', '')
-      if status == 'running' then emit(prefix, 'started', best_id, worker, status, attempt, now) end
-      if has_worker then
-        rcall('HSET', wkey, 'current_task', best_id, 'last_activity_at', now)
-      end
-      table.insert(out, token)
-      table.insert(out, rcall('HGETALL', key))
+  -- The best `count` of the heads of every queue (each head is in queue order: a merge).
+  local heads, skipped, left = {}, {}, {}
+  for q, rkey in ipairs(ready) do
+    local found, passed, size = head_claimable(prefix, rkey, count, refused, now)
+    heads[q] = {list = found, next = 1}
+    skipped[q] = passed
+    left[q] = size
+  end
+  local chosen = {}
+  while #chosen < count do
+    local best, best_score = nil, nil
+    for q, head in ipairs(heads) do
+      local c = head.list[head.next]
+      if c and (best_score == nil or c.score < best_score) then best, best_score = q, c.score end
     end
-    -- Keep each wake marker in step with its queue: set while work remains (so the next blocked
-    -- claimer wakes), gone when the queue is empty (so no claimer wakes for nothing). A queue
-    -- whose remaining tasks this worker refused keeps its marker as it is: re-setting it would
-    -- wake this same worker again and again; the others find the tasks on their next claim.
-    for _, rkey in ipairs(ready) do
-      if not skipped[rkey] then
-        local wake = prefix .. 'wake:' .. string.sub(rkey, #prefix + 7)
-        if rcall('ZCARD', rkey) > 0 then rcall('ZADD', wake, 0, '1') else rcall('DEL', wake) end
-      end
+    if not best then break end
+    local head = heads[best]
+    local c = head.list[head.next]
+    head.next = head.next + 1
+    c.q = best
+    table.insert(chosen, c)
+  end
+  if #chosen > 0 then
+    local top = rcall('INCRBY', prefix .. 'fence', #chosen)
+    local deadline = now + lease
+    local taken, active = {}, {}
+    for i, c in ipairs(chosen) do
+      local token = top - #chosen + i
+      local attempt = tonumber(c.h.attempts or '0') + 1
+      local key = prefix .. 'task:' .. c.id
+      table.insert(once(taken, {}, c.q, {}), c.id)
+      table.insert(active, deadline)
+      table.insert(active, c.id)
+      bump(prefix, 'pending:' .. c.h.type, -1)
+      bump(prefix, status .. ':' .. c.h.type, 1)
+      local fields = {'status', status, 'lease', string.format('%d', token), 'worker_id', worker,
+                      'claimed_at', string.format('%d', now),
+                      'lease_deadline', string.format('%d', deadline), 'progress', '0',
+                      'progress_message', '', 'attempts', string.format('%d', attempt)}
+      rcall('HSET', key, unpack(fields))
+      if status == 'running' then emit(prefix, 'started', c.id, worker, status, attempt, now) end
+      -- The reply is the hash as read plus the fields just written (later pairs win).
+      local flat = c.flat
+      for _, v in ipairs(fields) do table.insert(flat, v) end
+      table.insert(out, token)
+      table.insert(out, flat)
+    end
+    for q, ids in pairs(taken) do chunked('ZREM', ready[q], ids, 1000) end
+    chunked('ZADD', prefix .. 'active', active, 1000)
+    if has_worker then
+      rcall('HSET', wkey, 'current_task', chosen[#chosen].id, 'last_activity_at', now)
+    end
+    for q, ids in pairs(taken) do
+      if left[q] then left[q] = left[q] - #ids end
     end
   end
-  local due = rcall('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-  if due[1] then out[1] = math.max(0, tonumber(due[2]) - now) end
+  -- Keep each wake marker in step with its queue: set while work remains (so the next blocked
+  -- claimer wakes), gone when the queue is empty (so no claimer wakes for nothing). A queue
+  -- whose remaining tasks this worker refused keeps its marker as it is: re-setting it would
+  -- wake this same worker again and again; the others find the tasks on their next claim.
+  for q, rkey in ipairs(ready) do
+    if not skipped[q] then
+      local remaining = left[q] or rcall('ZCARD', rkey)
+      wake(prefix .. 'wake:' .. string.sub(rkey, #prefix + 7), remaining > 0)
+    end
+  end
   return out
 end
 
@@ -388,13 +548,15 @@ local function complete_task(prefix, id, token, result, cost)
   if f[1] ~= 'running' and f[1] ~= 'claimed' then return {-3, f[1]} end
   local now = now_ms()
   local took = now - tonumber(f[6])
-  leave(prefix, id, f[1], nil, f[5])
-  enter(prefix, id, 'complete', nil, f[5], now)
-  rcall('HSET', key, 'result', result, 'completed_at', now, 'progress', 1, 'actual_duration', took)
+  defer_zrem(prefix .. 'active', id)
+  bump(prefix, f[1] .. ':' .. f[5], -1)
+  defer_zadd(prefix .. 'complete', now, id)
+  bump(prefix, 'complete:' .. f[5], 1)
+  rcall('HSET', key, 'status', 'complete', 'result', result, 'completed_at', now, 'progress', 1,
+        'actual_duration', took)
   add_cost(prefix, f[7], cost)
   emit(prefix, 'completed', id, f[3], 'complete', tonumber(f[4]), now, '"completion":' .. result)
   count_for_worker(prefix, f[3], id, 'tasks_completed', took)
-  rcall('HINCRBY', prefix .. 'history', f[5] .. ':n', 1)
-  rcall('HINCRBY', prefix .. 'history', f[5] .. ':ms', took)
+  add_history(prefix, f[5], took)
   return {1, release_dependents(prefix, id, now)}
 end

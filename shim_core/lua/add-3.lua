@@ -26,7 +26,9 @@ for _, t in ipairs(tasks) do
 end
 
 local now = now_ms()
-for _, t in ipairs(tasks) do
+local top = rcall('INCRBY', KEYS[1], #tasks) -- the FIFO sequence numbers of the whole batch
+local known = {}
+for n, t in ipairs(tasks) do
   local key = prefix .. 'task:' .. t.id
   local left, doomed = 0, nil
   for _, dep in ipairs(cjson.decode(t.dependencies or '[]')) do
@@ -37,24 +39,28 @@ for _, t in ipairs(tasks) do
       rcall('SADD', prefix .. 'dependents:' .. dep, t.id)
     end
   end
-  local seq = rcall('INCR', KEYS[1])
-  local fields = {}
+  local seq = top - #tasks + n
+  local fields = {'seq', seq, 'created_at', now, 'deps_left', left}
   for k, v in pairs(t) do
     table.insert(fields, k)
     table.insert(fields, v)
   end
-  rcall('HSET', key, unpack(fields))
-  rcall('HSET', key, 'seq', seq, 'created_at', now, 'deps_left', left)
   local queue = home_queue(prefix, t.id, t.type, t.assigned_to)
-  rcall('SADD', KEYS[2], queue)
+  if not known[queue] then
+    known[queue] = true
+    rcall('SADD', KEYS[2], queue)
+  end
   if doomed then
     local result = cjson.encode({success = false, error = 'dependency ' .. doomed .. ' failed'})
-    rcall('HSET', key, 'result', result, 'completed_at', now)
-    enter(prefix, t.id, 'cancelled', nil, t.type, now)
+    table.insert(fields, 'result')
+    table.insert(fields, result)
+    table.insert(fields, 'completed_at')
+    table.insert(fields, now)
+    enter(prefix, t.id, 'cancelled', nil, t.type, now, fields)
   elseif left > 0 then
-    enter(prefix, t.id, 'waiting', queue, t.type, 0)
+    enter(prefix, t.id, 'waiting', queue, t.type, 0, fields)
   else
-    enter(prefix, t.id, 'pending', queue, t.type, ready_score(t.priority, seq))
+    enter(prefix, t.id, 'pending', queue, t.type, ready_score(t.priority, seq), fields)
   end
 end
 return {#tasks}

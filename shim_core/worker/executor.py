@@ -9,9 +9,9 @@ import traceback
 import attrs
 
 from shim_core.checkpoints import CheckpointStore
-from shim_core.errors import InvalidTransition, StaleLease, TaskNotFound
-from shim_core.models import Claim, TaskOutcome, TaskResult
-from shim_core.outcomes import Action, decide
+from shim_core.errors import ShimError, StaleLease, TaskError
+from shim_core.models import Claim, Task, TaskOutcome, TaskResult
+from shim_core.outcomes import Action, Decision, decide
 from shim_core.plugins import Plugins
 from shim_core.queue import TaskQueue
 from shim_core.serde import dumps
@@ -34,10 +34,17 @@ class ExecutionOutcome:
     status: str
     duration_ms: int
     result: TaskResult
-    #: Tasks claimed in the same round trip as this completion (see ``claim_next``).
-    next_claims: tuple[Claim, ...] = ()
     #: The worker cannot run the task's agent (missing CLI, refused credentials).
     refuse_agent: bool = False
+
+
+@attrs.frozen
+class Run:
+    """A finished execution not yet recorded: its result and what it leads to."""
+
+    result: TaskResult
+    decision: Decision
+    duration_ms: int
 
 
 class WorkExecutor:
@@ -52,13 +59,8 @@ class WorkExecutor:
         worker_id: str,
         default_executor: str | None = None,
         max_task_duration_ms: int | None = None,
-        claim_types: tuple[str, ...] = (),
-        lease_ms: int | None = None,
     ) -> None:
         self.queue = queue
-        #: What the worker claims, for chaining the next claim onto a completion.
-        self.claim_types = claim_types
-        self.lease_ms = lease_ms
         self.plugins = plugins
         self.checkpoints = checkpoints
         self.worker_id = worker_id
@@ -86,11 +88,14 @@ class WorkExecutor:
             agent_adapters=self.plugins.adapters,
         )
 
-    def execute_task(self, execution: TaskExecution, *, claim_next: int = 0) -> ExecutionOutcome:
-        """Run the task and record its result; never raises for a task's own failure.
+    def execute_task(self, execution: TaskExecution) -> ExecutionOutcome:
+        """Run the task and record its result; never raises for a task's own failure."""
+        run = self.run(execution)
+        return self.record(execution, run)
 
-        ``claim_next`` > 0 claims up to that many next tasks in the same round trip as a
-        successful completion (they come back in ``outcome.next_claims``)."""
+    def run(self, execution: TaskExecution) -> Run:
+        """Run the task through its executor within its time limit and decide what its result
+        leads to; records nothing (see :meth:`record`). Never raises for a task's own failure."""
         task = execution.task
         start = time.monotonic()
         executor = self.plugins.executor_for(task, self.default_executor)
@@ -101,7 +106,7 @@ class WorkExecutor:
             )
             # Not permanent: in a mixed fleet another worker may have the executor; the retries
             # with backoff give it the chance before the task fails for good.
-            return self._finish(execution, result, start, claim_next)
+            return self._ran(task, result, start)
         limit_ms = task.timeout_ms or self.max_task_duration_ms
         deadline = None
         if limit_ms:
@@ -128,16 +133,9 @@ class WorkExecutor:
                 error=execution.cancel_reason,
                 outcome=TaskOutcome.TIMED_OUT,
             )
-        return self._finish(execution, result, start, claim_next)
+        return self._ran(task, result, start)
 
-    def _finish(
-        self,
-        execution: TaskExecution,
-        result: TaskResult,
-        start: float,
-        claim_next: int = 0,
-    ) -> ExecutionOutcome:
-        task, token = execution.task, execution.token
+    def _ran(self, task: Task, result: TaskResult, start: float) -> Run:
         duration = int((time.monotonic() - start) * 1000)
         if result.duration_ms is None:
             result = attrs.evolve(result, duration_ms=duration)
@@ -149,46 +147,26 @@ class WorkExecutor:
                 duration_ms=duration,
                 error=f"the result cannot be stored as JSON: {exc}",
             )
-        next_claims: list[Claim] = []
         decision = decide(task, result, default_attempts=self.queue.settings.max_attempts)
+        return Run(result, decision, duration)
+
+    def record(self, execution: TaskExecution, run: Run) -> ExecutionOutcome:
+        """Carry out the run's decision in one transition (one round trip)."""
         try:
-            status = self._record(execution, result, decision.action, claim_next, next_claims)
-        except StaleLease:
-            log.warning(
-                "late result of task %s refused: another worker holds it now (lease %d superseded)",
-                task.id,
-                token,
-            )
-            status = "fenced"
-        except (InvalidTransition, TaskNotFound) as exc:
-            log.warning("result of task %s not recorded: %s", task.id, exc)
-            status = "cancelled" if "cancelled" in str(exc) else "fenced"
+            status = self._record(execution, run.result, run.decision.action)
+        except TaskError as exc:
+            status = refused_status(execution.task.id, execution.token, exc)
+        return self.outcome(execution, run, status)
+
+    @staticmethod
+    def outcome(execution: TaskExecution, run: Run, status: str) -> ExecutionOutcome:
         return ExecutionOutcome(
-            task.id, status, duration, result, tuple(next_claims), decision.refuse_agent
+            execution.task.id, status, run.duration_ms, run.result, run.decision.refuse_agent
         )
 
-    def _record(
-        self,
-        execution: TaskExecution,
-        result: TaskResult,
-        action: Action,
-        claim_next: int,
-        next_claims: list[Claim],
-    ) -> str:
+    def _record(self, execution: TaskExecution, result: TaskResult, action: Action) -> str:
         """Carry out the decision in one transition; returns the status it led to."""
         task, token = execution.task, execution.token
-        if action is Action.COMPLETE and claim_next and self.claim_types:
-            _, claims = self.queue.complete_and_claim(
-                task.id,
-                token,
-                result,
-                self.claim_types,
-                worker_id=self.worker_id,
-                count=claim_next,
-                lease_ms=self.lease_ms,
-            )
-            next_claims.extend(claims)
-            return "complete"
         if action is Action.COMPLETE:
             self.queue.complete(task.id, token, result)
             return "complete"
@@ -198,3 +176,17 @@ class WorkExecutor:
             return "throttled"
         outcome = self.queue.fail(task.id, token, result, permanent=action is Action.FAIL)
         return "failed" if outcome.final else "retrying"
+
+
+def refused_status(task_id: str, token: int, exc: ShimError) -> str:
+    """The status of a result the queue refused: ``fenced`` (another worker holds the task
+    now) or ``cancelled``; logs why."""
+    if isinstance(exc, StaleLease):
+        log.warning(
+            "late result of task %s refused: another worker holds it now (lease %d superseded)",
+            task_id,
+            token,
+        )
+        return "fenced"
+    log.warning("result of task %s not recorded: %s", task_id, exc)
+    return "cancelled" if "cancelled" in str(exc) else "fenced"

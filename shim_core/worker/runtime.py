@@ -1,7 +1,8 @@
 """Worker: one process (or thread group) of the fleet, built from the seed's worker components.
 
 ``start()`` registers the worker, subscribes its liveness channel, starts the heartbeat, the
-reaper and ``concurrency`` executor threads. ``stop()`` shuts down gracefully: stop claiming,
+reaper, the task feed (claims ahead, records completions in batches: see ``feed.py``) and
+``concurrency`` executor threads. ``stop()`` shuts down gracefully: stop claiming,
 let running tasks finish within the grace period, release the rest, unregister. ``run()`` does
 both around a wait, with SIGTERM / SIGINT handlers: the first signal stops gracefully, a second
 one exits at once (the tasks are then reaped as for a crash).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import functools
 import logging
 import os
 import signal
@@ -29,12 +31,13 @@ from shim_core.connection import RedisConnectionManager
 from shim_core.errors import ShimError, TaskError
 from shim_core.keys import check_name
 from shim_core.models import Claim, TaskType, WorkerCapabilities, WorkerRegistration, new_id
+from shim_core.outcomes import Action
 from shim_core.plugins import Plugins
 from shim_core.queue import TaskQueue
 from shim_core.registry import HeartbeatRefused, WorkerRegistry
-from shim_core.worker.claimer import TaskClaimer
 from shim_core.worker.context import TaskExecution
-from shim_core.worker.executor import ExecutionOutcome, WorkExecutor
+from shim_core.worker.executor import ExecutionOutcome, Run, WorkExecutor, refused_status
+from shim_core.worker.feed import Completion, Finished, TaskFeed
 from shim_core.worker.recovery import WorkerCrashRecovery
 from shim_core.worker.reporter import ProgressReporter
 
@@ -62,6 +65,9 @@ class WorkerConfig:
     default_executor: str | None = None
     #: Longest single blocking claim; bounds how fast a stopping worker notices.
     claim_block: float = 1.0
+    #: Tasks claimed ahead at most while tasks are short (about 5 ms of work is held, judged by
+    #: recent durations; long tasks are never held back). 0: claim only for an idle thread.
+    prefetch: int = 64
     #: Seconds between reaper passes (crash detection by liveness is at most this late).
     reap_interval: float = 0.5
     shutdown_grace: float = 30.0
@@ -73,6 +79,8 @@ class WorkerConfig:
         check_name("worker id", self.worker_id)
         if self.concurrency < 1:
             raise ShimError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.prefetch < 0:
+            raise ShimError(f"prefetch must be 0 or more, got {self.prefetch}")
 
 
 class Worker:
@@ -104,7 +112,6 @@ class Worker:
         # A lease always outlives three heartbeats, whatever the interval: a healthy long task is
         # never reaped between two beats.
         self.lease_ms = max(settings.lease_ms, int(self.interval * 3000))
-        self.claimer = TaskClaimer(self.queue, self.id, self.capabilities, lease_ms=self.lease_ms)
         self.executor = WorkExecutor(
             self.queue,
             self.plugins,
@@ -112,8 +119,16 @@ class Worker:
             worker_id=self.id,
             default_executor=self.config.default_executor,
             max_task_duration_ms=self.config.max_task_duration_ms,
-            claim_types=self.capabilities.supported_task_types,
+        )
+        self.feed = TaskFeed(
+            self.queue,
+            self.id,
+            self.capabilities.supported_task_types,
+            concurrency=self.config.concurrency,
+            prefetch=self.config.prefetch,
             lease_ms=self.lease_ms,
+            claim_block=self.config.claim_block,
+            on_claimed=self._claimed,
         )
         self.reporter = ProgressReporter(
             self.registry,
@@ -132,7 +147,6 @@ class Worker:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
-        self._grace_over = threading.Event()
         self._stopping = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -140,7 +154,7 @@ class Worker:
         """Join the fleet and start working (returns at once)."""
         self._register()
         self.bus.subscribe(f"alive:{self.id}", lambda event, channel: None)
-        self.claimer.start()
+        self.feed.start()
         self.reporter.start()
         self.recovery.start_monitoring(self.config.reap_interval)
         for n in range(self.config.concurrency):
@@ -159,11 +173,16 @@ class Worker:
         if self._stopping:
             return
         self._stopping = True
-        self.claimer.stop()
+        self.feed.stop_claiming()
         deadline = time.monotonic() + (self.config.shutdown_grace if grace is None else grace)
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        self._grace_over.set()
+        # The grace period is over: hand back what did not start, record what finished.
+        for claim in self.feed.shut():
+            with contextlib.suppress(ShimError):
+                self.queue.release(claim.task.id, claim.token)
+            self.reporter.report_task_complete(claim.task.id, 0, "released")
+        self.feed.close()
         with self._lock:
             unfinished = list(self._running.values())
         for execution in unfinished:
@@ -200,64 +219,74 @@ class Worker:
 
     # ------------------------------------------------------------------- work
     def _work(self) -> None:
-        backoff = 0.1
-        backlog: deque[Claim] = deque()
-        # A task in hand is already running for everyone else (the claim started it): a
-        # graceful stop lets it run within the grace period instead of handing it back.
-        while backlog or self.claimer.is_active():
-            if self._grace_over.is_set():
-                break
-            if not backlog:
-                try:
-                    backlog.extend(self.claimer.claim_batch(1, block=self.config.claim_block))
-                    backoff = 0.1
-                except Exception as exc:  # Redis away, or a corrupt task: never end the thread
-                    log.warning("claim failed (%s); retrying in %.1f s", exc, backoff)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                continue
-            # While busy, the next task is claimed in the same round trip as a completion.
-            claim_next = 1 if len(backlog) == 1 and self.claimer.is_active() else 0
-            chained = self._run_claim(backlog.popleft(), claim_next)
-            self.claimer.count_claims(len(chained))
-            backlog.extend(chained)
-        for claim in backlog:  # the grace period is over: hand back what did not start
-            with contextlib.suppress(ShimError):
-                self.queue.release(claim.task.id, claim.token)
+        """An executor thread: take a claim, run it, hand back the result, until stopped. A
+        task in hand is already running for everyone else (the claim started it): a graceful
+        stop lets it run within the grace period instead of handing it back."""
+        finished: Finished | None = None
+        while True:
+            claim = self.feed.take(finished)
+            if claim is None:
+                return
+            finished = self._run_claim(claim)
 
-    def _run_claim(self, claim: Claim, claim_next: int = 0) -> tuple[Claim, ...]:
+    def _claimed(self, claims: list[Claim]) -> None:
+        """Hold the leases of new claims in the heartbeat from now on."""
+        for claim in claims:
+            self.reporter.report_task_start(claim.task.id, claim.token)
+
+    def _run_claim(self, claim: Claim) -> Finished:
+        started = time.monotonic()
         try:
             execution = self.executor.prepare(claim)
         except Exception as exc:
             log.exception("could not prepare task %s", claim.task.id)
             with contextlib.suppress(ShimError):  # else the lease expires and is reaped
                 self.queue.fail(claim.task.id, claim.token, f"could not prepare: {exc}")
-            return ()
-        return self._execute(execution, claim_next)
+            self.reporter.report_task_complete(claim.task.id, 0, "failed")
+            return Finished(time.monotonic() - started)
+        return self._execute(execution, started)
 
-    def _execute(self, execution: TaskExecution, claim_next: int = 0) -> tuple[Claim, ...]:
+    def _execute(self, execution: TaskExecution, started: float) -> Finished:
+        """Run one execution. A success is handed back for the feed to record in its next batch;
+        any other outcome is recorded at once (they are rare and may need the round trip's
+        answer)."""
         task_id = execution.task.id
         with self._lock:
             self._running[task_id] = execution
-        self.reporter.report_task_start(task_id, execution.token)
-        status, duration = "failed", 0
-        chained: tuple[Claim, ...] = ()
+        completion = None
         try:
-            outcome = self.executor.execute_task(execution, claim_next=claim_next)
-            status, duration = outcome.status, outcome.duration_ms
-            chained = outcome.next_claims
-            self.outcomes.append(outcome)
-            if outcome.refuse_agent:
-                self._refuse_agent(execution, outcome)
+            run = self.executor.run(execution)
+            if run.decision.action is Action.COMPLETE:
+                completion = Completion(
+                    execution.claim,
+                    run.result,
+                    functools.partial(self._settled, execution, run),
+                )
+            else:
+                self._done(execution, self.executor.record(execution, run))
         except BaseException as exc:  # a task must never take its thread down
             log.exception("task %s could not be run or recorded", task_id)
             self._record_crash(execution, exc)
+            self.reporter.report_task_complete(task_id, 0, "failed")
         finally:
             with self._lock:
                 self._running.pop(task_id, None)
             execution.close()
-            self.reporter.report_task_complete(task_id, duration, status)
-        return chained
+        return Finished(time.monotonic() - started, completion)
+
+    def _settled(self, execution: TaskExecution, run: Run, outcome: int | ShimError) -> None:
+        """The feed recorded (or the queue refused) a completion."""
+        if isinstance(outcome, ShimError):
+            status = refused_status(execution.task.id, execution.token, outcome)
+        else:
+            status = "complete"
+        self._done(execution, self.executor.outcome(execution, run, status))
+
+    def _done(self, execution: TaskExecution, outcome: ExecutionOutcome) -> None:
+        self.outcomes.append(outcome)
+        self.reporter.report_task_complete(outcome.task_id, outcome.duration_ms, outcome.status)
+        if outcome.refuse_agent:
+            self._refuse_agent(execution, outcome)
 
     def _refuse_agent(self, execution: TaskExecution, outcome: ExecutionOutcome) -> None:
         """Stop claiming tasks of an agent this worker cannot run; other workers take them."""
@@ -281,6 +310,9 @@ class Worker:
             log.warning("could not record the failure of %s: %s", execution.task.id, error)
 
     def _leases_lost(self, task_ids: list[str]) -> None:
+        for task_id in self.feed.discard(task_ids):
+            log.warning("claimed task %s was taken back before it started", task_id)
+            self.reporter.report_task_complete(task_id, 0, "released")
         with self._lock:
             lost = [self._running[t] for t in task_ids if t in self._running]
         for execution in lost:

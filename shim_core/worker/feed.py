@@ -1,0 +1,308 @@
+"""TaskFeed: a worker's one conversation with the queue for claiming and completing tasks.
+
+Executor threads take claims from a local inbox and hand back what they finished; one *link*
+thread turns that into as few round trips as the load allows (group commit). An idle worker
+records a completion alone and at once; a busy one records everything that finished during its
+previous call in one script that also claims the next tasks. While tasks are short, a few are
+claimed ahead (prefetch), so an executor thread never waits for a round trip; while they are
+long, nothing is held back from the other workers. When the queue runs dry a *waiter* thread
+sleeps in Redis (BZPOPMIN on the wake markers): no polling.
+
+Delivery is at least once, as everywhere in SHIM: a result still waiting in the feed when the
+process dies is lost with it, and the task runs again once its lease is reaped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+
+import attrs
+
+from shim_core.errors import ShimError
+from shim_core.models import Claim, TaskResult
+from shim_core.queue import TaskQueue
+
+log = logging.getLogger(__name__)
+
+#: Completions recorded per call at most (one script stays short).
+MAX_BATCH = 256
+#: Work claimed ahead is bounded by time: about this many seconds of tasks, judged by the
+#: average duration of the latest ones (long tasks are never held back from other workers).
+PREFETCH_WINDOW = 0.005
+#: A closing feed that cannot reach Redis gives up once its retry backoff exceeds this (seconds).
+_CLOSING_PATIENCE = 2.0
+#: Weight of the newest task in the moving average of durations.
+_SMOOTHING = 0.2
+
+
+@attrs.frozen
+class Completion:
+    """A successful execution to record; ``done`` is called (on the link thread) with the
+    number of dependents it released, or the error that refused it."""
+
+    claim: Claim
+    result: TaskResult
+    done: Callable[[int | ShimError], None]
+
+
+@attrs.frozen
+class Finished:
+    """What an executor thread hands back before taking the next claim."""
+
+    seconds: float
+    completion: Completion | None = None
+
+
+class TaskFeed:
+    """Claims for ``concurrency`` executor threads and records their completions in batches."""
+
+    def __init__(
+        self,
+        queue: TaskQueue,
+        worker_id: str,
+        types: Sequence[str],
+        *,
+        concurrency: int = 1,
+        prefetch: int = 64,
+        lease_ms: int | None = None,
+        claim_block: float = 1.0,
+        on_claimed: Callable[[list[Claim]], None] = lambda claims: None,
+    ) -> None:
+        self.queue = queue
+        self.worker_id = worker_id
+        self.types = tuple(types)
+        self.concurrency = concurrency
+        self.max_prefetch = prefetch
+        self.lease_ms = lease_ms
+        self.claim_block = claim_block
+        self._on_claimed = on_claimed
+        self._cond = threading.Condition()
+        self._inbox: deque[Claim] = deque()
+        self._outbox: list[Completion] = []
+        self._running = 0  # claims taken by executor threads, not yet handed back
+        self._idle = 0  # executor threads waiting for a claim
+        self._claiming = False  # a claim call is under way (link or waiter)
+        self._starving = False  # the queue came up short: the waiter blocks for more
+        self._active = False  # claiming; False from stop_claiming() on
+        self._closing = False  # the link thread ends once every completion is recorded
+        self._open = False  # claims are handed out (False once the grace period is over)
+        self._avg: float | None = None  # moving average of task durations, seconds
+        self._threads: list[threading.Thread] = []
+        #: Round trips made by the feed (settle calls and claim calls), and tasks claimed.
+        self.calls = 0
+        self.claimed = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        with self._cond:
+            self._active = self._open = True
+            self._closing = False
+        for name, target in (("link", self._link), ("waiter", self._wait_for_work)):
+            thread = threading.Thread(target=target, name=f"shim-{name}-{self.worker_id}")
+            thread.daemon = True
+            thread.start()
+            self._threads.append(thread)
+
+    def stop_claiming(self) -> None:
+        """Claim nothing more; tasks already in hand are still handed out."""
+        with self._cond:
+            self._active = False
+            self._cond.notify_all()
+
+    def is_active(self) -> bool:
+        return self._active
+
+    def shut(self) -> list[Claim]:
+        """Hand out nothing more; returns the claims no thread took (to be released)."""
+        with self._cond:
+            self._open = False
+            left = list(self._inbox)
+            self._inbox.clear()
+            self._cond.notify_all()
+        return left
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Record every completion handed back, then end the feed's threads."""
+        with self._cond:
+            self._active = False
+            self._closing = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def discard(self, task_ids: Iterable[str]) -> list[str]:
+        """Drop claims whose lease is gone from the inbox; returns the ids dropped."""
+        lost = set(task_ids)
+        with self._cond:
+            gone = [c.task.id for c in self._inbox if c.task.id in lost]
+            if gone:
+                self._inbox = deque(c for c in self._inbox if c.task.id not in lost)
+                self._cond.notify_all()
+        return gone
+
+    def in_hand(self) -> int:
+        """Claims waiting in the inbox."""
+        with self._cond:
+            return len(self._inbox)
+
+    # --------------------------------------------------------- executor threads
+    def take(self, finished: Finished | None = None) -> Claim | None:
+        """Hand back what this thread finished (if anything) and wait for its next claim;
+        None once the worker stops and nothing claimed is left."""
+        with self._cond:
+            if finished is not None:
+                self._hand_back(finished)
+            self._idle += 1
+            self._cond.notify_all()  # the link thread may record, and claim for this thread
+            try:
+                while not self._inbox:
+                    if not self._open or not (self._active or self._claiming):
+                        return None
+                    self._cond.wait()
+                if not self._open:
+                    return None
+                self._running += 1
+                claim = self._inbox.popleft()
+                self._cond.notify_all()
+                return claim
+            finally:
+                self._idle -= 1
+
+    def hand_back(self, finished: Finished) -> None:
+        """Hand back what a thread finished without taking another claim (a thread that
+        ends); :meth:`take` does this itself."""
+        with self._cond:
+            self._hand_back(finished)
+            self._cond.notify_all()
+
+    def _hand_back(self, finished: Finished) -> None:
+        self._running -= 1
+        seconds = max(finished.seconds, 0.0)
+        avg = self._avg
+        self._avg = seconds if avg is None else avg + _SMOOTHING * (seconds - avg)
+        if finished.completion is not None:
+            self._outbox.append(finished.completion)
+
+    # ------------------------------------------------------------------ threads
+    def _prefetch(self) -> int:
+        if self.max_prefetch <= 0 or self._avg is None:
+            return 0
+        return min(self.max_prefetch, int(PREFETCH_WINDOW / max(self._avg, 1e-6)))
+
+    def _free(self) -> int:
+        """Claims the worker can take now (held by no thread and not in the inbox)."""
+        target = self.concurrency + self._prefetch()
+        return target - len(self._inbox) - self._running
+
+    def _want(self) -> int:
+        """Tasks the link thread claims with its next call (called under the lock)."""
+        if not self._active or self._claiming or self._starving:
+            return 0
+        free = self._free()
+        if free <= 0:
+            return 0
+        if self._idle and not self._inbox:
+            return free  # a thread waits: claim now
+        if len(self._inbox) <= self._prefetch() // 2 < self._prefetch():
+            return free  # refill the claimed-ahead tasks while they last
+        return 0
+
+    def _link(self) -> None:
+        backoff = 0.1
+        while True:
+            with self._cond:
+                while True:
+                    want = self._want()
+                    if self._outbox or want:
+                        break
+                    if self._closing:
+                        return
+                    self._cond.wait()
+                batch = self._outbox[:MAX_BATCH]
+                del self._outbox[:MAX_BATCH]
+                if want:
+                    self._claiming = True
+            completions = [(c.claim.task.id, c.claim.token, c.result) for c in batch]
+            try:
+                settled = self.queue.settle(
+                    completions,
+                    self.types,
+                    worker_id=self.worker_id,
+                    count=want,
+                    lease_ms=self.lease_ms,
+                )
+            except Exception as exc:  # Redis away: keep the batch, try again
+                with self._cond:
+                    self._outbox[:0] = batch
+                    if want:
+                        self._claiming = False
+                        self._cond.notify_all()
+                    if self._closing and backoff > _CLOSING_PATIENCE:
+                        log.error(
+                            "worker stops with %d completion(s) unrecorded (%s): their tasks "
+                            "run again once their leases expire",
+                            len(self._outbox),
+                            exc,
+                        )
+                        return
+                log.warning("recording completions failed (%s); retrying in %.1f s", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            self._deliver(settled.claims, want)
+            for completion, outcome in zip(batch, settled.outcomes, strict=True):
+                try:
+                    completion.done(outcome)
+                except Exception:
+                    log.exception("handling the outcome of %s failed", completion.claim.task.id)
+
+    def _wait_for_work(self) -> None:
+        backoff = 0.1
+        while True:
+            with self._cond:
+                while not (self._starving and not self._claiming and self._free() > 0):
+                    if not self._active:
+                        return
+                    self._cond.wait()
+                if not self._active:
+                    return
+                count = self._free()
+                self._claiming = True
+            try:
+                claims = self.queue.claim(
+                    self.types,
+                    worker_id=self.worker_id,
+                    count=count,
+                    lease_ms=self.lease_ms,
+                    block=self.claim_block,
+                )
+                backoff = 0.1
+            except Exception as exc:  # Redis away, or a corrupt task: never end the thread
+                log.warning("claim failed (%s); retrying in %.1f s", exc, backoff)
+                with self._cond:
+                    self._claiming = False
+                    self._cond.notify_all()
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self._deliver(claims, count)
+
+    def _deliver(self, claims: list[Claim], asked: int) -> None:
+        if claims:
+            self._on_claimed(claims)
+        with self._cond:
+            self.calls += 1
+            if asked:
+                self._claiming = False
+                self.claimed += len(claims)
+                self._inbox.extend(claims)
+                # Short of what was asked: the queue is dry, the waiter blocks for more. A full
+                # batch hands claiming back to the link thread, which chains it to completions.
+                self._starving = len(claims) < asked
+            self._cond.notify_all()

@@ -1,0 +1,249 @@
+"""The worker's TaskFeed on a real Redis: completions recorded in batches, claims made ahead
+only while tasks are short, an idle feed sleeping in Redis, and a worker whose threads really
+run side by side."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from shim_core.config import Settings
+from shim_core.connection import RedisConnectionManager
+from shim_core.errors import ConnectionFailed, ShimError, StaleLease
+from shim_core.models import Claim, Task, TaskResult, TaskStatus
+from shim_core.queue import Settled, TaskQueue
+from shim_core.worker import Worker, WorkerConfig
+from shim_core.worker.feed import Completion, Finished, TaskFeed
+from tests.helpers import wait_until
+from tests.integration.test_worker_components import FnExecutor, plugins_with
+
+
+class GatedQueue(TaskQueue):
+    """A real queue whose settle calls wait for a gate and are recorded (batch sizes), and can
+    be made to fail a number of times as if Redis were away."""
+
+    def __init__(self, connection: RedisConnectionManager, settings: Settings) -> None:
+        super().__init__(connection, settings)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.batches: list[int] = []
+        self.failures = 0
+
+    def settle(self, completions: Sequence[Any], *args: Any, **kwargs: Any) -> Settled:
+        self.gate.wait(10)
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionFailed("Redis is away (test)")
+        self.batches.append(len(completions))
+        return super().settle(completions, *args, **kwargs)
+
+
+@pytest.fixture
+def gated(shim_connection: RedisConnectionManager, shim_settings: Settings) -> GatedQueue:
+    return GatedQueue(shim_connection, shim_settings)
+
+
+@pytest.fixture
+def feeds() -> Iterator[list[TaskFeed]]:
+    made: list[TaskFeed] = []
+    yield made
+    for feed in made:
+        feed.close(timeout=5)
+
+
+def make_feed(queue: TaskQueue, feeds: list[TaskFeed], **options: Any) -> TaskFeed:
+    options = {"concurrency": 1, "claim_block": 0.2, **options}
+    feed = TaskFeed(queue, "w1", ["code"], **options)
+    feeds.append(feed)
+    feed.start()
+    return feed
+
+
+def completion(claim: Claim, outcomes: list[Any]) -> Completion:
+    return Completion(claim, TaskResult(success=True), outcomes.append)
+
+
+def test_completions_that_pile_up_are_recorded_in_one_call(
+    gated: GatedQueue, feeds: list[TaskFeed]
+) -> None:
+    """While a call is under way, what finishes meanwhile waits and goes in the next call."""
+    gated.add_many([Task(id=f"t{i}") for i in range(4)])
+    feed = make_feed(gated, feeds, concurrency=4, prefetch=0)
+    claims = [feed.take() for _ in range(4)]
+    assert all(claims)
+    gated.gate.clear()
+    outcomes: list[Any] = []
+    for claim in claims:
+        assert claim is not None
+        feed.hand_back(Finished(0.0, completion(claim, outcomes)))
+    gated.gate.set()
+    wait_until(lambda: len(outcomes) == 4)
+    assert outcomes == [0, 0, 0, 0]
+    assert sum(gated.batches) == 4
+    assert max(gated.batches) >= 3
+    assert gated.stats().complete == 4
+
+
+def test_a_busy_feed_claims_the_next_task_in_the_completions_call(
+    gated: GatedQueue, feeds: list[TaskFeed]
+) -> None:
+    gated.add_many([Task(id=f"t{i}") for i in range(3)])
+    feed = make_feed(gated, feeds, prefetch=0)
+    outcomes: list[Any] = []
+    first = feed.take()
+    assert first is not None
+    second = feed.take(Finished(0.01, completion(first, outcomes)))
+    assert second is not None
+    assert second.task.id == "t1"
+    wait_until(lambda: outcomes == [0])
+    # One call completed t0 and claimed t1: the claim rode on the completion.
+    assert gated.batches[-1] == 1
+    assert gated.get("t1").status is TaskStatus.RUNNING  # type: ignore[union-attr]
+
+
+def test_prefetch_holds_work_only_while_tasks_are_short(
+    shim_queue: TaskQueue, feeds: list[TaskFeed]
+) -> None:
+    shim_queue.add_many([Task(id=f"t{i:03}") for i in range(200)])
+    feed = make_feed(shim_queue, feeds, prefetch=10)
+    claim = feed.take()
+    outcomes: list[Any] = []
+    for _ in range(5):  # short tasks: the feed claims ahead, at most `prefetch`
+        assert claim is not None
+        claim = feed.take(Finished(0.0001, completion(claim, outcomes)))
+    wait_until(lambda: feed.in_hand() >= 5)
+    assert feed.in_hand() <= 10
+    for _ in range(40):  # long tasks (a second each): nothing more is claimed ahead
+        assert claim is not None
+        claim = feed.take(Finished(1.0, completion(claim, outcomes)))
+    wait_until(lambda: len(outcomes) == 45)
+    assert feed.in_hand() == 0
+    assert shim_queue.stats().active == 1  # only the task in the thread's hands
+
+
+def test_an_idle_feed_sleeps_in_redis_and_wakes_for_new_work(
+    shim_queue: TaskQueue, feeds: list[TaskFeed]
+) -> None:
+    feed = make_feed(shim_queue, feeds, claim_block=5.0)
+    got: list[Claim | None] = []
+    thread = threading.Thread(target=lambda: got.append(feed.take()))
+    thread.start()
+    wait_until(lambda: feed._starving)  # the queue was empty: the waiter blocks in Redis
+    shim_queue.add(Task(id="late"))
+    thread.join(10)
+    assert got
+    assert got[0] is not None
+    assert got[0].task.id == "late"
+
+
+def test_a_refused_completion_does_not_stop_the_others(
+    shim_queue: TaskQueue, feeds: list[TaskFeed]
+) -> None:
+    shim_queue.add_many([Task(id="a"), Task(id="b")])
+    feed = make_feed(shim_queue, feeds, concurrency=2, prefetch=0)
+    a, b = feed.take(), feed.take()
+    assert a is not None
+    assert b is not None
+    stale = Claim(task=a.task, token=a.token + 1000)
+    outcomes: list[Any] = []
+    feed.hand_back(Finished(0.0, completion(stale, outcomes)))
+    feed.hand_back(Finished(0.0, completion(b, outcomes)))
+    wait_until(lambda: len(outcomes) == 2)
+    refused = [o for o in outcomes if isinstance(o, ShimError)]
+    assert len(refused) == 1
+    assert isinstance(refused[0], StaleLease)
+    assert shim_queue.get("b").status is TaskStatus.COMPLETE  # type: ignore[union-attr]
+
+
+def test_completions_wait_out_a_redis_outage(gated: GatedQueue, feeds: list[TaskFeed]) -> None:
+    gated.add(Task(id="a"))
+    feed = make_feed(gated, feeds, prefetch=0)
+    claim = feed.take()
+    assert claim is not None
+    gated.failures = 2
+    outcomes: list[Any] = []
+    feed.hand_back(Finished(0.0, completion(claim, outcomes)))
+    wait_until(lambda: outcomes == [0])
+    assert gated.get("a").status is TaskStatus.COMPLETE  # type: ignore[union-attr]
+
+
+def test_a_closing_feed_gives_up_on_redis_that_stays_away(
+    gated: GatedQueue, feeds: list[TaskFeed]
+) -> None:
+    gated.add(Task(id="a"))
+    feed = make_feed(gated, feeds, prefetch=0)
+    claim = feed.take()
+    assert claim is not None
+    gated.failures = 1000
+    outcomes: list[Any] = []
+    feed.hand_back(Finished(0.0, completion(claim, outcomes)))
+    feed.close(timeout=30)
+    assert outcomes == []  # never recorded: the lease expires and the task runs again
+    assert gated.get("a").status is TaskStatus.RUNNING  # type: ignore[union-attr]
+
+
+def prefetching(queue: TaskQueue, feeds: list[TaskFeed]) -> TaskFeed:
+    """A feed that ran a few short tasks and holds more claimed ahead (t0-t3 were taken)."""
+    queue.add_many([Task(id=f"t{i}") for i in range(30)])
+    feed = make_feed(queue, feeds, prefetch=20)
+    claim = feed.take()
+    outcomes: list[Any] = []
+    for _ in range(3):
+        assert claim is not None
+        claim = feed.take(Finished(0.0001, completion(claim, outcomes)))
+    wait_until(lambda: feed.in_hand() > 1)
+    return feed
+
+
+def test_shut_hands_back_the_claims_no_thread_took(
+    shim_queue: TaskQueue, feeds: list[TaskFeed]
+) -> None:
+    feed = prefetching(shim_queue, feeds)
+    feed.stop_claiming()
+    left = feed.shut()
+    assert left
+    assert feed.in_hand() == 0
+    assert feed.take() is None
+    assert {c.task.id for c in left}.isdisjoint({"t0", "t1", "t2", "t3"})
+
+
+def test_discard_drops_claims_whose_lease_is_gone(
+    shim_queue: TaskQueue, feeds: list[TaskFeed]
+) -> None:
+    feed = prefetching(shim_queue, feeds)
+    feed.stop_claiming()
+    wait_until(lambda: not feed._claiming)
+    held = list(feed._inbox)
+    gone = feed.discard([held[0].task.id, "unknown"])
+    assert gone == [held[0].task.id]
+    assert [c.task.id for c in feed._inbox] == [c.task.id for c in held[1:]]
+
+
+def test_a_worker_runs_its_threads_side_by_side(
+    shim_connection: RedisConnectionManager, shim_settings: Settings
+) -> None:
+    """With --concurrency 10, ten tasks run at once: each waits at a barrier of ten, which
+    breaks (failing the task) unless all ten are running together."""
+    barrier = threading.Barrier(10, timeout=20)
+
+    def meet(task: Task, ctx: Any) -> TaskResult:
+        barrier.wait()
+        return TaskResult(success=True)
+
+    queue = TaskQueue(shim_connection, shim_settings)
+    queue.add_many([Task(id=f"t{i}") for i in range(10)])
+    worker = Worker(
+        shim_connection,
+        shim_settings,
+        WorkerConfig(worker_id="rt-feed", concurrency=10, claim_block=0.2),
+        plugins=plugins_with(FnExecutor("w", ("code",), meet)),
+    )
+    worker.start()
+    try:
+        wait_until(lambda: queue.stats().complete == 10, timeout=30)
+    finally:
+        worker.stop(grace=1)
+    assert not barrier.broken
