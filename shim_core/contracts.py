@@ -50,8 +50,10 @@ class ExecutionContext(Protocol):
         """Where the task works: its ``context.project_path``, else a private temporary
         directory (made on first use, removed after the execution)."""
 
-    #: Logger whose records also go to the task's log in Redis.
-    log: logging.Logger
+    @property
+    def log(self) -> logging.Logger:
+        """Logger whose records also go to the task's log in Redis."""
+
     #: The coding-agent adapters installed on this worker, by name (for the ``agent`` executor).
     agent_adapters: Mapping[str, AgentAdapter]
 

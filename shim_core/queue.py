@@ -102,6 +102,19 @@ class FailOutcome:
 
 
 @attrs.frozen
+class EncodedResult:
+    """A TaskResult encoded for the scripts: a worker that checked its result is JSON-able by
+    encoding it hands the encoding on instead of encoding twice."""
+
+    json: str
+    cost: str
+
+    @classmethod
+    def of(cls, result: TaskResult | None) -> EncodedResult:
+        return cls(dumps(result or TaskResult(success=True)), _cost(result))
+
+
+@attrs.frozen
 class Settled:
     """What :meth:`TaskQueue.settle` did: per completion, in order, the number of dependents it
     released or the error that refused it; the tasks claimed; ms until the next retry is due
@@ -454,7 +467,7 @@ class TaskQueue:
     @redis_errors
     def settle(
         self,
-        completions: Sequence[tuple[str, int, TaskResult | None]],
+        completions: Sequence[tuple[str, int, TaskResult | EncodedResult | None]],
         types: Sequence[str] = (),
         *,
         worker_id: str = "",
@@ -484,7 +497,8 @@ class TaskQueue:
             len(completions),
         ]
         for task_id, token, result in completions:
-            args += [task_id, token, dumps(result or TaskResult(success=True)), _cost(result)]
+            encoded = result if isinstance(result, EncodedResult) else EncodedResult.of(result)
+            args += [task_id, token, encoded.json, encoded.cost]
         reply = self.scripts.call("complete_claim", keys, args)
         n = int(reply[0])
         outcomes: list[int | ShimError] = []
@@ -813,4 +827,12 @@ def _status_detail(reply: list[Any]) -> str:
     return str(reply[1]) if len(reply) > 1 and reply[0] == -3 else ""
 
 
-__all__ = ["FINAL_STATUSES", "FailOutcome", "QueueStats", "Settled", "TaskQueue", "TaskState"]
+__all__ = [
+    "FINAL_STATUSES",
+    "EncodedResult",
+    "FailOutcome",
+    "QueueStats",
+    "Settled",
+    "TaskQueue",
+    "TaskState",
+]

@@ -93,8 +93,17 @@ class TaskExecution:
         self._checkpoints = checkpoints
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._workdir: Path | None = None
-        self._handler = TaskLogHandler(queue, self.task.id)
-        self.log = task_logger(self.task.id, self._handler)
+        self._handler: TaskLogHandler | None = None
+        self._log: logging.Logger | None = None
+
+    @property
+    def log(self) -> logging.Logger:
+        """The task's logger, made on first use (most tasks never log: no handler, lock or
+        formatter is built for them)."""
+        if self._log is None:
+            self._handler = TaskLogHandler(self._queue, self.task.id)
+            self._log = task_logger(self.task.id, self._handler)
+        return self._log
 
     def cancel(self, reason: str) -> None:
         """Ask the executor to stop (first reason wins)."""
@@ -141,7 +150,8 @@ class TaskExecution:
 
     def close(self) -> None:
         """Flush the task log and remove the private work directory, if any."""
-        self._handler.flush()
-        self.log.removeHandler(self._handler)
+        if self._log is not None and self._handler is not None:
+            self._handler.flush()
+            self._log.removeHandler(self._handler)
         if self._tmp is not None:
             self._tmp.cleanup()

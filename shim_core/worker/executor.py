@@ -13,8 +13,7 @@ from shim_core.errors import ShimError, StaleLease, TaskError
 from shim_core.models import Claim, Task, TaskOutcome, TaskResult
 from shim_core.outcomes import Action, Decision, decide
 from shim_core.plugins import Plugins
-from shim_core.queue import TaskQueue
-from shim_core.serde import dumps
+from shim_core.queue import EncodedResult, TaskQueue
 from shim_core.worker.context import TaskExecution
 from shim_core.worker.deadlines import Deadlines
 
@@ -45,6 +44,8 @@ class Run:
     result: TaskResult
     decision: Decision
     duration_ms: int
+    #: The result as the scripts take it (encoded once, when checked).
+    encoded: EncodedResult
 
 
 class WorkExecutor:
@@ -140,15 +141,16 @@ class WorkExecutor:
         if result.duration_ms is None:
             result = attrs.evolve(result, duration_ms=duration)
         try:
-            dumps(result)
+            encoded = EncodedResult.of(result)
         except (TypeError, ValueError) as exc:
             result = TaskResult(
                 success=False,
                 duration_ms=duration,
                 error=f"the result cannot be stored as JSON: {exc}",
             )
+            encoded = EncodedResult.of(result)
         decision = decide(task, result, default_attempts=self.queue.settings.max_attempts)
-        return Run(result, decision, duration)
+        return Run(result, decision, duration, encoded)
 
     def record(self, execution: TaskExecution, run: Run) -> ExecutionOutcome:
         """Carry out the run's decision in one transition (one round trip)."""

@@ -24,7 +24,7 @@ import attrs
 
 from shim_core.errors import ShimError
 from shim_core.models import Claim, TaskResult
-from shim_core.queue import TaskQueue
+from shim_core.queue import EncodedResult, TaskQueue
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Completion:
     number of dependents it released, or the error that refused it."""
 
     claim: Claim
-    result: TaskResult
+    result: TaskResult | EncodedResult
     done: Callable[[int | ShimError], None]
 
 
@@ -80,7 +80,11 @@ class TaskFeed:
         self.lease_ms = lease_ms
         self.claim_block = claim_block
         self._on_claimed = on_claimed
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        # One lock, three kinds of sleepers: each is woken only by the changes it waits for.
+        self._work_cv = threading.Condition(self._lock)  # executor threads: a claim in hand
+        self._link_cv = threading.Condition(self._lock)  # link thread: something to send
+        self._waiter_cv = threading.Condition(self._lock)  # waiter: the queue ran dry
         self._inbox: deque[Claim] = deque()
         self._outbox: list[Completion] = []
         self._running = 0  # claims taken by executor threads, not yet handed back
@@ -98,7 +102,7 @@ class TaskFeed:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        with self._cond:
+        with self._lock:
             self._active = self._open = True
             self._closing = False
         for name, target in (("link", self._link), ("waiter", self._wait_for_work)):
@@ -109,28 +113,28 @@ class TaskFeed:
 
     def stop_claiming(self) -> None:
         """Claim nothing more; tasks already in hand are still handed out."""
-        with self._cond:
+        with self._lock:
             self._active = False
-            self._cond.notify_all()
+            self._wake_all()
 
     def is_active(self) -> bool:
         return self._active
 
     def shut(self) -> list[Claim]:
         """Hand out nothing more; returns the claims no thread took (to be released)."""
-        with self._cond:
+        with self._lock:
             self._open = False
             left = list(self._inbox)
             self._inbox.clear()
-            self._cond.notify_all()
+            self._wake_all()
         return left
 
     def close(self, timeout: float = 10.0) -> None:
         """Record every completion handed back, then end the feed's threads."""
-        with self._cond:
+        with self._lock:
             self._active = False
             self._closing = True
-            self._cond.notify_all()
+            self._wake_all()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
@@ -138,37 +142,39 @@ class TaskFeed:
     def discard(self, task_ids: Iterable[str]) -> list[str]:
         """Drop claims whose lease is gone from the inbox; returns the ids dropped."""
         lost = set(task_ids)
-        with self._cond:
+        with self._lock:
             gone = [c.task.id for c in self._inbox if c.task.id in lost]
             if gone:
                 self._inbox = deque(c for c in self._inbox if c.task.id not in lost)
-                self._cond.notify_all()
+                self._work_cv.notify_all()
         return gone
 
     def in_hand(self) -> int:
         """Claims waiting in the inbox."""
-        with self._cond:
+        with self._lock:
             return len(self._inbox)
 
     # --------------------------------------------------------- executor threads
     def take(self, finished: Finished | None = None) -> Claim | None:
         """Hand back what this thread finished (if anything) and wait for its next claim;
         None once the worker stops and nothing claimed is left."""
-        with self._cond:
+        with self._lock:
             if finished is not None:
                 self._hand_back(finished)
             self._idle += 1
-            self._cond.notify_all()  # the link thread may record, and claim for this thread
+            self._link_cv.notify()  # it may record, and claim for this thread
+            if self._starving:
+                self._waiter_cv.notify()  # a thread is free: wait in Redis for its next task
             try:
                 while not self._inbox:
                     if not self._open or not (self._active or self._claiming):
                         return None
-                    self._cond.wait()
+                    self._work_cv.wait()
                 if not self._open:
                     return None
                 self._running += 1
                 claim = self._inbox.popleft()
-                self._cond.notify_all()
+                self._link_cv.notify()  # the inbox shrank: it may refill
                 return claim
             finally:
                 self._idle -= 1
@@ -176,9 +182,9 @@ class TaskFeed:
     def hand_back(self, finished: Finished) -> None:
         """Hand back what a thread finished without taking another claim (a thread that
         ends); :meth:`take` does this itself."""
-        with self._cond:
+        with self._lock:
             self._hand_back(finished)
-            self._cond.notify_all()
+            self._wake_all()
 
     def _hand_back(self, finished: Finished) -> None:
         self._running -= 1
@@ -189,6 +195,12 @@ class TaskFeed:
             self._outbox.append(finished.completion)
 
     # ------------------------------------------------------------------ threads
+    def _wake_all(self) -> None:
+        """Wake every sleeper (called under the lock, on changes all of them care about)."""
+        self._work_cv.notify_all()
+        self._link_cv.notify_all()
+        self._waiter_cv.notify_all()
+
     def _prefetch(self) -> int:
         if self.max_prefetch <= 0 or self._avg is None:
             return 0
@@ -215,14 +227,14 @@ class TaskFeed:
     def _link(self) -> None:
         backoff = 0.1
         while True:
-            with self._cond:
+            with self._lock:
                 while True:
                     want = self._want()
                     if self._outbox or want:
                         break
                     if self._closing:
                         return
-                    self._cond.wait()
+                    self._link_cv.wait()
                 batch = self._outbox[:MAX_BATCH]
                 del self._outbox[:MAX_BATCH]
                 if want:
@@ -237,11 +249,11 @@ class TaskFeed:
                     lease_ms=self.lease_ms,
                 )
             except Exception as exc:  # Redis away: keep the batch, try again
-                with self._cond:
+                with self._lock:
                     self._outbox[:0] = batch
                     if want:
                         self._claiming = False
-                        self._cond.notify_all()
+                        self._wake_all()
                     if self._closing and backoff > _CLOSING_PATIENCE:
                         log.error(
                             "worker stops with %d completion(s) unrecorded (%s): their tasks "
@@ -265,11 +277,11 @@ class TaskFeed:
     def _wait_for_work(self) -> None:
         backoff = 0.1
         while True:
-            with self._cond:
+            with self._lock:
                 while not (self._starving and not self._claiming and self._free() > 0):
                     if not self._active:
                         return
-                    self._cond.wait()
+                    self._waiter_cv.wait()
                 if not self._active:
                     return
                 count = self._free()
@@ -285,9 +297,9 @@ class TaskFeed:
                 backoff = 0.1
             except Exception as exc:  # Redis away, or a corrupt task: never end the thread
                 log.warning("claim failed (%s); retrying in %.1f s", exc, backoff)
-                with self._cond:
+                with self._lock:
                     self._claiming = False
-                    self._cond.notify_all()
+                    self._wake_all()
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -296,7 +308,7 @@ class TaskFeed:
     def _deliver(self, claims: list[Claim], asked: int) -> None:
         if claims:
             self._on_claimed(claims)
-        with self._cond:
+        with self._lock:
             self.calls += 1
             if asked:
                 self._claiming = False
@@ -305,4 +317,4 @@ class TaskFeed:
                 # Short of what was asked: the queue is dry, the waiter blocks for more. A full
                 # batch hands claiming back to the link thread, which chains it to completions.
                 self._starving = len(claims) < asked
-            self._cond.notify_all()
+            self._wake_all()

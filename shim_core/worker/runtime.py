@@ -259,7 +259,7 @@ class Worker:
             if run.decision.action is Action.COMPLETE:
                 completion = Completion(
                     execution.claim,
-                    run.result,
+                    run.encoded,
                     functools.partial(self._settled, execution, run),
                 )
             else:

@@ -25,7 +25,24 @@ class BadReference(ValueError):
 
 
 def resolve(reference: object) -> Callable[..., Any]:
-    """The callable named by ``"package.module:name"``; raises BadReference."""
+    """The callable named by ``"package.module:name"``; raises BadReference. Found callables
+    are remembered (a worker resolves the same few references for every task)."""
+    if isinstance(reference, str):
+        known = _RESOLVED.get(reference)
+        if known is not None:
+            return known
+    found = _resolve(reference)
+    if len(_RESOLVED) < _RESOLVED_KEPT:
+        _RESOLVED[str(reference)] = found
+    return found
+
+
+#: Callables found, by reference (bounded: references come from task params).
+_RESOLVED: dict[str, Callable[..., Any]] = {}
+_RESOLVED_KEPT = 1024
+
+
+def _resolve(reference: object) -> Callable[..., Any]:
     usage = f"param 'function' must be 'package.module:callable', got {reference!r}"
     if not isinstance(reference, str) or reference.count(":") != 1:
         raise BadReference(usage)
