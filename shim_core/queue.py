@@ -39,7 +39,7 @@ from shim_core.errors import (
 from shim_core.keys import Keys, check_name
 from shim_core.models import FINAL_STATUSES, Claim, Task, TaskResult, TaskStatus
 from shim_core.scripts import Scripts
-from shim_core.serde import dumps, from_ms, loads, task_from_hash, task_to_hash
+from shim_core.serde import dumps, evolve_task, from_ms, loads, task_from_hash, task_to_hash
 
 #: Tasks per add script call: large enough to amortise the round trip, small enough that one
 #: script never blocks Redis for more than a few milliseconds.
@@ -248,14 +248,18 @@ class TaskQueue:
         except ConfigError as exc:
             raise ValidationError(f"task {task.id!r}: {exc}") from None
         s = self.settings
-        return attrs.evolve(
+        return evolve_task(
             task,
-            **_KEPT_DEFAULTS,
-            agent=_agent_of(task),
-            dependencies=tuple(dict.fromkeys(task.dependencies)),
-            max_attempts=task.max_attempts if task.max_attempts is not None else s.max_attempts,
-            backoff_ms=task.backoff_ms if task.backoff_ms is not None else s.backoff_ms,
-            max_stalled=task.max_stalled if task.max_stalled is not None else s.max_stalled,
+            {
+                **_KEPT_DEFAULTS,
+                "agent": _agent_of(task),
+                "dependencies": tuple(dict.fromkeys(task.dependencies)),
+                "max_attempts": task.max_attempts
+                if task.max_attempts is not None
+                else s.max_attempts,
+                "backoff_ms": task.backoff_ms if task.backoff_ms is not None else s.backoff_ms,
+                "max_stalled": task.max_stalled if task.max_stalled is not None else s.max_stalled,
+            },
         )
 
     def _encode(self, task: Task) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import operator
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -105,15 +106,27 @@ _DEFAULTS: dict[str, Any] = {
 _MISSING = object()
 
 
+#: Every field of a task in one C call, in TASK_FIELDS order.
+task_values: Callable[[Task], tuple[Any, ...]] = operator.attrgetter(*TASK_FIELDS)
+#: (name, stored as a plain string, default or _MISSING) per field, in TASK_FIELDS order.
+_FIELD_META = [(name, raw, _DEFAULTS.get(name, _MISSING)) for name, raw in TASK_FIELDS.items()]
+
+
+def evolve_task(task: Task, changes: Mapping[str, Any]) -> Task:
+    """``attrs.evolve(task, **changes)``, a few times faster (adding tasks is a hot path)."""
+    values = dict(zip(TASK_FIELDS, task_values(task), strict=True))
+    values.update(changes)
+    return Task(**values)
+
+
 def task_to_hash(task: Task, *, compact: bool = False) -> dict[str, str]:
     """The Redis hash fields of ``task``: ``None`` values omitted and, with ``compact``, every
     field still at its default (decoding restores them), which keeps a queued task small.
 
     Only the values written are unstructured: adding a task is a hot path."""
     out: dict[str, str] = {}
-    for name, raw in TASK_FIELDS.items():
-        value = getattr(task, name)
-        if value is None or (compact and value == _DEFAULTS.get(name, _MISSING)):
+    for (name, raw, default), value in zip(_FIELD_META, task_values(task), strict=True):
+        if value is None or (compact and (value is default or value == default)):
             continue
         kind = type(value)
         if kind is str and raw:

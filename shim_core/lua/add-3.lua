@@ -17,10 +17,14 @@ for _, t in ipairs(tasks) do
   end
   in_batch[t.id] = true
 end
-for _, t in ipairs(tasks) do
-  for _, dep in ipairs(cjson.decode(t.dependencies or '[]')) do
-    if not in_batch[dep] and rcall('EXISTS', prefix .. 'task:' .. dep) == 0 then
-      return {-5, t.id, dep}
+local deps_of = {} -- task index -> its dependencies (decoded once; most tasks have none)
+for n, t in ipairs(tasks) do
+  if t.dependencies then
+    deps_of[n] = cjson.decode(t.dependencies)
+    for _, dep in ipairs(deps_of[n]) do
+      if not in_batch[dep] and rcall('EXISTS', prefix .. 'task:' .. dep) == 0 then
+        return {-5, t.id, dep}
+      end
     end
   end
 end
@@ -31,7 +35,7 @@ local known = {}
 for n, t in ipairs(tasks) do
   local key = prefix .. 'task:' .. t.id
   local left, doomed = 0, nil
-  for _, dep in ipairs(cjson.decode(t.dependencies or '[]')) do
+  for _, dep in ipairs(deps_of[n] or {}) do
     local st = rcall('HGET', prefix .. 'task:' .. dep, 'status')
     if st == 'failed' or st == 'cancelled' then doomed = dep end
     if st ~= 'complete' then

@@ -1,12 +1,14 @@
 """TaskFeed: a worker's one conversation with the queue for claiming and completing tasks.
 
-Executor threads take claims from a local inbox and hand back what they finished; one *link*
-thread turns that into as few round trips as the load allows (group commit). An idle worker
-records a completion alone and at once; a busy one records everything that finished during its
-previous call in one script that also claims the next tasks. While tasks are short, a few are
-claimed ahead (prefetch), so an executor thread never waits for a round trip; while they are
-long, nothing is held back from the other workers. When the queue runs dry a *waiter* thread
-sleeps in Redis (BZPOPMIN on the wake markers): no polling.
+Executor threads take claims from a local inbox and hand back what they finished. The feed turns
+that into as few round trips as the load allows (group commit): an idle worker records a
+completion alone and at once, a busy one records everything that finished during its previous
+call in one script that also claims the next tasks. A thread with nothing in hand makes the call
+itself (no hand-off between threads on a task's way); while every thread is busy, one *link*
+thread makes it in the background. While tasks are short a few are claimed ahead (prefetch), so
+a thread never waits for a round trip; while they are long nothing is held back from the other
+workers. When the queue runs dry one idle thread sleeps in Redis (BZPOPMIN on the wake markers)
+until work arrives: no polling.
 
 Delivery is at least once, as everywhere in SHIM: a result still waiting in the feed when the
 process dies is lost with it, and the task runs again once its lease is reaped.
@@ -81,16 +83,19 @@ class TaskFeed:
         self.claim_block = claim_block
         self._on_claimed = on_claimed
         self._lock = threading.Lock()
-        # One lock, three kinds of sleepers: each is woken only by the changes it waits for.
+        # One lock, two kinds of sleepers, each woken only by the changes it waits for.
         self._work_cv = threading.Condition(self._lock)  # executor threads: a claim in hand
         self._link_cv = threading.Condition(self._lock)  # link thread: something to send
-        self._waiter_cv = threading.Condition(self._lock)  # waiter: the queue ran dry
         self._inbox: deque[Claim] = deque()
         self._outbox: list[Completion] = []
         self._running = 0  # claims taken by executor threads, not yet handed back
         self._idle = 0  # executor threads waiting for a claim
-        self._claiming = False  # a claim call is under way (link or waiter)
-        self._starving = False  # the queue came up short: the waiter blocks for more
+        self._claiming = False  # a call that claims is under way
+        self._sending = False  # an exchange (settle call) is under way
+        self._starving = False  # the queue came up short: one thread sleeps in Redis for more
+        self._retry_at = 0.0  # after a failed exchange, none before this (monotonic)
+        self._backoff = 0.1
+        self._failures = 0
         self._active = False  # claiming; False from stop_claiming() on
         self._closing = False  # the link thread ends once every completion is recorded
         self._open = False  # claims are handed out (False once the grace period is over)
@@ -105,11 +110,10 @@ class TaskFeed:
         with self._lock:
             self._active = self._open = True
             self._closing = False
-        for name, target in (("link", self._link), ("waiter", self._wait_for_work)):
-            thread = threading.Thread(target=target, name=f"shim-{name}-{self.worker_id}")
-            thread.daemon = True
-            thread.start()
-            self._threads.append(thread)
+        thread = threading.Thread(target=self._link, name=f"shim-link-{self.worker_id}")
+        thread.daemon = True
+        thread.start()
+        self._threads.append(thread)
 
     def stop_claiming(self) -> None:
         """Claim nothing more; tasks already in hand are still handed out."""
@@ -156,26 +160,33 @@ class TaskFeed:
 
     # --------------------------------------------------------- executor threads
     def take(self, finished: Finished | None = None) -> Claim | None:
-        """Hand back what this thread finished (if anything) and wait for its next claim;
-        None once the worker stops and nothing claimed is left."""
+        """Hand back what this thread finished (if anything) and return its next claim; None
+        once the worker stops and nothing claimed is left.
+
+        A thread with nothing in hand does the feed's work itself rather than wait for another
+        thread to do it (no hand-off between threads on the way): it records what finished and
+        claims its next task in one call, or sleeps in Redis until work arrives."""
         with self._lock:
             if finished is not None:
                 self._hand_back(finished)
             self._idle += 1
-            self._link_cv.notify()  # it may record, and claim for this thread
-            if self._starving:
-                self._waiter_cv.notify()  # a thread is free: wait in Redis for its next task
             try:
-                while not self._inbox:
-                    if not self._open or not (self._active or self._claiming):
+                while self._open:
+                    if self._inbox:
+                        self._running += 1
+                        claim = self._inbox.popleft()
+                        if self._outbox or self._want():
+                            self._link_cv.notify()  # record and refill in the background
+                        return claim
+                    if self._may_send():
+                        self._exchange()
+                    elif self._may_block():
+                        self._block_for_work()
+                    elif self._active or self._claiming or self._sending:
+                        self._work_cv.wait()
+                    else:
                         return None
-                    self._work_cv.wait()
-                if not self._open:
-                    return None
-                self._running += 1
-                claim = self._inbox.popleft()
-                self._link_cv.notify()  # the inbox shrank: it may refill
-                return claim
+                return None
             finally:
                 self._idle -= 1
 
@@ -184,7 +195,7 @@ class TaskFeed:
         ends); :meth:`take` does this itself."""
         with self._lock:
             self._hand_back(finished)
-            self._wake_all()
+            self._link_cv.notify()
 
     def _hand_back(self, finished: Finished) -> None:
         self._running -= 1
@@ -194,12 +205,11 @@ class TaskFeed:
         if finished.completion is not None:
             self._outbox.append(finished.completion)
 
-    # ------------------------------------------------------------------ threads
+    # ----------------------------------------------------------- the exchanges
+    # Called with the lock held; each releases it for the round trip.
     def _wake_all(self) -> None:
-        """Wake every sleeper (called under the lock, on changes all of them care about)."""
         self._work_cv.notify_all()
         self._link_cv.notify_all()
-        self._waiter_cv.notify_all()
 
     def _prefetch(self) -> int:
         if self.max_prefetch <= 0 or self._avg is None:
@@ -212,7 +222,7 @@ class TaskFeed:
         return target - len(self._inbox) - self._running
 
     def _want(self) -> int:
-        """Tasks the link thread claims with its next call (called under the lock)."""
+        """Tasks the next exchange claims along with its completions."""
         if not self._active or self._claiming or self._starving:
             return 0
         free = self._free()
@@ -224,97 +234,121 @@ class TaskFeed:
             return free  # refill the claimed-ahead tasks while they last
         return 0
 
-    def _link(self) -> None:
-        backoff = 0.1
-        while True:
-            with self._lock:
-                while True:
-                    want = self._want()
-                    if self._outbox or want:
-                        break
-                    if self._closing:
-                        return
-                    self._link_cv.wait()
-                batch = self._outbox[:MAX_BATCH]
-                del self._outbox[:MAX_BATCH]
-                if want:
-                    self._claiming = True
-            completions = [(c.claim.task.id, c.claim.token, c.result) for c in batch]
-            try:
-                settled = self.queue.settle(
-                    completions,
-                    self.types,
-                    worker_id=self.worker_id,
-                    count=want,
-                    lease_ms=self.lease_ms,
-                )
-            except Exception as exc:  # Redis away: keep the batch, try again
-                with self._lock:
-                    self._outbox[:0] = batch
-                    if want:
-                        self._claiming = False
-                        self._wake_all()
-                    if self._closing and backoff > _CLOSING_PATIENCE:
-                        log.error(
-                            "worker stops with %d completion(s) unrecorded (%s): their tasks "
-                            "run again once their leases expire",
-                            len(self._outbox),
-                            exc,
-                        )
-                        return
-                log.warning("recording completions failed (%s); retrying in %.1f s", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.1
-            self._deliver(settled.claims, want)
-            for completion, outcome in zip(batch, settled.outcomes, strict=True):
-                try:
-                    completion.done(outcome)
-                except Exception:
-                    log.exception("handling the outcome of %s failed", completion.claim.task.id)
+    def _may_send(self) -> bool:
+        return (
+            not self._sending
+            and time.monotonic() >= self._retry_at
+            and bool(self._outbox or self._want())
+        )
 
-    def _wait_for_work(self) -> None:
-        backoff = 0.1
-        while True:
-            with self._lock:
-                while not (self._starving and not self._claiming and self._free() > 0):
-                    if not self._active:
-                        return
-                    self._waiter_cv.wait()
-                if not self._active:
-                    return
-                count = self._free()
-                self._claiming = True
-            try:
-                claims = self.queue.claim(
-                    self.types,
-                    worker_id=self.worker_id,
-                    count=count,
-                    lease_ms=self.lease_ms,
-                    block=self.claim_block,
-                )
-                backoff = 0.1
-            except Exception as exc:  # Redis away, or a corrupt task: never end the thread
-                log.warning("claim failed (%s); retrying in %.1f s", exc, backoff)
-                with self._lock:
-                    self._claiming = False
-                    self._wake_all()
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            self._deliver(claims, count)
+    def _may_block(self) -> bool:
+        """The queue ran dry and nobody waits in Redis for more yet."""
+        return self._active and self._starving and not self._claiming and self._free() > 0
 
-    def _deliver(self, claims: list[Claim], asked: int) -> None:
+    def _exchange(self) -> None:
+        """One call: record the completions handed back, claim what the worker wants."""
+        batch = self._outbox[:MAX_BATCH]
+        del self._outbox[:MAX_BATCH]
+        want = self._want()
+        self._sending = True
+        self._claiming = self._claiming or bool(want)
+        settled = None
+        self._lock.release()
+        try:
+            settled = self.queue.settle(
+                [(c.claim.task.id, c.claim.token, c.result) for c in batch],
+                self.types,
+                worker_id=self.worker_id,
+                count=want,
+                lease_ms=self.lease_ms,
+            )
+            self._settled(batch, settled.outcomes, settled.claims)
+        except Exception as exc:  # Redis away: keep the batch, try again after a pause
+            log.warning("recording completions failed (%s); retrying in %.1f s", exc, self._backoff)
+        finally:
+            self._lock.acquire()
+            self._sending = False
+        if settled is None:
+            if want:
+                self._claiming = False
+            self._outbox[:0] = batch
+            self._retry_at = time.monotonic() + self._backoff
+            self._failures += 1
+            self._backoff = min(self._backoff * 2, 5.0)
+            self._wake_all()
+            return
+        self._failures = 0
+        self._backoff = 0.1
+        self._deliver(settled.claims, want)
+
+    def _settled(
+        self, batch: list[Completion], outcomes: list[int | ShimError], claims: list[Claim]
+    ) -> None:
+        """Report a call's answers (without the lock: the callbacks may take their own)."""
         if claims:
             self._on_claimed(claims)
-        with self._lock:
-            self.calls += 1
-            if asked:
-                self._claiming = False
-                self.claimed += len(claims)
-                self._inbox.extend(claims)
-                # Short of what was asked: the queue is dry, the waiter blocks for more. A full
-                # batch hands claiming back to the link thread, which chains it to completions.
-                self._starving = len(claims) < asked
+        for completion, outcome in zip(batch, outcomes, strict=True):
+            try:
+                completion.done(outcome)
+            except Exception:
+                log.exception("handling the outcome of %s failed", completion.claim.task.id)
+
+    def _block_for_work(self) -> None:
+        """Sleep in Redis (BZPOPMIN on the wake markers) until work arrives, then claim it."""
+        count = self._free()
+        self._claiming = True
+        claims = None
+        self._lock.release()
+        try:
+            claims = self.queue.claim(
+                self.types,
+                worker_id=self.worker_id,
+                count=count,
+                lease_ms=self.lease_ms,
+                block=self.claim_block,
+            )
+            self._settled([], [], claims)
+        except Exception as exc:  # Redis away, or a corrupt task: pause, never end the thread
+            log.warning("claim failed (%s); retrying in %.1f s", exc, self._backoff)
+            time.sleep(self._backoff)
+        finally:
+            self._lock.acquire()
+        if claims is None:
+            self._claiming = False
+            self._backoff = min(self._backoff * 2, 5.0)
             self._wake_all()
+            return
+        self._backoff = 0.1
+        self._deliver(claims, count)
+
+    def _deliver(self, claims: list[Claim], asked: int) -> None:
+        self.calls += 1
+        if asked:
+            self._claiming = False
+            self.claimed += len(claims)
+            self._inbox.extend(claims)
+            # Short of what was asked: the queue is dry, a thread sleeps in Redis for more. A
+            # full batch hands claiming back to the exchanges, chained to completions.
+            self._starving = len(claims) < asked
+        self._wake_all()
+
+    # --------------------------------------------------------------- the link
+    def _link(self) -> None:
+        """Records completions (and refills the claimed-ahead tasks) while every executor thread
+        is busy running a task; an idle executor thread does this itself."""
+        with self._lock:
+            while True:
+                if self._may_send():
+                    self._exchange()
+                    continue
+                if self._closing and not self._outbox:
+                    return
+                if self._closing and self._failures and self._backoff > _CLOSING_PATIENCE:
+                    log.error(
+                        "worker stops with %d completion(s) unrecorded: their tasks run "
+                        "again once their leases expire",
+                        len(self._outbox),
+                    )
+                    return
+                wait = self._retry_at - time.monotonic()
+                self._link_cv.wait(wait if self._outbox and wait > 0 else None)
