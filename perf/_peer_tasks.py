@@ -1,8 +1,12 @@
-"""Importable no-op job for the peer comparison (RQ resolves jobs by dotted path)."""
+"""SHIM's task body in ``peers.py``: ``perf._peer_tasks:bump``, run by the ``python`` executor."""
 
 from __future__ import annotations
 
+from typing import Any
 
-def noop() -> None:
-    """The job every system runs: nothing, so only the queue's own cost is measured."""
-    return None
+from perf.peer_drivers._body import bump as _bump
+
+
+def bump(task: Any, ctx: Any) -> int:
+    """Count the task (see ``perf/peer_drivers/_body.py``); ``params["sent"]`` marks a sample."""
+    return _bump(task.params.get("sent"))
