@@ -141,29 +141,55 @@ def task_to_hash(task: Task, *, compact: bool = False) -> dict[str, str]:
     return out
 
 
+def _str_tuple(value: str) -> tuple[str, ...]:
+    items = json.loads(value)
+    if not isinstance(items, list) or not all(type(i) is str for i in items):
+        raise TypeError("not a list of strings")
+    return tuple(items)
+
+
+def _json_object(value: str) -> dict[str, Any]:
+    found = json.loads(value)
+    if type(found) is not dict:
+        raise TypeError("not a JSON object")
+    return found
+
+
+def _structured(cls: type[T]) -> Callable[[str], T]:
+    return lambda value: _fast.structure(_json_object(value), cls)
+
+
 def _decoder(field: attrs.Attribute[Any]) -> Callable[[str], Any]:
-    """How the stored string of ``field`` becomes the value cattrs structures: as it is for
-    strings, ``int`` / ``float`` for numbers and epoch-ms timestamps, JSON for the rest."""
-    if _is_raw_string(field.type):
-        return str
-    plain = {a for a in typing.get_args(field.type) if a is not type(None)} or {field.type}
-    if plain <= {int, datetime}:
-        return int
-    if plain == {float}:
-        return float
-    return json.loads
+    """How the stored string of ``field`` becomes its value, without cattrs for the common
+    shapes: strings as they are, enums by value, numbers by ``int`` / ``float``, timestamps
+    from epoch ms, JSON for the rest."""
+    tp: Any = field.type
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # X | None
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if tp in (str, int, float):
+        return typing.cast(Callable[[str], Any], tp)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp
+    if tp is datetime:
+        return from_ms
+    if typing.get_origin(tp) is tuple:
+        return _str_tuple
+    if typing.get_origin(tp) is dict:
+        return _json_object
+    if attrs.has(tp):
+        return _structured(tp)
+    return json.loads  # pragma: no cover - every Task field has one of the shapes above
 
 
-#: Task field name -> the fast decoder of its stored string (a worker decodes every task it
-#: claims; ``json.loads`` of a number costs five times ``int``).
+#: Task field name -> the decoder of its stored string into the field's value (a worker
+#: decodes every task it claims: cattrs' generic path costs several times this).
 _DECODERS: dict[str, Callable[[str], Any]] = {f.name: _decoder(f) for f in attrs.fields(Task)}
 
 
 def task_from_hash(fields: Mapping[str, str], task_id: str = "") -> Task:
     """Decode a task hash; unknown (bookkeeping) fields are ignored. Raises CorruptTask."""
     try:
-        data = {name: _DECODERS[name](v) for name, v in fields.items() if name in _DECODERS}
-        return _fast.structure(data, Task)
+        return Task(**{name: _DECODERS[name](v) for name, v in fields.items() if name in _DECODERS})
     except Exception:  # a value of another shape than expected: the thorough way says why
         return _task_from_hash_checked(fields, task_id)
 

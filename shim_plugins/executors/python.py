@@ -37,6 +37,8 @@ def resolve(reference: object) -> Callable[..., Any]:
     return found
 
 
+#: Return values that are JSON as they are (the common case skips the encoding check).
+_PLAIN = frozenset({int, float, str, bool, type(None)})
 #: Callables found, by reference (bounded: references come from task params).
 _RESOLVED: dict[str, Callable[..., Any]] = {}
 _RESOLVED_KEPT = 1024
@@ -87,6 +89,8 @@ class PythonExecutor:
         value = function(task, ctx)
         if isinstance(value, TaskResult):
             return value
+        if type(value) in _PLAIN:
+            return TaskResult(success=True, output=value)
         try:
             serde.dumps(value)
         except (TypeError, ValueError) as exc:
