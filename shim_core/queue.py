@@ -211,7 +211,8 @@ class TaskQueue:
         """
         if not tasks:
             return []
-        prepared = [self._prepare(t) for t in topological_order(tasks)]
+        ordered = topological_order(tasks) if len(tasks) > 1 or tasks[0].dependencies else tasks
+        prepared = [self._prepare(t) for t in ordered]
         encoded = [self._encode(t) for t in prepared]
         if len(prepared) > ADD_CHUNK:  # one script validates its own chunk; check the rest first
             self._check_existing(prepared)
