@@ -39,7 +39,15 @@ from shim_core.errors import (
 from shim_core.keys import Keys, check_name
 from shim_core.models import FINAL_STATUSES, Claim, Task, TaskResult, TaskStatus
 from shim_core.scripts import Scripts
-from shim_core.serde import dumps, evolve_task, from_ms, loads, task_from_hash, task_to_hash
+from shim_core.serde import (
+    dumps,
+    evolve_task,
+    from_ms,
+    loads,
+    result_to_json,
+    task_from_hash,
+    task_to_hash,
+)
 
 #: Tasks per add script call: large enough to amortise the round trip, small enough that one
 #: script never blocks Redis for more than a few milliseconds.
@@ -111,7 +119,7 @@ class EncodedResult:
 
     @classmethod
     def of(cls, result: TaskResult | None) -> EncodedResult:
-        return cls(dumps(result or TaskResult(success=True)), _cost(result))
+        return cls(result_to_json(result or TaskResult(success=True)), _cost(result))
 
 
 @attrs.frozen

@@ -330,7 +330,9 @@ class TaskFeed:
             # Short of what was asked: the queue is dry, a thread sleeps in Redis for more. A
             # full batch hands claiming back to the exchanges, chained to completions.
             self._starving = len(claims) < asked
-        self._wake_all()
+        self._work_cv.notify_all()
+        if self._outbox or self._closing or self._want():
+            self._link_cv.notify()
 
     # --------------------------------------------------------------- the link
     def _link(self) -> None:

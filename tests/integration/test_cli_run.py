@@ -201,7 +201,12 @@ def check_auth_report(report: dict[str, Any]) -> None:
         assert task["worker"].startswith("local-")
         assert task["result"]["success"] is True
         assert task["duration_ms"] >= 0
-        assert task["started_at"] <= task["completed_at"]
+        # Compared as times: ISO 8601 text omits a zero fraction ("...21Z" > "...21.147Z").
+        started, completed = (
+            datetime.fromisoformat(task[k].replace("Z", "+00:00"))
+            for k in ("started_at", "completed_at")
+        )
+        assert started <= completed
 
 
 # ======================================================================== shim run
