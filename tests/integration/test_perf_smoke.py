@@ -27,3 +27,17 @@ def test_worker_soak_smoke(tmp_path):
     steps = json.loads(out.read_text())["steps"]
     assert [s["upto"] for s in steps] == [100, 200, 300]
     assert all(s["rate"] > 0 and s["rss_kib"] > 0 for s in steps)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary")
+def test_concurrency_benchmark_smoke(tmp_path):
+    out = tmp_path / "conc.json"
+    done = subprocess.run(
+        [sys.executable, "concurrency.py", "--tasks", "40", "--sleep", "0.005",
+         "--concurrency", "1,4", "--json", str(out)],
+        cwd=PERF, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["concurrency"] for r in rows] == [1, 4]
+    assert all(r["tasks_per_s"] > 0 for r in rows)
