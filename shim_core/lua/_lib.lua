@@ -38,10 +38,21 @@ local function bump(prefix, field, n)
   acc.counts[field] = acc.counts[field] + n
 end
 
--- Set (true) or remove (false) wake marker `key` when the script ends.
-local function wake(key, on)
-  once(acc.wakes, acc.wake_order, key, on)
-  acc.wakes[key] = on
+-- Wake markers: a queue's marker holds one member per blocked claimer it should wake (each
+-- BZPOPMIN takes one), up to WAKE_MAX, so a burst of work wakes that many idle workers at once
+-- instead of one after another.
+local WAKE_MAX = 32
+
+-- One more task became pending in the queue of wake marker `key`.
+local function wake(key)
+  once(acc.wakes, acc.wake_order, key, 0)
+  acc.wakes[key] = acc.wakes[key] + 1
+end
+
+-- The marker of a queue with `n` claimable tasks left (0: removed) when the script ends.
+local function wake_for(key, n)
+  once(acc.wakes, acc.wake_order, key, 0)
+  acc.wakes[key] = n
 end
 
 -- Sorted-set moves of finished work, sent as one ZREM / ZADD per key.
@@ -88,7 +99,17 @@ local function flush()
     end
   end
   for _, key in ipairs(acc.wake_order) do
-    if acc.wakes[key] then rcall('ZADD', key, 0, '1') else rcall('DEL', key) end
+    local n = math.min(acc.wakes[key], WAKE_MAX)
+    if n > 0 then
+      local members = {}
+      for i = 1, n do
+        table.insert(members, 0)
+        table.insert(members, tostring(i))
+      end
+      rcall('ZADD', key, unpack(members))
+    else
+      rcall('DEL', key)
+    end
   end
   local n = #acc.events
   if n > 0 then
@@ -148,7 +169,7 @@ local function enter(prefix, id, status, queue, ttype, score, more)
   else
     rcall('HSET', prefix .. 'task:' .. id, 'status', status)
   end
-  if status == 'pending' then wake(prefix .. 'wake:' .. queue, true) end
+  if status == 'pending' then wake(prefix .. 'wake:' .. queue) end
 end
 
 -- Publish a ProgressEvent (JSON) on prefix .. 'task:' .. etype when the script ends. `tail` is
@@ -288,7 +309,7 @@ local function retarget(prefix, id, target)
   local queue = queue_of(f[1], target)
   rcall('SADD', prefix .. 'queues', queue)
   rcall('ZADD', prefix .. 'ready:' .. queue, ready_score(f[3], f[4]), id)
-  wake(prefix .. 'wake:' .. queue, true)
+  wake(prefix .. 'wake:' .. queue)
 end
 
 -- Tasks assigned to a worker that left go back to their type's queue for anyone to claim.
@@ -529,7 +550,7 @@ local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease,
   for q, rkey in ipairs(ready) do
     if not skipped[q] then
       local remaining = left[q] or rcall('ZCARD', rkey)
-      wake(prefix .. 'wake:' .. string.sub(rkey, #prefix + 7), remaining > 0)
+      wake_for(prefix .. 'wake:' .. string.sub(rkey, #prefix + 7), remaining)
     end
   end
   return out
