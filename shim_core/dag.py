@@ -1,8 +1,14 @@
-"""Dependency checks on a batch of tasks: duplicates, self-references, cycles, topological order."""
+"""Dependency checks on a batch of tasks: duplicates, self-references, cycles, topological order.
+
+Both orders are a depth-first search in input order, dependencies first. An input that is already
+in dependency order (every dependency inside the batch comes before its dependents: what plans
+and batches usually are) is recognised in one linear pass and returned as it is, which is exactly
+what the search would return for it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from shim_core.errors import DependencyCycle, DuplicateTask
 from shim_core.models import Task
@@ -19,18 +25,47 @@ def topological_order(tasks: Sequence[Task]) -> list[Task]:
         if task.id in by_id:
             raise DuplicateTask(task.id)
         by_id[task.id] = task
-    order: list[Task] = []
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    seen: set[str] = set()
     for task in tasks:
-        if task.id not in state:
-            _visit(task.id, by_id, state, order)
+        for dep in task.dependencies:
+            if dep not in seen and dep in by_id:  # a dependency later in the batch, or itself
+                deps_of = {task_id: t.dependencies for task_id, t in by_id.items()}
+                return [by_id[task_id] for task_id in _search(deps_of)]
+        seen.add(task.id)
+    return list(tasks)
+
+
+def dependency_order(deps_of: Mapping[str, Sequence[str]]) -> list[str]:
+    """The ids of ``deps_of`` (id -> its dependencies) with every dependency before its
+    dependents, in the order :func:`topological_order` gives the same tasks.
+
+    Dependencies that are not keys of ``deps_of`` are ignored. Raises DependencyCycle.
+    """
+    seen: set[str] = set()
+    for task_id, deps in deps_of.items():
+        for dep in deps:
+            if dep not in seen and dep in deps_of:
+                return _search(deps_of)
+        seen.add(task_id)
+    return list(deps_of)
+
+
+def _search(deps_of: Mapping[str, Sequence[str]]) -> list[str]:
+    """Depth-first, roots in the order of ``deps_of``."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for task_id in deps_of:
+        if task_id not in state:
+            _visit(task_id, deps_of, state, order)
     return order
 
 
-def _visit(root: str, by_id: dict[str, Task], state: dict[str, int], order: list[Task]) -> None:
+def _visit(
+    root: str, deps_of: Mapping[str, Sequence[str]], state: dict[str, int], order: list[str]
+) -> None:
     # Iterative DFS so a 10,000-task chain cannot hit the recursion limit.
     path: list[str] = [root]
-    stack: list[Iterator[str]] = [iter(by_id[root].dependencies)]
+    stack: list[Iterator[str]] = [iter(deps_of[root])]
     state[root] = 1
     while stack:
         dep = next(stack[-1], None)
@@ -38,12 +73,12 @@ def _visit(root: str, by_id: dict[str, Task], state: dict[str, int], order: list
             stack.pop()
             done = path.pop()
             state[done] = 2
-            order.append(by_id[done])
+            order.append(done)
             continue
-        if dep not in by_id or state.get(dep) == 2:
+        if dep not in deps_of or state.get(dep) == 2:
             continue
         if state.get(dep) == 1:
             raise DependencyCycle([*path[path.index(dep) :], dep])
         state[dep] = 1
         path.append(dep)
-        stack.append(iter(by_id[dep].dependencies))
+        stack.append(iter(deps_of[dep]))

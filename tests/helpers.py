@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -23,3 +27,26 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, step: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(step)
+
+
+#: The repository's perf/ folder (benchmark scripts; CI runs them small).
+PERF_DIR = Path(__file__).resolve().parents[1] / "perf"
+
+
+def run_perf_script(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``python <perf script> args...`` from perf/ with this checkout first on the path and
+    no SHIM_* connection settings inherited."""
+    root = str(PERF_DIR.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    for name in ("SHIM_REDIS_URL", "SHIM_NAMESPACE"):
+        env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=PERF_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -2,22 +2,35 @@
 
 Exit codes: 0 success, 1 the command found a problem (e.g. ``doctor`` violations), 2 bad input,
 3 Redis unreachable. Errors print as one line, never a traceback.
+
+A command's module (:mod:`~shim_core.cli.fleet` or :mod:`~shim_core.cli.runs`) is imported when
+the command is looked up, so ``shim worker`` does not load the plan reader and the supervisor.
 """
 
 from __future__ import annotations
 
+import importlib as _importlib
 import sys
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import click
-import redis
 
-from shim_core.cli import fleet, runs
 from shim_core.cli._common import app
 from shim_core.connection import mask_url
 from shim_core.errors import ConnectionFailed, ShimError
-from shim_core.supervisor.supervisor import RunTimeout
+
+if TYPE_CHECKING:
+    from shim_core.cli import fleet, runs
 
 __all__ = ["app", "fleet", "main", "runs"]
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``cli.fleet`` / ``cli.runs``: the command modules, imported on first use."""
+    if name in ("fleet", "runs"):
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,15 +48,28 @@ def main(argv: list[str] | None = None) -> None:
     except ConnectionFailed as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(3)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        click.echo(f"error: Redis is unreachable: {mask_url(str(exc))}", err=True)
-        sys.exit(3)
-    except RunTimeout as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except redis.RedisError as exc:
-        click.echo(f"error: Redis refused a command: {mask_url(str(exc))}", err=True)
-        sys.exit(2)
-    except ShimError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    except Exception as exc:
+        message, code = _error_exit(exc)
+        if message is None:
+            raise
+        click.echo(message, err=True)
+        sys.exit(code)
+
+
+def _error_exit(exc: BaseException) -> tuple[str | None, int]:
+    """The line and exit code for a Redis or SHIM error (None: not one of those).
+
+    The classes are looked up among the loaded modules: a command that never imported redis-py
+    (or the supervisor) cannot have raised its errors, and ``shim --help`` need not load them.
+    """
+    redis: Any = sys.modules.get("redis")
+    if redis is not None and isinstance(exc, redis.RedisError):
+        if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+            return f"error: Redis is unreachable: {mask_url(str(exc))}", 3
+        return f"error: Redis refused a command: {mask_url(str(exc))}", 2
+    supervisor: Any = sys.modules.get("shim_core.supervisor.supervisor")
+    if supervisor is not None and isinstance(exc, supervisor.RunTimeout):
+        return f"error: {exc}", 1
+    if isinstance(exc, ShimError):
+        return f"error: {exc}", 2
+    return None, 0

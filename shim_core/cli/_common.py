@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import sys
@@ -14,10 +15,19 @@ import click
 from shim_core import __version__
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
-from shim_core.console import render_report
-from shim_core.queue import TaskQueue
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The modules of :mod:`shim_core.cli` that define commands, and which one defines each command
+#: (imported when the command is first looked up). A command missing here still works: an
+#: unknown name imports every command module.
+COMMAND_MODULE_NAMES = ("fleet", "runs")
+COMMAND_MODULES: dict[str, str] = {
+    **dict.fromkeys(("doctor", "pause", "resume", "worker", "workers", "plugins"), "fleet"),
+    **dict.fromkeys(
+        ("plan", "run", "submit", "status", "cancel", "retry", "merge", "clean"), "runs"
+    ),
+}
 
 
 _REDIS_HELP = (
@@ -50,6 +60,8 @@ def redis_options(func: F) -> F:
     @connection_options()
     @functools.wraps(func)
     def wrapper(*args: Any, redis_url: str | None, namespace: str | None, **kwargs: Any) -> Any:
+        from shim_core.queue import TaskQueue
+
         settings = Settings.load(redis_url=redis_url, namespace=namespace)
         connection = RedisConnectionManager(settings.redis_url)
         try:
@@ -61,7 +73,27 @@ def redis_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose commands are registered by importing their module when first looked up
+    (:data:`COMMAND_MODULES`): ``shim worker`` loads neither the plan reader nor the supervisor."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _import_commands(COMMAND_MODULE_NAMES)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            module = COMMAND_MODULES.get(cmd_name)
+            _import_commands((module,) if module else COMMAND_MODULE_NAMES)
+        return super().get_command(ctx, cmd_name)
+
+
+def _import_commands(modules: tuple[str, ...]) -> None:
+    for module in modules:
+        importlib.import_module(f"shim_core.cli.{module}")
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="shim")
 def app() -> None:
     """SHIM: run a plan of tasks on a fleet of workers coordinated through Redis."""
@@ -99,6 +131,8 @@ def request_options(func: F) -> F:
 
 
 def print_report(report: Any, as_json: bool) -> None:
+    from shim_core.console import render_report
+
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,7 +13,9 @@ from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager, mask_url
 from shim_core.doctor import check_invariants
 from shim_core.errors import ShimError
-from shim_core.queue import TaskQueue
+
+if TYPE_CHECKING:
+    from shim_core.queue import TaskQueue
 
 
 @app.command()

@@ -4,26 +4,33 @@
 
     from shim_core.supervisor import Supervisor, TaskDecomposer, load_plan
 
-``Supervisor`` is imported on first use, so reading and analysing plans does not load the queue.
+Every name is imported from its module on first use, so a process that reads plans does not load
+the queue, and one that imports a single submodule (a plugin importing
+:mod:`shim_core.supervisor.plan`) loads only that one.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from shim_core.supervisor.decomposer import DEFAULT_ESTIMATE, TaskDecomposer, ValidationResult
-from shim_core.supervisor.graph import DecompositionPlan, build_waves, critical_path
-from shim_core.supervisor.plan import (
-    ON_FAILURE,
-    Plan,
-    PlanError,
-    PlanTask,
-    load_plan,
-    parse_plan,
-    validate_plan,
-)
+from shim_core._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from shim_core.supervisor.decomposer import (
+        DEFAULT_ESTIMATE,
+        TaskDecomposer,
+        ValidationResult,
+    )
+    from shim_core.supervisor.graph import DecompositionPlan, build_waves, critical_path
+    from shim_core.supervisor.plan import (
+        ON_FAILURE,
+        Plan,
+        PlanError,
+        PlanTask,
+        load_plan,
+        parse_plan,
+        validate_plan,
+    )
     from shim_core.supervisor.supervisor import Supervisor
 
 __all__ = [
@@ -43,11 +50,21 @@ __all__ = [
     "validate_plan",
 ]
 
+#: Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        ("DEFAULT_ESTIMATE", "TaskDecomposer", "ValidationResult"),
+        "shim_core.supervisor.decomposer",
+    ),
+    **dict.fromkeys(
+        ("DecompositionPlan", "build_waves", "critical_path"), "shim_core.supervisor.graph"
+    ),
+    **dict.fromkeys(
+        ("ON_FAILURE", "Plan", "PlanError", "PlanTask", "load_plan", "parse_plan", "validate_plan"),
+        "shim_core.supervisor.plan",
+    ),
+    "Supervisor": "shim_core.supervisor.supervisor",
+}
 
-def __getattr__(name: str) -> Any:
-    """Import ``Supervisor`` lazily (it brings in the queue, registry and worker recovery)."""
-    if name == "Supervisor":
-        from shim_core.supervisor.supervisor import Supervisor
 
-        return Supervisor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS, __all__)

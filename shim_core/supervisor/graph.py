@@ -12,8 +12,8 @@ from typing import Any
 
 import attrs
 
-from shim_core.dag import topological_order
-from shim_core.models import Task
+from shim_core import dag
+from shim_core.errors import DuplicateTask
 from shim_core.supervisor.plan import Plan, PlanTask
 
 
@@ -40,12 +40,13 @@ class DecompositionPlan:
     ) -> DecompositionPlan:
         """Compute waves, critical path and durations of ``plan`` from per-task estimates."""
         estimates = {task.id: float(estimates[task.id]) for task in plan.tasks}
-        path, length = critical_path(plan, estimates)
+        order = dependency_order(plan)
+        path, length = _critical_path(plan, estimates, order)
         serial = sum(estimates.values())
         return cls(
             original_request=original_request,
             plan=plan,
-            waves=build_waves(plan),
+            waves=_waves(plan, order),
             estimates=estimates,
             serial_duration=serial,
             estimated_total_duration=length,
@@ -108,17 +109,26 @@ class DecompositionPlan:
 
 
 def dependency_order(plan: Plan) -> list[PlanTask]:
-    """The tasks of ``plan`` with every dependency before its dependents (via shim_core.dag)."""
-    by_id = {task.id: task for task in plan.tasks}
-    batch = [Task(id=task.id, dependencies=task.deps) for task in plan.tasks]
-    return [by_id[task.id] for task in topological_order(batch)]
+    """The tasks of ``plan`` with every dependency before its dependents (via shim_core.dag;
+    a plan already in that order is returned in plan order after one pass)."""
+    by_id: dict[str, PlanTask] = {}
+    for task in plan.tasks:
+        if task.id in by_id:
+            raise DuplicateTask(task.id)
+        by_id[task.id] = task
+    order = dag.dependency_order({task_id: task.deps for task_id, task in by_id.items()})
+    return [by_id[task_id] for task_id in order]
 
 
 def build_waves(plan: Plan) -> tuple[tuple[str, ...], ...]:
     """Wave 1: the tasks without dependencies; wave k: those whose deepest dependency is in wave
     k-1 (longest-path level). Ids inside a wave keep plan order."""
+    return _waves(plan, dependency_order(plan))
+
+
+def _waves(plan: Plan, order: list[PlanTask]) -> tuple[tuple[str, ...], ...]:
     level: dict[str, int] = {}
-    for task in dependency_order(plan):
+    for task in order:
         level[task.id] = 1 + max((level[dep] for dep in task.deps if dep in level), default=0)
     waves: list[list[str]] = [[] for _ in range(max(level.values(), default=0))]
     for task in plan.tasks:
@@ -131,9 +141,15 @@ def critical_path(plan: Plan, estimates: Mapping[str, float]) -> tuple[tuple[str
 
     Ties go to the earlier task in plan order (the earlier dependency when walking back).
     """
+    return _critical_path(plan, estimates, dependency_order(plan))
+
+
+def _critical_path(
+    plan: Plan, estimates: Mapping[str, float], order: list[PlanTask]
+) -> tuple[tuple[str, ...], float]:
     finish: dict[str, float] = {}
     previous: dict[str, str | None] = {}
-    for task in dependency_order(plan):
+    for task in order:
         deps = [dep for dep in task.deps if dep in finish]
         before = max(deps, key=finish.__getitem__, default=None)
         previous[task.id] = before

@@ -18,20 +18,21 @@ each naming the file and the task: ``examples/x.yaml: task 'login': unknown key 
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import yaml
 
-from shim_core.dag import topological_order
+from shim_core.dag import dependency_order
 from shim_core.errors import DependencyCycle, ValidationError
-from shim_core.models import Priority, Task
+from shim_core.models import Priority
+
+if TYPE_CHECKING:
+    import yaml
 
 ON_FAILURE = ("cancel-dependents", "continue")
 PLAN_SUFFIXES = (".yaml", ".yml", ".json")
@@ -65,9 +66,6 @@ TASK_KEYS = (
     "acceptance",
 )
 DEFAULT_KEYS = TASK_KEYS[1:]  # every task key but the id
-#: libyaml's loader when PyYAML has it (its wheels do): a 5,000-task plan reads in a tenth of
-#: the time the pure-Python loader takes. Both are safe loaders.
-_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_CYCLES = 10  # cycles named in one PlanError; more would repeat the same fix
 #: A plan id names a git branch and a folder too: no leading '.' or '-', no '..', no '.lock' end.
 _ID = re.compile(r"(?!.*\.\.)(?!.*\.lock$)(?!.*\.$)[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
@@ -116,6 +114,13 @@ class Plan:
     #: ``stop`` (default): the first merge conflict stops the merge; ``agent``: an agent task is
     #: added to resolve it, then the merge goes on.
     on_conflict: str | None = None
+    #: Set by a check that found nothing wrong (:func:`parse_plan`, :func:`validate_plan`): the
+    #: executors and types the references were checked against (None: not checked), so a later
+    #: check of the same plan object repeats nothing. Not an ``__init__`` argument: a plan
+    #: built or changed with ``attrs.evolve`` starts unchecked.
+    _checked: tuple[frozenset[str] | None, frozenset[str] | None] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
 
     def task(self, task_id: str) -> PlanTask:
         """The task with this id; KeyError when the plan has none."""
@@ -160,11 +165,18 @@ def load_plan(
 
 
 def _decode(text: str, suffix: str, source: str) -> Any:
+    if suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            where = f"line {exc.lineno}, column {exc.colno}"
+            raise PlanError([f"{source}: invalid JSON at {where}: {exc.msg}"]) from exc
+    import yaml  # here: a process that never reads a YAML plan (a worker) does not load PyYAML
+
+    from shim_core.supervisor._yaml import read_yaml
+
     try:
-        return json.loads(text) if suffix == ".json" else yaml.load(text, Loader=_YAML_LOADER)
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno}, column {exc.colno}"
-        raise PlanError([f"{source}: invalid JSON at {where}: {exc.msg}"]) from exc
+        return read_yaml(text)
     except yaml.YAMLError as exc:
         raise PlanError([f"{source}: invalid YAML{_yaml_where(exc)}"]) from exc
 
@@ -211,6 +223,7 @@ def parse_plan(
     problems += _reference_problems(plan, executors, types)
     if problems:
         raise PlanError(problems)
+    _mark_checked(plan, executors, types)
     return plan
 
 
@@ -221,15 +234,40 @@ def validate_plan(
     types: Collection[str] | None = None,
 ) -> None:
     """Check a plan's ids, dependencies, cycles and on_failure, and (when given) that every
-    task's type is in ``types`` and executor in ``executors``; raises PlanError."""
-    where = plan.source or "plan"
-    problems = _on_failure_problems(plan)
-    if not plan.tasks:
-        problems.append(f"{where}: the plan has no tasks")
-    problems += _graph_problems(plan)
-    problems += _reference_problems(plan, executors, types)
+    task's type is in ``types`` and executor in ``executors``; raises PlanError.
+
+    A plan object that already passed a check (:func:`parse_plan` or this function; the
+    fields checked cannot change) is not checked again, but for references to executors or
+    types it was not checked against."""
+    checked = plan._checked
+    if checked is not None:  # the structure is known to be good; the references perhaps
+        wanted = (_names(executors), _names(types))
+        if all(want is None or want == had for want, had in zip(wanted, checked, strict=True)):
+            return
+        problems = _reference_problems(plan, executors, types)
+    else:
+        where = plan.source or "plan"
+        problems = _on_failure_problems(plan)
+        if not plan.tasks:
+            problems.append(f"{where}: the plan has no tasks")
+        problems += _graph_problems(plan)
+        problems += _reference_problems(plan, executors, types)
     if problems:
         raise PlanError(problems)
+    _mark_checked(plan, executors, types)
+
+
+def _names(names: Collection[str] | None) -> frozenset[str] | None:
+    return None if names is None else frozenset(names)
+
+
+def _mark_checked(
+    plan: Plan, executors: Collection[str] | None, types: Collection[str] | None
+) -> None:
+    """Record that ``plan`` passed every check (references against these names); not for a
+    hand-built plan holding lists, which could change after the check."""
+    if type(plan.tasks) is tuple and all(type(task.deps) is tuple for task in plan.tasks):
+        object.__setattr__(plan, "_checked", (_names(executors), _names(types)))
 
 
 def _reference_problems(
@@ -332,6 +370,8 @@ def _check_keys(
 ) -> None:
     for key in raw:
         if key not in allowed:
+            import difflib  # only for a mistake: the plugins load this module in every process
+
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             problems.append(f"{label}: unknown key {key!r} (allowed: {', '.join(allowed)}){hint}")
@@ -519,18 +559,17 @@ def _id_problems(plan: Plan, where: str) -> list[str]:
 def find_cycles(plan: Plan) -> list[list[str]]:
     """The dependency cycles of a plan, each as ``[a, b, ..., a]`` (empty list: none).
 
-    Found with :func:`shim_core.dag.topological_order`; after each cycle the edge closing it is
+    Found with :func:`shim_core.dag.dependency_order`; after each cycle the edge closing it is
     ignored and the search repeats, so independent cycles are reported too (at most
-    :data:`MAX_CYCLES`: each search walks the whole graph).
+    :data:`MAX_CYCLES`: each search walks the whole graph). A plan without cycles is walked once.
     """
     graph: dict[str, list[str]] = {}
     for task in plan.tasks:
         graph.setdefault(task.id, list(task.deps))  # the first of duplicate ids
     cycles: list[list[str]] = []
     for _ in range(min(len(graph), MAX_CYCLES)):
-        batch = [Task(id=tid, dependencies=tuple(deps)) for tid, deps in graph.items()]
         try:
-            topological_order(batch)
+            dependency_order(graph)
         except DependencyCycle as exc:
             cycles.append(exc.cycle)
             graph[exc.cycle[-2]].remove(exc.cycle[-1])

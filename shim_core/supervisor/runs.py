@@ -150,13 +150,14 @@ def submit_run(
     budget = budget_usd if budget_usd is not None else plan.budget_usd
     now_s, now_us = queue.client.time()
     created_ms = int(now_s) * 1000 + int(now_us) // 1000
+    summary = decomposition.to_dict()
     record = {
         "name": plan.name,
         "created_at": str(created_ms),
         "task_ids": json.dumps([t.id for t in tasks]),
         "waves": json.dumps([list(w) for w in decomposition.waves]),
         "estimates": json.dumps(dict(decomposition.estimates)),
-        "plan": json.dumps(decomposition.to_dict()),
+        "plan": json.dumps(summary),
     }
     if repo is not None:
         record |= {"repo": repo.repo, "base": repo.base, "workspace": plan.workspace or "worktree"}
@@ -170,13 +171,19 @@ def submit_run(
         queue.client.delete(queue.keys.run(run_id))
         raise
     queue.client.zadd(queue.keys.runs, {run_id: created_ms})
-    return load_run(queue, run_id)
+    # What load_run would read back; the plan summary is JSON data already, not decoded again.
+    return _run_record(run_id, record, summary)
 
 
 def load_run(queue: TaskQueue, run_id: str) -> RunRecord:
     fields = queue.client.hgetall(queue.keys.run(run_id))
     if not fields:
         raise RunNotFound(run_id)
+    return _run_record(run_id, fields, json.loads(fields.get("plan", "{}")))
+
+
+def _run_record(run_id: str, fields: dict[str, str], plan: dict[str, Any]) -> RunRecord:
+    """The record of a run from the fields of its hash (``plan``: the ``plan`` field decoded)."""
     return RunRecord(
         run_id=run_id,
         name=fields.get("name", ""),
@@ -184,7 +191,7 @@ def load_run(queue: TaskQueue, run_id: str) -> RunRecord:
         task_ids=tuple(json.loads(fields["task_ids"])),
         waves=tuple(tuple(w) for w in json.loads(fields["waves"])),
         estimates=json.loads(fields.get("estimates", "{}")),
-        plan=json.loads(fields.get("plan", "{}")),
+        plan=plan,
         repo=RepoInfo(fields["repo"], fields.get("base", "")) if fields.get("repo") else None,
         workspace=fields.get("workspace", ""),
         budget_usd=float(fields["budget_usd"]) if fields.get("budget_usd") else None,

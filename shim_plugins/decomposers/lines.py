@@ -22,6 +22,7 @@ gives ``{"executor": name}``; ``{"params": {...}}`` sets every task's params and
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -57,8 +58,14 @@ _PHRASE = (
     rf"|\b(?:depends|depending)\s+on\s+{_REFS}{_NOT_A_QUANTITY}"
     rf"|\bonce\s+{_REFS}{_DONE})"
 )
-_DEPENDENCY = re.compile(rf"\s*\(\s*{_PHRASE}\s*\)|[\s,;:]*{_PHRASE}", re.IGNORECASE)
 _NUMBER = re.compile(r"\d+")
+
+
+@functools.cache
+def _dependency() -> re.Pattern[str]:
+    """The dependency phrases, compiled on first use (it takes milliseconds: every process that
+    loads the plugins, a worker too, would pay them)."""
+    return re.compile(rf"\s*\(\s*{_PHRASE}\s*\)|[\s,;:]*{_PHRASE}", re.IGNORECASE)
 
 
 @attrs.define
@@ -104,7 +111,9 @@ def _split(request: str) -> tuple[list[str], list[_Item]]:
 def _list_tasks(items: list[_Item]) -> list[dict[str, Any]]:
     tasks = []
     for position, item in enumerate(items, 1):
-        deps = [str(int(n)) for m in _DEPENDENCY.finditer(item.text) for n in _NUMBER.findall(m[0])]
+        deps = [
+            str(int(n)) for m in _dependency().finditer(item.text) for n in _NUMBER.findall(m[0])
+        ]
         title = _title(item.text)
         tasks.append(
             {
@@ -127,7 +136,7 @@ def _single_task(request: str) -> dict[str, Any]:
 
 def _title(text: str) -> str:
     """The item text without its dependency phrases (the text itself if nothing else is left)."""
-    title = _DEPENDENCY.sub(" ", text)
+    title = _dependency().sub(" ", text)
     title = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"\s+", " ", title))
     title = title.strip(" ,;:.-\u2013\u2014")
     if not title:

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
+from collections.abc import Callable
 
 import pytest
+import redis
 from click.testing import CliRunner, Result
 
 from pytest_shim import free_port
 from shim_core import cli
 from shim_core.cli import app, main
+from shim_core.cli._common import COMMAND_MODULES
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
+from shim_core.errors import ShimError
 from shim_core.models import Task
 from shim_core.queue import TaskQueue
+from shim_core.supervisor.supervisor import RunTimeout
 
 PASSWORD = "cli-s3cret"
 
@@ -260,3 +267,88 @@ def test_version_and_help(runner: CliRunner) -> None:
     assert helptext.exit_code == 0
     for command in ("doctor", "status", "pause", "resume"):
         assert command in helptext.stdout
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        (lambda: redis.ConnectionError("down"), 3, "error: Redis is unreachable: down"),
+        (lambda: redis.TimeoutError("slow"), 3, "error: Redis is unreachable: slow"),
+        (lambda: redis.ResponseError("WRONGTYPE"), 2, "error: Redis refused a command: WRONGTYPE"),
+        (lambda: RunTimeout("r1", 2.0), 1, "error: run r1 did not finish within 2 s"),
+        (lambda: ShimError("bad input"), 2, "error: bad input"),
+    ],
+)
+def test_errors_become_one_line_and_an_exit_code(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: Callable[[], Exception],
+    code: int,
+    line: str,
+) -> None:
+    """Redis errors, a run timeout and SHIM errors each exit with their code and one line."""
+
+    def fail(**kwargs: object) -> None:
+        raise error()
+
+    monkeypatch.setattr(cli.app, "main", fail)
+    with pytest.raises(SystemExit) as info:
+        main([])
+
+    assert info.value.code == code
+    assert capsys.readouterr().err.strip() == line
+
+
+def test_other_errors_are_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception that is neither a SHIM nor a Redis error is a bug: it propagates."""
+
+    def fail(**kwargs: object) -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(cli.app, "main", fail)
+    with pytest.raises(KeyError, match="bug"):
+        main([])
+
+
+def test_every_command_is_mapped_to_its_module() -> None:
+    """The lazy group imports the right module for each command (a stale map would still work,
+    importing every module, but slowly)."""
+    from shim_core.cli import fleet, runs
+
+    modules = {"fleet": fleet.__name__, "runs": runs.__name__}
+    assert set(COMMAND_MODULES) == set(app.commands)
+    for name, command in app.commands.items():
+        assert command.callback is not None
+        assert command.callback.__module__ == modules[COMMAND_MODULES[name]], name
+
+
+def test_worker_command_loads_neither_the_supervisor_nor_yaml() -> None:
+    """`shim worker` (its help, then a worker's plugins) imports no plan reader, supervisor,
+    report rendering or embedded Redis: a worker process starts faster without them."""
+    script = (
+        "import sys\n"
+        "from shim_core.cli import main\n"
+        "try:\n"
+        "    main(['worker', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "from shim_core.plugins import Plugins\n"
+        "from shim_core.worker import Worker\n"
+        "Plugins()\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    loaded = set(done.stdout.split())
+    assert "shim_core.cli.fleet" in loaded
+    unwanted = {
+        "yaml",
+        "fakeredis",
+        "shim_core.cli.runs",
+        "shim_core.console",
+        "shim_core.supervisor.supervisor",
+        "shim_core.supervisor.graph",
+        "shim_core.supervisor.decomposer",
+    }
+    assert not unwanted & loaded

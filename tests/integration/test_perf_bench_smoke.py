@@ -9,17 +9,14 @@ Run alone: ``.venv/bin/python -m pytest tests/integration/test_perf_bench_smoke.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[2]
-PERF = ROOT / "perf"
+from tests.helpers import run_perf_script
+
 NEW_BENCHMARKS = (
     "heartbeat_1",
     "heartbeat_10",
@@ -36,24 +33,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run a perf script from perf/ with this checkout first on the path."""
-    path = os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=PERF,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def test_bench_queue_new_benchmarks_smoke(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = _run(
+    done = run_perf_script(
         [
             "bench_queue.py",
             "--debug-single-value",
@@ -76,7 +58,7 @@ def test_bench_queue_new_benchmarks_smoke(tmp_path: Path) -> None:
 
 def test_scalability_smoke(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
-    done = _run(
+    done = run_perf_script(
         [
             "scalability.py",
             "--workers",
