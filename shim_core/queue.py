@@ -40,6 +40,7 @@ from shim_core.keys import Keys, check_name
 from shim_core.models import FINAL_STATUSES, Claim, Task, TaskResult, TaskStatus
 from shim_core.scripts import Scripts
 from shim_core.serde import (
+    compact_json,
     dumps,
     evolve_task,
     from_ms,
@@ -272,7 +273,7 @@ class TaskQueue:
         )
 
     def _encode(self, task: Task) -> str:
-        data = json.dumps(task_to_hash(task, compact=True), separators=(",", ":"))
+        data = compact_json(task_to_hash(task, compact=True))
         if len(data) > self.settings.max_payload_bytes:
             raise PayloadTooLarge(task.id, len(data), self.settings.max_payload_bytes)
         return data

@@ -58,6 +58,8 @@ def from_ms(value: int | float | str) -> datetime:
     return datetime.fromtimestamp(int(float(value)) / 1000, tz=UTC)
 
 
+#: ``json.dumps(value, separators=(",", ":"))`` without building an encoder per call.
+compact_json: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":")).encode
 #: Values JSON takes as they are (the common outputs skip cattrs).
 _PLAIN_JSON = frozenset({int, float, str, bool, type(None)})
 
@@ -68,7 +70,7 @@ def result_to_json(result: TaskResult) -> str:
     if type(output) not in _PLAIN_JSON:
         output = converter.unstructure(output)
     outcome = result.outcome
-    return json.dumps(
+    return compact_json(
         {
             "success": result.success,
             "output": output,
@@ -79,14 +81,13 @@ def result_to_json(result: TaskResult) -> str:
             "outcome": None if outcome is None else outcome.value,
             "cost_usd": result.cost_usd,
             "retry_at_ms": result.retry_at_ms,
-        },
-        separators=(",", ":"),
+        }
     )
 
 
 def dumps(value: Any) -> str:
     """Compact JSON of an attrs value (or any JSON-able value)."""
-    return json.dumps(converter.unstructure(value), separators=(",", ":"))
+    return compact_json(converter.unstructure(value))
 
 
 def loads(data: str | bytes, cls: type[T]) -> T:
@@ -163,7 +164,7 @@ def task_to_hash(task: Task, *, compact: bool = False) -> dict[str, str]:
             out[name] = value.value if raw else json.dumps(value.value)
         else:
             plain = converter.unstructure(value)
-            out[name] = plain if raw else json.dumps(plain, separators=(",", ":"))
+            out[name] = plain if raw else compact_json(plain)
     return out
 
 
