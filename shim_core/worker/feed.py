@@ -352,5 +352,7 @@ class TaskFeed:
                         len(self._outbox),
                     )
                     return
+                # After a failed exchange, look again once the pause is over (nobody else
+                # retries a claim that failed with nothing to record).
                 wait = self._retry_at - time.monotonic()
-                self._link_cv.wait(wait if self._outbox and wait > 0 else None)
+                self._link_cv.wait(wait if wait > 0 else None)

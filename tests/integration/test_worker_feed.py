@@ -170,6 +170,17 @@ def test_completions_wait_out_a_redis_outage(gated: GatedQueue, feeds: list[Task
     assert gated.get("a").status is TaskStatus.COMPLETE  # type: ignore[union-attr]
 
 
+def test_a_claim_that_failed_is_tried_again(gated: GatedQueue, feeds: list[TaskFeed]) -> None:
+    """Redis away when an idle thread claims, nothing to record: the claim is retried after a
+    pause (by the link thread) and the thread gets its task."""
+    gated.add(Task(id="a"))
+    gated.failures = 2
+    feed = make_feed(gated, feeds, prefetch=0)
+    claim = feed.take()
+    assert claim is not None
+    assert claim.task.id == "a"
+
+
 def test_a_closing_feed_gives_up_on_redis_that_stays_away(
     gated: GatedQueue, feeds: list[TaskFeed]
 ) -> None:
