@@ -31,6 +31,7 @@ class GatedQueue(TaskQueue):
         self.gate.set()
         self.batches: list[int] = []
         self.failures = 0
+        self.claim_failures = 0
 
     def settle(self, completions: Sequence[Any], *args: Any, **kwargs: Any) -> Settled:
         self.gate.wait(10)
@@ -39,6 +40,12 @@ class GatedQueue(TaskQueue):
             raise ConnectionFailed("Redis is away (test)")
         self.batches.append(len(completions))
         return super().settle(completions, *args, **kwargs)
+
+    def claim(self, types: Sequence[str], **kwargs: Any) -> list[Claim]:
+        if self.claim_failures:
+            self.claim_failures -= 1
+            raise ConnectionFailed("Redis is away (test)")
+        return super().claim(types, **kwargs)
 
 
 @pytest.fixture
@@ -179,6 +186,46 @@ def test_a_claim_that_failed_is_tried_again(gated: GatedQueue, feeds: list[TaskF
     claim = feed.take()
     assert claim is not None
     assert claim.task.id == "a"
+
+
+def test_a_thread_waiting_in_redis_outlives_an_outage(
+    gated: GatedQueue, feeds: list[TaskFeed]
+) -> None:
+    """The blocking claim of an idle thread fails twice (Redis away), is tried again after a
+    pause, and the thread gets the task that arrives."""
+    feed = make_feed(gated, feeds, claim_block=0.2)
+    gated.claim_failures = 2
+    got: list[Claim | None] = []
+    thread = threading.Thread(target=lambda: got.append(feed.take()))
+    thread.start()
+    wait_until(lambda: gated.claim_failures == 0)
+    gated.add(Task(id="late"))
+    thread.join(20)
+    assert got
+    assert got[0] is not None
+    assert got[0].task.id == "late"
+
+
+def test_a_worker_drops_claims_in_hand_whose_lease_is_lost(
+    shim_connection: RedisConnectionManager, shim_settings: Settings
+) -> None:
+    """A lease lost while its task waits in the inbox (taken back by the reaper or cancelled):
+    the claim is dropped and the heartbeat stops renewing it."""
+    queue = TaskQueue(shim_connection, shim_settings)
+    queue.add(Task(id="a"))
+    worker = Worker(
+        shim_connection,
+        shim_settings,
+        WorkerConfig(worker_id="rt-lost"),
+        plugins=plugins_with(FnExecutor("w", ("code",))),
+    )
+    (claim,) = queue.claim(["code"], worker_id="rt-lost")
+    worker.feed._inbox.append(claim)
+    worker._claimed([claim])
+    assert worker.reporter.held_leases() == {"a": claim.token}
+    worker._leases_lost(["a", "not-held"])
+    assert worker.feed.in_hand() == 0
+    assert worker.reporter.held_leases() == {}
 
 
 def test_a_closing_feed_gives_up_on_redis_that_stays_away(
