@@ -11,6 +11,7 @@ worker's ``complete_and_claim`` 1 for finishing one task and taking the next.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -427,7 +428,7 @@ class TaskQueue:
         while True:
             reply = self.scripts.call("claim", keys, args)
             if len(reply) > 1 or deadline is None:
-                return _claims(reply, 1)
+                return self._claims(reply, 1)
             wait = min(deadline - time.monotonic(), MAX_BLOCK_SLICE)
             if reply[0] >= 0:
                 wait = min(wait, reply[0] / 1000)
@@ -436,6 +437,22 @@ class TaskQueue:
                     return []
                 continue
             self.client.bzpopmin(wake, timeout=max(wait, 0.001))
+
+    def _claims(self, reply: list[Any], first: int) -> list[Claim]:
+        """The claims of a script reply (token / fields pairs from index ``first``). A task that
+        cannot be decoded is failed for good at once (its hash is corrupt: no attempt can run
+        it) and left out, so that the tasks claimed with it still run."""
+        claims = []
+        for i in range(first, len(reply), 2):
+            token, fields = int(reply[i]), _pairs(reply[i + 1])
+            try:
+                claims.append(Claim(task=task_from_hash(fields), token=token))
+            except CorruptTask as exc:
+                task_id = str(fields.get("id", exc.task_id))
+                # It may be gone meanwhile; the reaper then has the last word.
+                with contextlib.suppress(ShimError):
+                    self.fail(task_id, token, f"the stored task is corrupt: {exc}", permanent=True)
+        return claims
 
     def _claim_args(
         self, worker_id: str, count: int, lease_ms: int | None, start: bool
@@ -525,7 +542,9 @@ class TaskQueue:
             except ShimError as exc:
                 outcomes.append(exc)
         return Settled(
-            outcomes=outcomes, claims=_claims(reply, 2 * n + 2), next_due_ms=int(reply[2 * n + 1])
+            outcomes=outcomes,
+            claims=self._claims(reply, 2 * n + 2),
+            next_due_ms=int(reply[2 * n + 1]),
         )
 
     @redis_errors
@@ -819,18 +838,11 @@ def _cost(result: TaskResult | None) -> str:
 
 
 def _claim_queues(types: Sequence[str], worker_id: str) -> list[str]:
-    queues = [*types, *([f"@{worker_id}"] if worker_id else [])]
+    # Each queue once: a queue named twice would offer its head task twice to one claim.
+    queues = list(dict.fromkeys([*types, *([f"@{worker_id}"] if worker_id else [])]))
     if not queues:
         raise ConfigError("a claim needs at least one task type or a worker id")
     return queues
-
-
-def _claims(reply: list[Any], first: int) -> list[Claim]:
-    """Claims from a script reply whose token / fields pairs start at index ``first``."""
-    return [
-        Claim(task=task_from_hash(_pairs(reply[i + 1])), token=int(reply[i]))
-        for i in range(first, len(reply), 2)
-    ]
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

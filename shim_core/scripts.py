@@ -2,7 +2,7 @@
 
 A file ``<verb>-<n>.lua`` takes exactly ``n`` keys; a header line naming ``KEYS[m...]`` marks the
 keys from ``m`` on as variadic. ``_lib.lua`` is prepended to every script, and the script's body
-runs as a function followed by the library's ``flush()``, which sends the writes the body
+runs as a protected function followed by the library's ``flush()``, which sends the writes the body
 gathered (counts, events, ...) in as few commands as possible. redis-py's
 ``register_script`` runs EVALSHA and reloads on NOSCRIPT (after a Redis restart), and a script can
 be queued on a pipeline.
@@ -22,8 +22,11 @@ from redis.commands.core import Script
 
 _FILE = re.compile(r"^(?P<verb>[a-z_]+)-(?P<nkeys>\d+)\.lua$")
 _VARIADIC = re.compile(r"KEYS\[(\d+)\.\.\.\]")
-#: After the body: send what it gathered, then return its reply.
-_EPILOGUE = "local reply = main()\nflush()\nreturn reply\n"
+#: After the body: send what it gathered (also when the body raised: Redis keeps the writes a
+#: failed script made, and the gathered ones belong with them), then return its reply.
+_EPILOGUE = (
+    "local ok, reply = pcall(main)\nflush()\nif not ok then error(reply, 0) end\nreturn reply\n"
+)
 
 
 @attrs.frozen

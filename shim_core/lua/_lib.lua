@@ -446,7 +446,13 @@ local function head_claimable(prefix, rkey, want, refused, now)
       local id = items[i]
       local flat = rcall('HGETALL', prefix .. 'task:' .. id)
       local h = to_map(flat)
-      local verdict = claimable(prefix, id, h, refused, now)
+      local verdict
+      if not h.type then
+        rcall('ZREM', rkey, id) -- an id without its task (removed by hand): not claimable
+        verdict = 'moved'
+      else
+        verdict = claimable(prefix, id, h, refused, now)
+      end
       if verdict == 'ok' then
         table.insert(found, {id = id, score = tonumber(items[i + 1]), flat = flat, h = h})
         pos = pos + 1

@@ -73,6 +73,7 @@ class TaskFeed:
         lease_ms: int | None = None,
         claim_block: float = 1.0,
         on_claimed: Callable[[list[Claim]], None] = lambda claims: None,
+        on_unwanted: Callable[[Claim], None] = lambda claim: None,
     ) -> None:
         self.queue = queue
         self.worker_id = worker_id
@@ -82,6 +83,8 @@ class TaskFeed:
         self.lease_ms = lease_ms
         self.claim_block = claim_block
         self._on_claimed = on_claimed
+        self._on_unwanted = on_unwanted
+        self._late: list[Claim] = []  # claims that arrived after shut(): to be handed back
         self._lock = threading.Lock()
         # One lock, two kinds of sleepers, each woken only by the changes it waits for.
         self._work_cv = threading.Condition(self._lock)  # executor threads: a claim in hand
@@ -142,6 +145,7 @@ class TaskFeed:
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        self._hand_back_late()
 
     def discard(self, task_ids: Iterable[str]) -> list[str]:
         """Drop claims whose lease is gone from the inbox; returns the ids dropped."""
@@ -166,29 +170,32 @@ class TaskFeed:
         A thread with nothing in hand does the feed's work itself rather than wait for another
         thread to do it (no hand-off between threads on the way): it records what finished and
         claims its next task in one call, or sleeps in Redis until work arrives."""
-        with self._lock:
-            if finished is not None:
-                self._hand_back(finished)
-            self._idle += 1
-            try:
-                while self._open:
-                    if self._inbox:
-                        self._running += 1
-                        claim = self._inbox.popleft()
-                        if self._outbox or self._want():
-                            self._link_cv.notify()  # record and refill in the background
-                        return claim
-                    if self._may_send():
-                        self._exchange()
-                    elif self._may_block():
-                        self._block_for_work()
-                    elif self._active or self._claiming or self._sending:
-                        self._work_cv.wait()
-                    else:
-                        return None
-                return None
-            finally:
-                self._idle -= 1
+        try:
+            with self._lock:
+                if finished is not None:
+                    self._hand_back(finished)
+                self._idle += 1
+                try:
+                    while self._open:
+                        if self._inbox:
+                            self._running += 1
+                            claim = self._inbox.popleft()
+                            if self._outbox or self._want():
+                                self._link_cv.notify()  # record and refill in the background
+                            return claim
+                        if self._may_send():
+                            self._exchange()
+                        elif self._may_block():
+                            self._block_for_work()
+                        elif self._active or self._claiming or self._sending:
+                            self._work_cv.wait()
+                        else:
+                            return None
+                    return None
+                finally:
+                    self._idle -= 1
+        finally:
+            self._hand_back_late()
 
     def hand_back(self, finished: Finished) -> None:
         """Hand back what a thread finished without taking another claim (a thread that
@@ -196,6 +203,18 @@ class TaskFeed:
         with self._lock:
             self._hand_back(finished)
             self._link_cv.notify()
+
+    def _hand_back_late(self) -> None:
+        """Hand back (outside the lock: a round trip each) claims that arrived after shut()."""
+        if not self._late:
+            return
+        with self._lock:
+            late, self._late = self._late, []
+        for claim in late:
+            try:
+                self._on_unwanted(claim)
+            except Exception:
+                log.exception("could not hand back task %s", claim.task.id)
 
     def _hand_back(self, finished: Finished) -> None:
         self._running -= 1
@@ -284,14 +303,16 @@ class TaskFeed:
     def _settled(
         self, batch: list[Completion], outcomes: list[int | ShimError], claims: list[Claim]
     ) -> None:
-        """Report a call's answers (without the lock: the callbacks may take their own)."""
-        if claims:
-            self._on_claimed(claims)
+        """Report a call's answers (without the lock: the callbacks may take their own). The
+        outcomes first: a refused completion of a task this same call claimed again must not
+        drop the new claim's lease."""
         for completion, outcome in zip(batch, outcomes, strict=True):
             try:
                 completion.done(outcome)
             except Exception:
                 log.exception("handling the outcome of %s failed", completion.claim.task.id)
+        if claims:
+            self._on_claimed(claims)
 
     def _block_for_work(self) -> None:
         """Sleep in Redis (BZPOPMIN on the wake markers) until work arrives, then claim it."""
@@ -326,7 +347,10 @@ class TaskFeed:
         if asked:
             self._claiming = False
             self.claimed += len(claims)
-            self._inbox.extend(claims)
+            if self._open:
+                self._inbox.extend(claims)
+            else:  # the grace period is over: nobody will run them
+                self._late.extend(claims)
             # Short of what was asked: the queue is dry, a thread sleeps in Redis for more. A
             # full batch hands claiming back to the exchanges, chained to completions.
             self._starving = len(claims) < asked
@@ -342,8 +366,14 @@ class TaskFeed:
             while True:
                 if self._may_send():
                     self._exchange()
+                    if self._late:
+                        self._lock.release()
+                        try:
+                            self._hand_back_late()
+                        finally:
+                            self._lock.acquire()
                     continue
-                if self._closing and not self._outbox:
+                if self._closing and not self._outbox and not self._sending:
                     return
                 if self._closing and self._failures and self._backoff > _CLOSING_PATIENCE:
                     log.error(

@@ -91,6 +91,9 @@ class ProgressReporter:
             self._on_refused(exc)
             return exc.lost
         self.stats.heartbeats += 1
+        sent = dict(leases)
+        with self._lock:  # a lease taken again meanwhile (a new claim of the task) is not lost
+            lost = [t for t in lost if self._leases.get(t) == sent.get(t)]
         if lost:
             self._on_lost(lost)
         return lost
@@ -103,10 +106,14 @@ class ProgressReporter:
         with self._lock:
             self._leases[task_id] = token
 
-    def report_task_complete(self, task_id: str, duration_ms: int, status: str) -> None:
-        """Drop the lease and count the outcome (``complete``, ``failed``, ``fenced``, ...)."""
+    def report_task_complete(
+        self, task_id: str, duration_ms: int, status: str, *, token: int | None = None
+    ) -> None:
+        """Drop the lease (only lease ``token`` when given: the task may have been claimed
+        again since) and count the outcome (``complete``, ``failed``, ``fenced``, ...)."""
         with self._lock:
-            self._leases.pop(task_id, None)
+            if token is None or self._leases.get(task_id) == token:
+                self._leases.pop(task_id, None)
         if status == "complete":
             self.stats.tasks_completed += 1
         elif status in ("failed", "retrying"):

@@ -129,6 +129,7 @@ class Worker:
             lease_ms=self.lease_ms,
             claim_block=self.config.claim_block,
             on_claimed=self._claimed,
+            on_unwanted=self._release,
         )
         self.reporter = ProgressReporter(
             self.registry,
@@ -179,9 +180,7 @@ class Worker:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         # The grace period is over: hand back what did not start, record what finished.
         for claim in self.feed.shut():
-            with contextlib.suppress(ShimError):
-                self.queue.release(claim.task.id, claim.token)
-            self.reporter.report_task_complete(claim.task.id, 0, "released")
+            self._release(claim)
         self.feed.close()
         with self._lock:
             unfinished = list(self._running.values())
@@ -229,6 +228,13 @@ class Worker:
                 return
             finished = self._run_claim(claim)
 
+    def _release(self, claim: Claim) -> None:
+        """Hand back a claim that no thread will run (the feed calls this for claims that
+        arrive after the grace period)."""
+        with contextlib.suppress(ShimError):
+            self.queue.release(claim.task.id, claim.token)
+        self.reporter.report_task_complete(claim.task.id, 0, "released", token=claim.token)
+
     def _claimed(self, claims: list[Claim]) -> None:
         """Hold the leases of new claims in the heartbeat from now on."""
         for claim in claims:
@@ -242,7 +248,7 @@ class Worker:
             log.exception("could not prepare task %s", claim.task.id)
             with contextlib.suppress(ShimError):  # else the lease expires and is reaped
                 self.queue.fail(claim.task.id, claim.token, f"could not prepare: {exc}")
-            self.reporter.report_task_complete(claim.task.id, 0, "failed")
+            self.reporter.report_task_complete(claim.task.id, 0, "failed", token=claim.token)
             return Finished(time.monotonic() - started)
         return self._execute(execution, started)
 
@@ -267,7 +273,7 @@ class Worker:
         except BaseException as exc:  # a task must never take its thread down
             log.exception("task %s could not be run or recorded", task_id)
             self._record_crash(execution, exc)
-            self.reporter.report_task_complete(task_id, 0, "failed")
+            self.reporter.report_task_complete(task_id, 0, "failed", token=execution.token)
         finally:
             with self._lock:
                 self._running.pop(task_id, None)
@@ -284,7 +290,9 @@ class Worker:
 
     def _done(self, execution: TaskExecution, outcome: ExecutionOutcome) -> None:
         self.outcomes.append(outcome)
-        self.reporter.report_task_complete(outcome.task_id, outcome.duration_ms, outcome.status)
+        self.reporter.report_task_complete(
+            outcome.task_id, outcome.duration_ms, outcome.status, token=execution.token
+        )
         if outcome.refuse_agent:
             self._refuse_agent(execution, outcome)
 

@@ -3,6 +3,9 @@
 import random
 import threading
 
+import pytest
+import redis
+
 from shim_core import Priority, Task, TaskStatus
 from shim_core.doctor import check_invariants
 
@@ -151,3 +154,50 @@ def test_concurrent_claimers_never_share_a_task(shim_queue):
     for t in threads:
         t.join(timeout=60)
     assert sorted(seen) == sorted(f"t{i}" for i in range(400))
+
+
+def test_a_corrupt_task_fails_alone_and_the_batch_still_runs(shim_queue):
+    """A claim of several tasks with one corrupt hash: the corrupt one is failed for good with
+    the reason, the others are claimed as usual."""
+    shim_queue.add_many([Task(id="a"), Task(id="bad"), Task(id="c")])
+    shim_queue.client.hset(shim_queue.keys.task("bad"), "params", "{not json")
+    claims = shim_queue.claim(["code"], worker_id="w1", count=5)
+    assert [c.task.id for c in claims] == ["a", "c"]
+    status, result = shim_queue.client.hmget(shim_queue.keys.task("bad"), "status", "result")
+    assert status == "failed"
+    assert "corrupt" in result
+
+
+def test_a_type_named_twice_offers_each_task_once(shim_queue):
+    shim_queue.add_many([Task(id="a"), Task(id="b")])
+    claims = shim_queue.claim(["code", "code"], count=2)
+    assert sorted(c.task.id for c in claims) == ["a", "b"]
+    assert len({c.token for c in claims}) == 2
+
+
+def test_an_id_without_its_task_is_dropped_from_the_queue(shim_queue):
+    """A ready entry whose task hash is gone (deleted by hand) is skipped and removed."""
+    shim_queue.add(Task(id="a"))
+    shim_queue.client.zadd(shim_queue.keys.ready("code"), {"ghost": 0})
+    assert [c.task.id for c in shim_queue.claim(["code"], count=5)] == ["a"]
+    assert shim_queue.client.zscore(shim_queue.keys.ready("code"), "ghost") is None
+
+
+def test_a_script_that_fails_midway_keeps_its_bookkeeping(shim_queue):
+    """Redis keeps the writes of a script that raised; the counts and sets gathered for the
+    end of the script are written too, so the invariants hold."""
+    shim_queue.add_many([Task(id="a"), Task(id="b")])
+    (claim,) = shim_queue.claim(["code"], worker_id="w1")
+    keys = [
+        shim_queue.keys.active,
+        shim_queue.keys.delayed,
+        shim_queue.keys.paused,
+        shim_queue.keys.task("a"),
+        shim_queue.keys.ready("code"),
+    ]
+    # Two completions announced, one given: the second raises after the first was recorded.
+    args = [shim_queue.keys.prefix, "w1", 0, 30000, "1", "1", 2, "a", claim.token, "{}", ""]
+    with pytest.raises(redis.ResponseError):
+        shim_queue.scripts.call("complete_claim", keys, args)
+    assert shim_queue.stats().by_type == {"code": {"pending": 1, "complete": 1}}
+    assert check_invariants(shim_queue.client, shim_queue.keys) == []

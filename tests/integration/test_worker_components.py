@@ -1330,3 +1330,16 @@ def test_busy_worker_chains_claims_onto_completions(
     from shim_core.doctor import check_invariants
 
     assert check_invariants(queue.client, queue.keys) == []
+
+
+def test_a_late_result_does_not_drop_the_lease_of_the_tasks_new_claim(
+    reporter_factory: Callable[..., ProgressReporter],
+) -> None:
+    """The lease of an old claim is dropped only with its own token: the task, taken over
+    and claimed again by this worker, keeps its new lease in the heartbeat."""
+    reporter = reporter_factory()
+    reporter.report_task_start("a", 2)
+    reporter.report_task_complete("a", 0, "fenced", token=1)
+    assert reporter.held_leases() == {"a": 2}
+    reporter.report_task_complete("a", 10, "complete", token=2)
+    assert reporter.held_leases() == {}

@@ -305,3 +305,30 @@ def test_a_worker_runs_its_threads_side_by_side(
     finally:
         worker.stop(grace=1)
     assert not barrier.broken
+
+
+def test_claims_that_arrive_after_the_grace_period_are_handed_back(
+    shim_queue: TaskQueue, feeds: list[TaskFeed]
+) -> None:
+    """A thread still waiting in Redis when the worker's grace period ends: what it claims
+    then is handed back (released), not left leased to a worker that is leaving."""
+    unwanted: list[str] = []
+    feed = TaskFeed(
+        shim_queue,
+        "w1",
+        ["code"],
+        claim_block=5.0,
+        on_unwanted=lambda claim: unwanted.append(claim.task.id),
+    )
+    feeds.append(feed)
+    feed.start()
+    got: list[Claim | None] = []
+    thread = threading.Thread(target=lambda: got.append(feed.take()))
+    thread.start()
+    wait_until(lambda: feed._starving and feed._claiming)  # waiting in Redis
+    feed.stop_claiming()
+    assert feed.shut() == []
+    shim_queue.add(Task(id="late"))
+    thread.join(20)
+    assert got == [None]
+    assert unwanted == ["late"]
