@@ -35,6 +35,9 @@ MAX_BATCH = 256
 #: Work claimed ahead is bounded by time: about this many seconds of tasks, judged by the
 #: average duration of the latest ones (long tasks are never held back from other workers).
 PREFETCH_WINDOW = 0.005
+#: A claimed-ahead task waiting this long while every thread is busy (the running tasks turned
+#: out long) is handed back to the queue for other workers, and claiming ahead stops.
+HOLD_LIMIT = 0.05
 #: A closing feed that cannot reach Redis gives up once its retry backoff exceeds this (seconds).
 _CLOSING_PATIENCE = 2.0
 #: Weight of the newest task in the moving average of durations.
@@ -85,6 +88,7 @@ class TaskFeed:
         self._on_claimed = on_claimed
         self._on_unwanted = on_unwanted
         self._late: list[Claim] = []  # claims that arrived after shut(): to be handed back
+        self._arrived: dict[str, float] = {}  # task id -> when its claim came (monotonic)
         self._lock = threading.Lock()
         # One lock, two kinds of sleepers, each woken only by the changes it waits for.
         self._work_cv = threading.Condition(self._lock)  # executor threads: a claim in hand
@@ -133,6 +137,7 @@ class TaskFeed:
             self._open = False
             left = list(self._inbox)
             self._inbox.clear()
+            self._arrived.clear()
             self._wake_all()
         return left
 
@@ -154,6 +159,8 @@ class TaskFeed:
             gone = [c.task.id for c in self._inbox if c.task.id in lost]
             if gone:
                 self._inbox = deque(c for c in self._inbox if c.task.id not in lost)
+                for task_id in gone:
+                    self._arrived.pop(task_id, None)
                 self._work_cv.notify_all()
         return gone
 
@@ -180,6 +187,7 @@ class TaskFeed:
                         if self._inbox:
                             self._running += 1
                             claim = self._inbox.popleft()
+                            self._arrived.pop(claim.task.id, None)
                             if self._outbox or self._want():
                                 self._link_cv.notify()  # record and refill in the background
                             return claim
@@ -203,6 +211,28 @@ class TaskFeed:
         with self._lock:
             self._hand_back(finished)
             self._link_cv.notify()
+
+    def _held_since(self) -> float:
+        """When the oldest claim in the inbox came (monotonic; now when there is none)."""
+        now = time.monotonic()
+        return self._arrived.get(self._inbox[0].task.id, now) if self._inbox else now
+
+    def _held_too_long(self) -> bool:
+        return not self._idle and time.monotonic() - self._held_since() >= HOLD_LIMIT
+
+    def _give_back_held(self) -> None:
+        """The running tasks turned out long: hand the claimed-ahead ones back to the queue for
+        other workers, and count the running tasks as at least that long (no more claiming
+        ahead until short tasks come again). Called with the lock held."""
+        self._late.extend(self._inbox)
+        self._inbox.clear()
+        self._arrived.clear()
+        self._avg = max(self._avg or 0.0, HOLD_LIMIT)
+        self._lock.release()
+        try:
+            self._hand_back_late()
+        finally:
+            self._lock.acquire()
 
     def _hand_back_late(self) -> None:
         """Hand back (outside the lock: a round trip each) claims that arrived after shut()."""
@@ -349,6 +379,9 @@ class TaskFeed:
             self.claimed += len(claims)
             if self._open:
                 self._inbox.extend(claims)
+                now = time.monotonic()
+                for claim in claims:
+                    self._arrived[claim.task.id] = now
             else:  # the grace period is over: nobody will run them
                 self._late.extend(claims)
             # Short of what was asked: the queue is dry, a thread sleeps in Redis for more. A
@@ -382,7 +415,14 @@ class TaskFeed:
                         len(self._outbox),
                     )
                     return
+                if self._held_too_long():
+                    self._give_back_held()
+                    continue
                 # After a failed exchange, look again once the pause is over (nobody else
-                # retries a claim that failed with nothing to record).
-                wait = self._retry_at - time.monotonic()
-                self._link_cv.wait(wait if wait > 0 else None)
+                # retries a claim that failed with nothing to record); while claims wait in the
+                # inbox with every thread busy, look again when they have waited too long.
+                waits = [self._retry_at - time.monotonic()]
+                if self._inbox and not self._idle:
+                    waits.append(self._held_since() + HOLD_LIMIT - time.monotonic())
+                wait = min(w for w in waits if w > 0) if any(w > 0 for w in waits) else None
+                self._link_cv.wait(wait)

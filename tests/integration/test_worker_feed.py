@@ -332,3 +332,31 @@ def test_claims_that_arrive_after_the_grace_period_are_handed_back(
     thread.join(20)
     assert got == [None]
     assert unwanted == ["late"]
+
+
+def test_claims_held_behind_a_long_task_go_back_to_the_queue(
+    shim_queue: TaskQueue, feeds: list[TaskFeed]
+) -> None:
+    """Short tasks made the feed claim ahead; then a task runs long: the claims waiting behind
+    it are handed back for other workers, and nothing more is claimed ahead."""
+    shim_queue.add_many([Task(id=f"t{i:02}") for i in range(40)])
+    unwanted: list[Claim] = []
+
+    def give_back(claim: Claim) -> None:
+        shim_queue.release(claim.task.id, claim.token)
+        unwanted.append(claim)
+
+    feed = TaskFeed(shim_queue, "w1", ["code"], prefetch=10, claim_block=0.2, on_unwanted=give_back)
+    feeds.append(feed)
+    feed.start()
+    claim = feed.take()
+    outcomes: list[Any] = []
+    for _ in range(5):  # short tasks: claims are held ahead
+        assert claim is not None
+        claim = feed.take(Finished(0.0001, completion(claim, outcomes)))
+    wait_until(lambda: feed.in_hand() > 0)
+    # The thread now runs `claim` for long: it does not come back.
+    wait_until(lambda: unwanted and feed.in_hand() == 0, timeout=10)
+    assert shim_queue.stats().active == 1  # only the long task
+    assert shim_queue.stats().pending == 40 - 6
+    assert feed._prefetch() == 0
