@@ -425,8 +425,8 @@ class TaskQueue:
         args = self._claim_args(worker_id, count, lease_ms, start)
         wake = [self.keys.wake(q) for q in queues]
         deadline = None if block is None else time.monotonic() + block
+        reply = self.scripts.call("claim", keys, args)
         while True:
-            reply = self.scripts.call("claim", keys, args)
             if len(reply) > 1 or deadline is None:
                 return self._claims(reply, 1)
             wait = min(deadline - time.monotonic(), MAX_BLOCK_SLICE)
@@ -435,8 +435,15 @@ class TaskQueue:
             if wait <= 0:
                 if deadline - time.monotonic() <= 0:
                     return []
+                reply = self.scripts.call("claim", keys, args)
                 continue
-            self.client.bzpopmin(wake, timeout=max(wait, 0.001))
+            # The wait and the claim after it in one round trip (two where that cannot be).
+            timeout = round(max(wait, 0.001), 3)
+            after = self.scripts.call_after_wait(["BZPOPMIN", *wake, timeout], "claim", keys, args)
+            if after is None:
+                self.client.bzpopmin(wake, timeout=timeout)
+                after = self.scripts.call("claim", keys, args)
+            reply = after
 
     def _claims(self, reply: list[Any], first: int) -> list[Claim]:
         """The claims of a script reply (token / fields pairs from index ``first``). A task that

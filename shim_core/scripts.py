@@ -99,6 +99,36 @@ class Scripts:
             # between the two makes it forget again. Nothing ran: one more reload is safe.
             return script(keys=list(keys), args=list(args), client=target)
 
+    def call_after_wait(
+        self, wait: Sequence[Any], verb: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any | None:
+        """Send a blocking command (``wait``, e.g. BZPOPMIN ...) and script ``verb`` in one
+        write: Redis runs the script the moment the wait ends, so a sleeper that wakes gets its
+        answer in the same round trip. Returns the script's reply, or None when this cannot be
+        done here (the embedded store, a connection error, an unknown script): the caller then
+        waits and calls as two steps."""
+        if not self._direct_ok:
+            return None
+        script = self._scripts[verb][1]
+        pool = self._client.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            conn.send_packed_command(
+                conn.pack_commands([list(wait), ["EVALSHA", script.sha, len(keys), *keys, *args]])
+            )
+            conn.read_response()  # the wait's own reply (what woke it) does not matter
+            return conn.read_response()
+        except redis.exceptions.NoScriptError:
+            unknown = True  # both replies were read: the connection is fine
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()
+            return None
+        finally:
+            pool.release(conn)
+        # Redis forgot the script (a restart) after the wait ended: the wait is over, only the
+        # call is left to make (``call`` loads the script again).
+        return self.call(verb, keys, args) if unknown else None
+
     def _direct(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         pool = self._client.connection_pool
         conn: Any = pool.get_connection()

@@ -8,6 +8,7 @@ import redis
 
 from shim_core import Priority, Task, TaskStatus
 from shim_core.doctor import check_invariants
+from tests.helpers import wait_until
 
 
 def test_priority_then_fifo_over_a_thousand_mixed_tasks(shim_queue):
@@ -201,3 +202,20 @@ def test_a_script_that_fails_midway_keeps_its_bookkeeping(shim_queue):
         shim_queue.scripts.call("complete_claim", keys, args)
     assert shim_queue.stats().by_type == {"code": {"pending": 1, "complete": 1}}
     assert check_invariants(shim_queue.client, shim_queue.keys) == []
+
+
+@pytest.mark.shim_real_redis
+def test_a_blocked_claimer_wakes_to_its_task_even_if_redis_forgot_the_script(shim_queue):
+    """The wait and the claim go in one write; if the script is gone (SCRIPT FLUSH, as after a
+    restart) when the wait ends, the claim is made again and the task still arrives."""
+    got = []
+    claimer = threading.Thread(
+        target=lambda: got.extend(shim_queue.claim(["code"], worker_id="w1", block=10.0))
+    )
+    claimer.start()
+    client = shim_queue.client
+    wait_until(lambda: any(c.get("cmd") == "bzpopmin" for c in client.client_list()))
+    client.script_flush()
+    shim_queue.add(Task(id="a"))
+    claimer.join(timeout=30)
+    assert [c.task.id for c in got] == ["a"]
