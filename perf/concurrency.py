@@ -16,16 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from _server import add_server_args, describe, redis_url
+from _worker import start_shim_worker
 
 from shim_core import RedisConnectionManager, Settings, Task, TaskQueue
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def drain(url: str, concurrency: int, tasks: int, sleep: float, timeout: float) -> float:
@@ -37,12 +34,7 @@ def drain(url: str, concurrency: int, tasks: int, sleep: float, timeout: float) 
     body = {"function": "perf._scale_tasks:pause", "seconds": sleep}
     ids = [f"c{i}" for i in range(tasks)]
     queue.add_many([Task(id=i, executor="python", params=body) for i in ids])
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "shim_core.cli", "worker", "--redis", url, "--namespace",
-         settings.namespace, "--concurrency", str(concurrency)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    worker = start_shim_worker(url, settings.namespace, "--concurrency", str(concurrency))
     try:
         deadline = time.monotonic() + timeout
         while queue.stats().complete < tasks:

@@ -15,16 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from _server import add_server_args, describe, redis_url
+from _worker import start_shim_worker
 
 from shim_core import RedisConnectionManager, Settings, Task, TaskQueue
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def rss_kib(pid: int) -> int:
@@ -46,12 +43,7 @@ def enqueue(queue: TaskQueue, count: int) -> float:
 def drain(
     url: str, namespace: str, queue: TaskQueue, total: int, step: int
 ) -> list[dict[str, float]]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "shim_core.cli", "worker", "--redis", url, "--namespace",
-         namespace, "--heartbeat", "2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    worker = start_shim_worker(url, namespace, "--heartbeat", "2")
     steps: list[dict[str, float]] = []
     try:
         mark, mark_time = 0, None

@@ -46,7 +46,6 @@ from shim_core.serde import (
     evolve_task,
     from_ms,
     loads,
-    result_to_json,
     task_from_hash,
     task_to_hash,
 )
@@ -121,7 +120,7 @@ class EncodedResult:
 
     @classmethod
     def of(cls, result: TaskResult | None) -> EncodedResult:
-        return cls(result_to_json(result or TaskResult(success=True)), _cost(result))
+        return cls(dumps(result or TaskResult(success=True)), _cost(result))
 
 
 @attrs.frozen

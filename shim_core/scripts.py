@@ -86,7 +86,7 @@ class Scripts:
             raise TypeError(f"script {verb!r} takes {src.nkeys} keys, got {len(keys)}")
         if client is None and self._direct_ok:
             try:
-                return self._direct(script.sha, keys, args)
+                return self._direct(keys, args, script.sha)
             except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
                 pass  # the client's own path reconnects, retries and loads the script
         target = client or self._client
@@ -105,38 +105,41 @@ class Scripts:
         """Send a blocking command (``wait``, e.g. BZPOPMIN ...) and script ``verb`` in one
         write: Redis runs the script the moment the wait ends, so a sleeper that wakes gets its
         answer in the same round trip. Returns the script's reply, or None when this cannot be
-        done here (the embedded store, a connection error, an unknown script): the caller then
-        waits and calls as two steps."""
+        done here (the embedded store, a connection error): the caller then waits and calls as
+        two steps."""
         if not self._direct_ok:
             return None
-        script = self._scripts[verb][1]
-        pool = self._client.connection_pool
-        conn: Any = pool.get_connection()
         try:
-            conn.send_packed_command(
-                conn.pack_commands([list(wait), ["EVALSHA", script.sha, len(keys), *keys, *args]])
-            )
-            conn.read_response()  # the wait's own reply (what woke it) does not matter
-            return conn.read_response()
+            return self._direct(keys, args, self._scripts[verb][1].sha, before=wait)
         except redis.exceptions.NoScriptError:
-            unknown = True  # both replies were read: the connection is fine
+            # Redis forgot the script (a restart) after the wait ended: the wait is over, only
+            # the call is left to make (``call`` loads the script again).
+            return self.call(verb, keys, args)
         except (redis.ConnectionError, redis.TimeoutError):
-            conn.disconnect()
             return None
-        finally:
-            pool.release(conn)
-        # Redis forgot the script (a restart) after the wait ended: the wait is over, only the
-        # call is left to make (``call`` loads the script again).
-        return self.call(verb, keys, args) if unknown else None
 
-    def _direct(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _direct(
+        self, keys: Sequence[str], args: Sequence[Any], sha: str, before: Sequence[Any] = ()
+    ) -> Any:
+        """EVALSHA on a pooled connection (after command ``before``, in the same write); every
+        reply is read before the connection goes back to the pool."""
+        commands = [list(before)] if before else []
+        commands.append(["EVALSHA", sha, len(keys), *keys, *args])
         pool = self._client.connection_pool
         conn: Any = pool.get_connection()
+        replies: list[Any] = []
         try:
-            conn.send_command("EVALSHA", sha, len(keys), *keys, *args)
-            return conn.read_response()
+            conn.send_packed_command(conn.pack_commands(commands))
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:  # a full reply: the connection is fine
+                    replies.append(exc)
         except (redis.ConnectionError, redis.TimeoutError):
             conn.disconnect()
             raise
         finally:
             pool.release(conn)
+        if isinstance(replies[-1], Exception):
+            raise replies[-1]
+        return replies[-1]

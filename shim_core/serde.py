@@ -23,7 +23,7 @@ from cattrs.gen import make_dict_unstructure_fn
 from cattrs.preconf.json import make_converter
 
 from shim_core.errors import CorruptTask
-from shim_core.models import ProgressEvent, Task, TaskContext, TaskResult
+from shim_core.models import ProgressEvent, Task, TaskContext
 
 T = TypeVar("T")
 
@@ -60,29 +60,6 @@ def from_ms(value: int | float | str) -> datetime:
 
 #: ``json.dumps(value, separators=(",", ":"))`` without building an encoder per call.
 compact_json: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":")).encode
-#: Values JSON takes as they are (the common outputs skip cattrs).
-_PLAIN_JSON = frozenset({int, float, str, bool, type(None)})
-
-
-def result_to_json(result: TaskResult) -> str:
-    """``dumps(result)``, a few times faster: a worker encodes the result of every task."""
-    output = result.output
-    if type(output) not in _PLAIN_JSON:
-        output = converter.unstructure(output)
-    outcome = result.outcome
-    return compact_json(
-        {
-            "success": result.success,
-            "output": output,
-            "files_modified": list(result.files_modified),
-            "checkpoint_created": result.checkpoint_created,
-            "error": result.error,
-            "duration_ms": result.duration_ms,
-            "outcome": None if outcome is None else outcome.value,
-            "cost_usd": result.cost_usd,
-            "retry_at_ms": result.retry_at_ms,
-        }
-    )
 
 
 def dumps(value: Any) -> str:

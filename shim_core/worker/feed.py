@@ -132,13 +132,16 @@ class TaskFeed:
         return self._active
 
     def shut(self) -> list[Claim]:
-        """Hand out nothing more; returns the claims no thread took (to be released)."""
+        """Hand out nothing more: the claims no thread took go to ``on_unwanted`` (as do any
+        that arrive later); returns them."""
         with self._lock:
             self._open = False
             left = list(self._inbox)
+            self._late.extend(left)
             self._inbox.clear()
             self._arrived.clear()
             self._wake_all()
+        self._hand_back_late()
         return left
 
     def close(self, timeout: float = 10.0) -> None:

@@ -179,8 +179,7 @@ class Worker:
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         # The grace period is over: hand back what did not start, record what finished.
-        for claim in self.feed.shut():
-            self._release(claim)
+        self.feed.shut()
         self.feed.close()
         with self._lock:
             unfinished = list(self._running.values())
@@ -229,8 +228,8 @@ class Worker:
             finished = self._run_claim(claim)
 
     def _release(self, claim: Claim) -> None:
-        """Hand back a claim that no thread will run (the feed calls this for claims that
-        arrive after the grace period)."""
+        """Hand back a claim that no thread will run (the feed's ``on_unwanted``: claims left
+        when the grace period ends or that arrive after it, claims held behind a long task)."""
         with contextlib.suppress(ShimError):
             self.queue.release(claim.task.id, claim.token)
         self.reporter.report_task_complete(claim.task.id, 0, "released", token=claim.token)

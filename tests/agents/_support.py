@@ -41,3 +41,31 @@ def shim_run(plan, env, cwd, *extra):
         os.chdir(previous)
     report = json.loads(result.stdout) if result.stdout.strip() else None
     return result.exit_code, report, result.stderr
+
+
+def run_jsonl_cli(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+    record: Path | None = None,
+    scrub=lambda text: text,
+):
+    """Run an agent CLI that prints JSON lines; returns (process, events). With ``record``, its
+    output (scrubbed of machine paths) is saved there as a parser fixture."""
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(scrub(proc.stdout))
+    return proc, events

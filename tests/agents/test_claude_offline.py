@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +33,7 @@ from pytest_shim.models.anthropic import (
     rate_limited,
     unauthorized,
 )
+from tests.agents._support import run_jsonl_cli
 
 CLAUDE = shutil.which("claude")
 pytestmark = pytest.mark.skipif(CLAUDE is None, reason="the claude CLI is not installed")
@@ -96,20 +96,14 @@ class Claude:
             else:
                 full_env[key] = value
         argv = [CLAUDE, "-p", prompt, "--output-format", "stream-json", "--verbose", *args]
-        proc = subprocess.run(
+        proc, events = run_jsonl_cli(
             argv,
             cwd=cwd or self.work,
             env=full_env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
             timeout=timeout,
-            check=False,
+            record=FIXTURES / f"{record}.jsonl" if record and RECORD else None,
+            scrub=self._scrub,
         )
-        events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-        if record and RECORD:
-            FIXTURES.mkdir(parents=True, exist_ok=True)
-            (FIXTURES / f"{record}.jsonl").write_text(self._scrub(proc.stdout))
         return Run(proc.returncode, proc.stdout, proc.stderr, events)
 
     def _scrub(self, text: str) -> str:

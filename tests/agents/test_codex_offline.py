@@ -54,6 +54,7 @@ from pytest_shim.models.openai import (
     rate_limited,
     unauthorized,
 )
+from tests.agents._support import run_jsonl_cli
 
 pytestmark = pytest.mark.skipif(shutil.which("codex") is None, reason="codex CLI not installed")
 
@@ -111,20 +112,13 @@ class Env:
         ]
         argv += [resume, prompt] if resume is not None else [prompt]
         env = {"PATH": os.environ["PATH"], "HOME": str(self.home), **codex_env(str(self.home))}
-        proc = subprocess.run(
+        proc, events = run_jsonl_cli(
             argv,
             cwd=self.workspace,
             env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
             timeout=TIMEOUT,
-            check=False,
+            record=FIXTURES / f"{record}.jsonl" if RECORD and record else None,
         )
-        events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-        if RECORD and record:
-            FIXTURES.mkdir(parents=True, exist_ok=True)
-            (FIXTURES / f"{record}.jsonl").write_text(proc.stdout)
         return Run(proc.returncode, proc.stdout, proc.stderr, events)
 
 

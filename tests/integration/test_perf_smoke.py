@@ -3,25 +3,17 @@ come from full runs, see perf/README.md)."""
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-PERF = Path(__file__).parents[2] / "perf"
+from tests.helpers import run_perf_script
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary")
 def test_worker_soak_smoke(tmp_path):
     out = tmp_path / "soak.json"
-    done = subprocess.run(
-        [sys.executable, "worker_soak.py", "--tasks", "300", "--step", "100", "--json", str(out)],
-        cwd=PERF,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = run_perf_script(
+        ["worker_soak.py", "--tasks", "300", "--step", "100", "--json", str(out)], 120
     )
     assert done.returncode == 0, done.stderr
     steps = json.loads(out.read_text())["steps"]
@@ -32,10 +24,10 @@ def test_worker_soak_smoke(tmp_path):
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary")
 def test_concurrency_benchmark_smoke(tmp_path):
     out = tmp_path / "conc.json"
-    done = subprocess.run(
-        [sys.executable, "concurrency.py", "--tasks", "40", "--sleep", "0.005",
-         "--concurrency", "1,4", "--json", str(out)],
-        cwd=PERF, capture_output=True, text=True, timeout=120, check=False,
+    done = run_perf_script(
+        ["concurrency.py", "--tasks", "40", "--sleep", "0.005", "--concurrency", "1,4",
+         "--json", str(out)],
+        120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     rows = json.loads(out.read_text())["rows"]

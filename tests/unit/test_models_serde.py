@@ -18,7 +18,6 @@ from shim_core.models import (
     ProgressInfo,
     Task,
     TaskContext,
-    TaskOutcome,
     TaskResult,
     TaskStatus,
 )
@@ -27,7 +26,6 @@ from shim_core.serde import (
     event_from_json,
     from_ms,
     loads,
-    result_to_json,
     task_from_hash,
     task_to_hash,
     to_ms,
@@ -460,27 +458,3 @@ def test_mask_url_of_an_unparseable_url() -> None:
 def test_mask_url_hides_a_query_string_password() -> None:
     """A password given as ``?password=`` (accepted by redis-py) is hidden as well."""
     assert "s3cret" not in mask_url("redis://h:6379/0?password=s3cret")
-
-
-@pytest.mark.parametrize(
-    "result",
-    [
-        TaskResult(success=True),
-        TaskResult(
-            success=False,
-            output={"a": [1, 2]},
-            files_modified=("x",),
-            checkpoint_created="c",
-            error="e",
-            duration_ms=3,
-            outcome=TaskOutcome.TIMED_OUT,
-            cost_usd=0.5,
-            retry_at_ms=7,
-        ),
-        TaskResult(success=True, output=(1, 2)),
-        TaskResult(success=True, output=TaskContext(files=("a",))),
-    ],
-)
-def test_result_to_json_writes_what_dumps_writes(result: TaskResult) -> None:
-    """The worker's fast result encoding is byte for byte the generic one."""
-    assert result_to_json(result) == dumps(result)
