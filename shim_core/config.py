@@ -68,6 +68,11 @@ class Settings:
     rate_limit_cooldown_ms: int = attrs.field(
         default=DEFAULT_RATE_LIMIT_COOLDOWN_MS, validator=_positive
     )
+    #: Task signing keys (``SHIM_SECRET``), comma-separated: the first signs, every one verifies
+    #: (key rotation). Never shown in a repr.
+    secret: str = attrs.field(default="", repr=False)
+    #: A file of signing keys, one per line (``SHIM_SECRET_FILE``), after those of ``secret``.
+    secret_file: str = ""
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
