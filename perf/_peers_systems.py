@@ -87,7 +87,9 @@ def _bin(env: str, script: str) -> str:
 def _shim_worker(concurrency: int) -> WorkerCommand:
     entry = Path(sys.executable).parent / "shim"
     prefix = [str(entry)] if entry.exists() else [sys.executable, "-m", "shim_core.cli"]
-    extra = [] if concurrency == 1 else ["--concurrency", str(concurrency)]
+    extra = ["--allow", "python"]
+    if concurrency != 1:
+        extra += ["--concurrency", str(concurrency)]
     return lambda url, name: [*prefix, "worker", "--redis", url, "--namespace", QUEUE, *extra]
 
 
@@ -104,7 +106,7 @@ def _bullmq_node_worker(url: str, name: str) -> list[str]:
 def _table() -> list[System]:
     return [
         System("shim", "shim", "shim", "shim_app", _shim_worker(1),
-               "shim worker --redis URL --namespace NS (defaults: concurrency 1)", batch=True),
+               "shim worker --redis URL --namespace NS --allow python (concurrency 1)", batch=True),
         System("shim-c10", "shim -c 10", "shim", "shim_app", _shim_worker(10),
                "shim worker ... --concurrency 10", concurrency=10),
         System("bullmq-node", "bullmq (node)", "node", "", _bullmq_node_worker,

@@ -11,12 +11,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_shim_worker(url: str, namespace: str, *options: str) -> subprocess.Popen[bytes]:
-    """``python -m shim_core.cli worker --redis URL --namespace NS OPTIONS...`` with this
-    checkout first on the path (the task bodies live in ``perf``), output discarded."""
+    """``python -m shim_core.cli worker --redis URL --namespace NS --allow python OPTIONS...``
+    with this checkout first on the path (the task bodies live in ``perf``), output discarded."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return subprocess.Popen(
         [sys.executable, "-m", "shim_core.cli", "worker", "--redis", url,
-         "--namespace", namespace, *options],
+         "--namespace", namespace, "--allow", "python", *options],
         env={**os.environ, "PYTHONPATH": path},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -8,6 +8,9 @@ the call itself is on the clock. The exception is the crash-scan pair, see ``_Sc
 
 * ``enqueue``              one ``TaskQueue.add`` (one task)
 * ``enqueue_batch_1000``   one ``add_many`` of 1,000 tasks (divide by 1,000 for per task)
+* ``enqueue_signed``       ``enqueue`` with a signing secret set (``SHIM_SECRET``): what signing
+                           each task costs
+* ``enqueue_signed_batch_1000``  ``enqueue_batch_1000`` with the secret set
 * ``claim_complete``       ``claim(count=1)`` then ``complete`` of one already enqueued task
 * ``progress``             one ``progress`` publish on a running task
 * ``extend_1``             one heartbeat ``extend`` renewing 1 lease
@@ -86,11 +89,16 @@ def _manager(url: str) -> RedisConnectionManager:
     return RedisConnectionManager(url)
 
 
+#: The signing key of the ``*_signed*`` benchmarks.
+SECRET = "bench-" + "k" * 26
+
+
 @contextlib.contextmanager
-def fresh_queue(url: str) -> Iterator[TaskQueue]:
-    """A TaskQueue on a namespace of its own, deleted afterwards."""
+def fresh_queue(url: str, secret: str = "") -> Iterator[TaskQueue]:
+    """A TaskQueue on a namespace of its own (signing with ``secret``), deleted afterwards."""
     namespace = f"pf{os.getpid()}-{next(_names)}"
-    queue = TaskQueue(_manager(url), Settings(redis_url=url, namespace=namespace))
+    settings = Settings(redis_url=url, namespace=namespace, secret=secret)
+    queue = TaskQueue(_manager(url), settings)
     try:
         yield queue
     finally:
@@ -101,18 +109,18 @@ def make_tasks(n: int) -> list[Task]:
     return [Task(type=TYPE, title="noop") for _ in range(n)]
 
 
-def bench_enqueue(loops: int, url: str) -> float:
+def bench_enqueue(loops: int, url: str, secret: str = "") -> float:
     tasks = make_tasks(loops)
-    with fresh_queue(url) as queue:
+    with fresh_queue(url, secret) as queue:
         start = time.perf_counter()
         for task in tasks:
             queue.add(task)
         return time.perf_counter() - start
 
 
-def bench_enqueue_batch(loops: int, url: str) -> float:
+def bench_enqueue_batch(loops: int, url: str, secret: str = "") -> float:
     batches = [make_tasks(BATCH) for _ in range(loops)]
-    with fresh_queue(url) as queue:
+    with fresh_queue(url, secret) as queue:
         start = time.perf_counter()
         for batch in batches:
             queue.add_many(batch)
@@ -396,6 +404,8 @@ def bench_dag_release_1k(loops: int, url: str) -> float:
 BENCHMARKS: dict[str, Callable[[int, str], float]] = {
     "enqueue": bench_enqueue,
     "enqueue_batch_1000": bench_enqueue_batch,
+    "enqueue_signed": functools.partial(bench_enqueue, secret=SECRET),
+    "enqueue_signed_batch_1000": functools.partial(bench_enqueue_batch, secret=SECRET),
     "claim_complete": bench_claim_complete,
     "progress": bench_progress,
     "extend_1": bench_extend_1,

@@ -252,7 +252,7 @@ def run_sizes(
             for size in sizes:
                 namespace = f"scale{os.getpid()}-{size}"
                 settings = Settings(redis_url=url, namespace=namespace)
-                fleet = Fleet(settings, heartbeat=heartbeat, log_dir=Path(logs))
+                fleet = Fleet(settings, heartbeat=heartbeat, log_dir=Path(logs), allow=["python"])
                 try:
                     started = time.perf_counter()
                     fleet.start(size)
@@ -430,7 +430,7 @@ def scale_fleet(
 ) -> Iterator[Fleet]:
     """A warmed-up fleet of ``--shim-workers`` real worker processes (default 3)."""
     monkeypatch.setenv("PYTHONPATH", python_path_env())
-    fleet = shim_fleet_factory(mode="process", heartbeat=10.0)
+    fleet = shim_fleet_factory(mode="process", heartbeat=10.0, allow=["python"])
     warm_up(fleet.queue, len(fleet.workers), EXECUTORS, "warm")
     yield fleet
     signal_stop(fleet)  # the factory closes the fleet afterwards

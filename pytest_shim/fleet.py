@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,7 @@ class Fleet:
         log_dir: Path | None = None,
         concurrency: int = 1,
         plugins: Plugins | None = None,
+        allow: Collection[str] = (),
     ) -> None:
         if mode not in ("process", "thread"):
             raise ValueError(f"mode must be 'process' or 'thread', not {mode!r}")
@@ -111,6 +113,8 @@ class Fleet:
         self.heartbeat = heartbeat
         self.default_executor = default_executor
         self.concurrency = concurrency
+        #: Executors that run code the workers may run (``shim worker --allow``).
+        self.allow = tuple(allow)
         #: Plugins of thread workers (process workers load the installed entry points).
         self.plugins = plugins
         self.log_dir = log_dir or Path.cwd()
@@ -228,6 +232,8 @@ class Fleet:
         ]
         if types:
             args += ["--types", types]
+        if self.allow:
+            args += ["--allow", ",".join(self.allow)]
         log_path = self.log_dir / f"{worker_id}.log"
         with log_path.open("wb") as out:
             process = subprocess.Popen(
@@ -252,6 +258,7 @@ class Fleet:
             "default_executor": self.default_executor,
             "concurrency": concurrency,
             "claim_block": 0.2,
+            "allow": self.allow,
         }
         if types:
             options["types"] = tuple(types.split(","))

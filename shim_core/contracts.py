@@ -68,7 +68,12 @@ class ExecutionContext(Protocol):
 class Executor(Protocol):
     """Runs tasks. ``task_types`` are the types it runs when a task names no executor (empty:
     only tasks that name it). Raising an exception fails the attempt (retried while attempts
-    are left); returning ``TaskResult(success=False)`` does the same without a traceback."""
+    are left); returning ``TaskResult(success=False)`` does the same without a traceback.
+
+    An executor may also set ``runs_code = False`` (a class attribute) when nothing in a task
+    can make it run code or touch the machine (a simulation). Every other executor runs only on
+    workers started with ``--allow <its name>``: whoever can write to Redis decides what such an
+    executor does (see :func:`runs_code`)."""
 
     @property
     def name(self) -> str: ...
@@ -193,3 +198,9 @@ class AgentAdapter(Protocol):
         An adapter whose CLI reports a resumed session's cost including the earlier runs sets
         an attribute ``cumulative_cost = True``: the executor then charges only the difference.
         """
+
+
+def runs_code(executor: Executor) -> bool:
+    """Whether tasks decide what ``executor`` runs on the worker's machine: true unless it says
+    ``runs_code = False``, so an executor that does not know is opt-in (``--allow``)."""
+    return getattr(executor, "runs_code", True) is not False

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import attrs
@@ -109,7 +110,8 @@ def wait_for_redis(
 
 
 class LocalWorkers:
-    """``count`` in-process workers (threads) on ``settings``' namespace."""
+    """``count`` in-process workers (threads) on ``settings``' namespace, allowed to run the
+    executors in ``allow`` (see :class:`~shim_core.worker.WorkerConfig`)."""
 
     def __init__(
         self,
@@ -120,6 +122,7 @@ class LocalWorkers:
         default_executor: str | None = None,
         plugins: Plugins | None = None,
         heartbeat_interval: float = 1.0,
+        allow: Collection[str] = (),
     ) -> None:
         plugins = plugins if plugins is not None else Plugins()
         self.workers = [
@@ -132,6 +135,7 @@ class LocalWorkers:
                     default_executor=default_executor,
                     heartbeat_interval=heartbeat_interval,
                     claim_block=0.2,
+                    allow=allow,
                 ),
                 plugins=plugins,
             )
@@ -163,10 +167,12 @@ class LocalSession:
         workers: int,
         default_executor: str | None = None,
         plugins: Plugins | None = None,
+        allow: Collection[str] = (),
     ) -> None:
         self.settings = settings
         self.workers = workers
         self.default_executor = default_executor
+        self.allow = frozenset(allow)
         self.plugins = plugins if plugins is not None else Plugins()
         self.private = settings.redis_url.startswith("embedded:")
         self._redis = LocalRedis() if self.private else None
@@ -193,6 +199,7 @@ class LocalSession:
                 self.workers,
                 default_executor=self.default_executor,
                 plugins=self.plugins,
+                allow=self.allow,
             )
             stack.callback(fleet.stop)
             fleet.start()

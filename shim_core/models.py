@@ -111,6 +111,7 @@ class TaskOutcome(enum.Enum):
     CANCELLED = "cancelled"
     CLI_MISSING = "cli_missing"
     CRASHED = "crashed"  # the process died (signal, or an exit code without any result)
+    REJECTED = "rejected"  # never run: its signature does not verify
 
 
 def new_id() -> str:
@@ -184,6 +185,9 @@ class Task:
     #: by the queue): claims skip it while that agent cools down after a rate limit, workers
     #: that cannot run the agent skip it, and a spent run budget cancels it.
     agent: str | None = None
+    #: HMAC of the fields that decide what runs (see :mod:`shim_core.signing`), written by a
+    #: queue whose settings carry a secret; workers that hold the secret run nothing without it.
+    signature: str | None = None
     # --- kept by the queue ---
     status: TaskStatus = TaskStatus.PENDING
     attempts: int = 0
@@ -287,3 +291,8 @@ class WorkerRegistration:
     #: Agents this worker stopped claiming tasks for, with the reason (a missing CLI, refused
     #: credentials). Claims leave those tasks to other workers.
     refused_agents: dict[str, str] = attrs.field(factory=dict)
+    #: Installed executors this worker is not allowed to run (``shim worker --allow``), and the
+    #: task types whose tasks run on one of them when they name no executor. Claims leave those
+    #: tasks to other workers.
+    denied_executors: tuple[str, ...] = ()
+    denied_types: tuple[str, ...] = ()

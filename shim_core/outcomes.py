@@ -13,6 +13,8 @@ rate_limited       back to retrying until the limit resets, no attempt spent; th
 auth_failed        failed at once (no retry); this worker stops claiming the agent's tasks
 cli_missing        failed at once (no retry); this worker stops claiming the agent's tasks, unless
                    the task named its own binary (``params.command`` or a generic ``argv``)
+rejected           failed at once (no retry): the task was never run (its signature does not
+                   verify)
 max_turns          failed at once, unless the task set its own ``max_attempts``
 budget_exceeded    failed at once, unless the task set its own ``max_attempts``
 anything else      a failed attempt: retried with backoff while attempts are left
@@ -68,6 +70,8 @@ def decide(task: Task, result: TaskResult, *, default_attempts: int) -> Decision
         # what this worker can run for other tasks of the agent.
         own_binary = "command" in task.params or "argv" in task.params
         return Decision(Action.FAIL, refuse_agent=bool(task.agent) and not own_binary)
+    if outcome is TaskOutcome.REJECTED:
+        return Decision(Action.FAIL)
     if outcome in _LIMITS:
         asked = task.max_attempts is not None and task.max_attempts != default_attempts
         return Decision(Action.RETRY if asked else Action.FAIL)

@@ -49,6 +49,7 @@ from shim_core.serde import (
     task_from_hash,
     task_to_hash,
 )
+from shim_core.signing import SIGNED_FIELDS, TaskSigner
 
 #: Tasks per add script call: large enough to amortise the round trip, small enough that one
 #: script never blocks Redis for more than a few milliseconds.
@@ -205,6 +206,8 @@ class TaskQueue:
         self.client: Any = connection.get_client()
         self.scripts = Scripts(self.client)
         self._url = connection.url
+        #: Signs every task added when the settings carry a secret (see shim_core.signing).
+        self.signer = TaskSigner.from_settings(settings)
 
     # ------------------------------------------------------------------ adding
     def add(self, task: Task) -> Task:
@@ -258,7 +261,7 @@ class TaskQueue:
         except ConfigError as exc:
             raise ValidationError(f"task {task.id!r}: {exc}") from None
         s = self.settings
-        return evolve_task(
+        prepared = evolve_task(
             task,
             {
                 **_KEPT_DEFAULTS,
@@ -271,6 +274,9 @@ class TaskQueue:
                 "max_stalled": task.max_stalled if task.max_stalled is not None else s.max_stalled,
             },
         )
+        if self.signer is None:
+            return prepared
+        return evolve_task(prepared, {"signature": self.signer.sign(prepared)})
 
     def _encode(self, task: Task) -> str:
         data = compact_json(task_to_hash(task, compact=True))
@@ -385,11 +391,21 @@ class TaskQueue:
         if current is None:
             raise TaskNotFound(task_id)
         try:
-            fields = task_to_hash(attrs.evolve(current, **changes))
+            updated = attrs.evolve(current, **changes)
+            fields = task_to_hash(updated)
             task_from_hash(fields, task_id)  # what is written must read back
         except Exception as exc:
             raise ValidationError(f"cannot update task {task_id!r}: {exc}") from None
-        payload = json.dumps({k: fields[k] for k in changes if k in fields})
+        written = {k: fields[k] for k in changes if k in fields}
+        if set(changes) & set(SIGNED_FIELDS):
+            if self.signer is not None:
+                written["signature"] = self.signer.sign(updated)
+            elif current.signature:  # workers that verify would refuse the changed task
+                raise ValidationError(
+                    f"task {task_id!r} is signed: changing its {', '.join(sorted(changes))} "
+                    "needs the signing secret (SHIM_SECRET)"
+                )
+        payload = json.dumps(written)
         reply = self.scripts.call(
             "update", [self.keys.task(task_id)], [self.keys.prefix, task_id, payload]
         )

@@ -104,6 +104,13 @@ class WorkerRegistry:
         }
         if registration.refused_agents:
             fields["refused"] = json.dumps(registration.refused_agents)
+        if registration.denied_executors or registration.denied_types:
+            fields["deny"] = json.dumps(
+                {
+                    "executors": list(registration.denied_executors),
+                    "types": list(registration.denied_types),
+                }
+            )
         self.scripts.call(
             "register",
             [self.keys.worker(registration.id), self.keys.workers, self.keys.worker_ids],
@@ -329,7 +336,19 @@ def _decode(fields: dict[str, str]) -> WorkerRegistration:
             from_ms(fields["last_activity_at"]) if "last_activity_at" in fields else None
         ),
         refused_agents=_refused(fields.get("refused")),
+        denied_executors=_denied(fields.get("deny"), "executors"),
+        denied_types=_denied(fields.get("deny"), "types"),
     )
+
+
+def _denied(raw: str | None, part: str) -> tuple[str, ...]:
+    """One list of the ``deny`` field (untrusted JSON); anything malformed reads as empty."""
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return ()
+    items = data.get(part) if isinstance(data, dict) else None
+    return tuple(str(i) for i in items) if isinstance(items, list) else ()
 
 
 def _refused(raw: str | None) -> dict[str, str]:

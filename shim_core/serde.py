@@ -132,17 +132,27 @@ def task_to_hash(task: Task, *, compact: bool = False) -> dict[str, str]:
     for (name, raw, default), value in zip(_FIELD_META, task_values(task), strict=True):
         if value is None or (compact and (value is default or value == default)):
             continue
-        kind = type(value)
-        if kind is str and raw:
-            out[name] = value
-        elif kind is int or (kind is float and math.isfinite(value)):
-            out[name] = repr(value)  # the JSON of a number, without json.dumps' overhead
-        elif isinstance(value, enum.Enum):
-            out[name] = value.value if raw else json.dumps(value.value)
-        else:
-            plain = converter.unstructure(value)
-            out[name] = plain if raw else compact_json(plain)
+        out[name] = _stored(value, raw)
     return out
+
+
+def stored_field(task: Task, name: str) -> str | None:
+    """The string field ``name`` of ``task`` is stored as (None: left out). Encoding a decoded
+    value again gives the same string, which is what makes a task's signature checkable."""
+    value = getattr(task, name)
+    return None if value is None else _stored(value, TASK_FIELDS[name])
+
+
+def _stored(value: Any, raw: bool) -> str:
+    kind = type(value)
+    if kind is str and raw:
+        return str(value)
+    if kind is int or (kind is float and math.isfinite(value)):
+        return repr(value)  # the JSON of a number, without json.dumps' overhead
+    if isinstance(value, enum.Enum):
+        return str(value.value) if raw else json.dumps(value.value)
+    plain = converter.unstructure(value)
+    return str(plain) if raw else compact_json(plain)
 
 
 def _str_tuple(value: str) -> tuple[str, ...]:

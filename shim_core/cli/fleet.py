@@ -119,6 +119,15 @@ def resume(queue: TaskQueue) -> None:
     help="Executor for tasks that name none (e.g. sim, shell, python).",
 )
 @click.option(
+    "--allow",
+    "allow",
+    multiple=True,
+    metavar="E1,E2",
+    help="Executors that run code this worker may run (shell, python, agent, a plugin's, or "
+    "'all'). Default: none; tasks for them are left to workers that allow them. Anyone who "
+    "can write to the Redis server decides what these executors run: see SECURITY.md.",
+)
+@click.option(
     "--reap-interval",
     type=click.FloatRange(0.05),
     default=0.5,
@@ -145,6 +154,7 @@ def worker(
     name: str | None,
     worker_id: str | None,
     default_executor: str | None,
+    allow: tuple[str, ...],
     reap_interval: float,
     grace: float,
 ) -> None:
@@ -155,7 +165,7 @@ def worker(
 
     \b
     Example:
-      shim worker --redis redis://localhost:6379/0 --types code,test -c 2 --heartbeat 1
+      shim worker --redis redis://localhost:6379/0 --types code,test -c 2 --allow shell,agent
     """
     from shim_core.worker import Worker, WorkerConfig
 
@@ -173,6 +183,7 @@ def worker(
         "default_executor": default_executor,
         "shutdown_grace": grace,
         "reap_interval": reap_interval,
+        "allow": {name.strip() for item in allow for name in item.split(",") if name.strip()},
     }
     if worker_id:
         options["worker_id"] = worker_id
@@ -187,9 +198,16 @@ def worker(
         click.echo(f"warning: {problem}", err=True)
     click.echo(
         f"worker {runner.id} joined {mask_url(settings.redis_url)} namespace "
-        f"{settings.namespace!r} (types: {','.join(runner.capabilities.supported_task_types)})",
+        f"{settings.namespace!r} (types: {','.join(runner.capabilities.supported_task_types)}; "
+        f"runs: {','.join(sorted(runner.policy.allowed)) or 'nothing'})",
         err=True,
     )
+    if runner.policy.denied:
+        click.echo(
+            f"tasks for {', '.join(sorted(runner.policy.denied))} are left to other workers "
+            "(allow them with --allow)",
+            err=True,
+        )
     try:
         runner.run()
     finally:
@@ -224,6 +242,8 @@ def workers(queue: TaskQueue, as_json: bool) -> None:
         )
         for agent, reason in sorted(w.refused_agents.items()):
             click.echo(f"{'':<30} refuses {agent} tasks: {reason}")
+        if w.denied_executors:
+            click.echo(f"{'':<30} not allowed to run: {', '.join(w.denied_executors)}")
 
 
 @app.command()

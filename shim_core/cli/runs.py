@@ -145,7 +145,13 @@ def run(
     if not yes and not as_json and sys.stdin.isatty():
         click.confirm("Run this plan?", default=True, abort=True, err=True)
     live = None if as_json else LiveProgress()
-    with LocalSession(settings, workers=count, default_executor=executor, plugins=plugins) as run:
+    # The person running the plan wrote it: the local workers run the executors it names.
+    named = {executor, *(t.executor for t in decomposition.plan.tasks if t.executor)}
+    needed = named & set(plugins.executors)  # one not installed fails its tasks as it always has
+    session = LocalSession(
+        settings, workers=count, default_executor=executor, plugins=plugins, allow=needed
+    )
+    with session as run:
         supervisor = run.supervisor
         record = supervisor.submit(decomposition, budget_usd=budget_usd)
         if not as_json:

@@ -404,11 +404,41 @@ local function to_map(flat)
   return h
 end
 
+-- What a worker's hash says it leaves to others: {agents = {agent = reason}, executors =
+-- {name = true}, types = {type = true}} from its 'refused' field (agents it cannot run) and its
+-- 'deny' field (executors it is not allowed to run, and the types whose tasks run on one of
+-- them when they name no executor). Malformed JSON (the hash is data anyone with write access
+-- could change) counts as nothing left.
+local function decode_or(raw, default)
+  if not raw then return default end
+  local ok, value = pcall(cjson.decode, raw)
+  if ok and type(value) == 'table' then return value end
+  return default
+end
+
+local function worker_policy(refused, deny)
+  local policy = {agents = decode_or(refused, {}), executors = {}, types = {}}
+  local d = decode_or(deny, {})
+  for _, name in ipairs(type(d.executors) == 'table' and d.executors or {}) do
+    policy.executors[name] = true
+  end
+  for _, name in ipairs(type(d.types) == 'table' and d.types or {}) do
+    policy.types[name] = true
+  end
+  return policy
+end
+
 -- Whether pending task `id` (its hash as a table `h`) may be claimed now: 'ok'; 'moved' when it
 -- left the queue (its agent cools down after a rate limit: to retrying until then, no attempt
--- spent; its run's budget is spent: cancelled); 'skip' when this worker refuses its agent
--- (left for other workers).
-local function claimable(prefix, id, h, refused, now)
+-- spent; its run's budget is spent: cancelled); 'skip' when this worker may not run its
+-- executor or refuses its agent (left for other workers).
+local function claimable(prefix, id, h, policy, now)
+  local executor = h.executor
+  if executor and executor ~= '' then
+    if policy.executors[executor] then return 'skip' end
+  elseif policy.types[h.type] then
+    return 'skip'
+  end
   local agent = h.agent
   if not agent or agent == '' then return 'ok' end
   local queue = queue_of(h.type, h.assigned_to)
@@ -428,7 +458,7 @@ local function claimable(prefix, id, h, refused, now)
       return 'moved'
     end
   end
-  if refused[agent] then return 'skip' end
+  if policy.agents[agent] then return 'skip' end
   return 'ok'
 end
 
@@ -436,7 +466,7 @@ end
 -- order: {{id =, score =, flat = HGETALL reply, h = table}, ...}. Also returns whether tasks it
 -- refuses were passed over, and how many tasks remain in the queue when that is known without
 -- asking (nil otherwise).
-local function head_claimable(prefix, rkey, want, refused, now)
+local function head_claimable(prefix, rkey, want, policy, now)
   local found, skipped = {}, false
   local pos, skips = 0, 0 -- rank of the next task not looked at; refused tasks passed over
   while #found < want and skips < LOOKAHEAD do
@@ -451,7 +481,7 @@ local function head_claimable(prefix, rkey, want, refused, now)
         rcall('ZREM', rkey, id) -- an id without its task (removed by hand): not claimable
         verdict = 'moved'
       else
-        verdict = claimable(prefix, id, h, refused, now)
+        verdict = claimable(prefix, id, h, policy, now)
       end
       if verdict == 'ok' then
         table.insert(found, {id = id, score = tonumber(items[i + 1]), flat = flat, h = h})
@@ -471,7 +501,8 @@ end
 -- Claim up to `count` pending tasks from the `ready` queue keys, highest priority first, FIFO in
 -- a band, after promoting due retries (claim-3 and complete_claim-4). Tasks of an agent that
 -- cools down, or of a run whose budget is spent, leave the queue on the way (see claimable);
--- tasks of agents the worker refuses (its hash's `refused` field) are left for others.
+-- tasks the worker may not run (its executor is not allowed there, or the worker refuses its
+-- agent: see worker_policy) are left for others.
 -- Returns {ms until the next retry is due or -1, token1, {field, value, ...}, token2, ...}.
 local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease, status)
   if count <= 0 then return {-1} end
@@ -487,16 +518,16 @@ local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease,
   if due[1] then out[1] = math.max(0, tonumber(due[2]) - now) end
   if rcall('EXISTS', paused) == 1 then return out end
   local wkey = prefix .. 'worker:' .. worker
-  local has_worker, refused = false, {}
+  local has_worker, policy = false, worker_policy(nil, nil)
   if worker ~= '' then
-    local w = rcall('HMGET', wkey, 'id', 'refused') -- a registered worker's hash has its id
+    local w = rcall('HMGET', wkey, 'id', 'refused', 'deny') -- a registered worker has its id
     has_worker = w[1] ~= false
-    if w[2] then refused = cjson.decode(w[2]) end
+    policy = worker_policy(w[2], w[3])
   end
   -- The best `count` of the heads of every queue (each head is in queue order: a merge).
   local heads, skipped, left = {}, {}, {}
   for q, rkey in ipairs(ready) do
-    local found, passed, size = head_claimable(prefix, rkey, count, refused, now)
+    local found, passed, size = head_claimable(prefix, rkey, count, policy, now)
     heads[q] = {list = found, next = 1}
     skipped[q] = passed
     left[q] = size

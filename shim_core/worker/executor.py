@@ -16,6 +16,7 @@ from shim_core.plugins import Plugins
 from shim_core.queue import EncodedResult, TaskQueue
 from shim_core.worker.context import TaskExecution
 from shim_core.worker.deadlines import Deadlines
+from shim_core.worker.policy import ExecutorPolicy
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,15 @@ class WorkExecutor:
         worker_id: str,
         default_executor: str | None = None,
         max_task_duration_ms: int | None = None,
+        policy: ExecutorPolicy | None = None,
     ) -> None:
         self.queue = queue
         self.plugins = plugins
         self.checkpoints = checkpoints
         self.worker_id = worker_id
         self.default_executor = default_executor
+        #: The executors this worker may run (None: every installed one).
+        self.policy = policy
         self.max_task_duration_ms = max_task_duration_ms
         #: The time limits of this worker's running tasks, kept by one thread.
         self.deadlines = Deadlines()
@@ -99,15 +103,27 @@ class WorkExecutor:
         leads to; records nothing (see :meth:`record`). Never raises for a task's own failure."""
         task = execution.task
         start = time.monotonic()
+        signer = self.queue.signer
+        if signer is not None and not signer.verify(task):
+            log.warning("task %s not run: its signature does not verify", task.id)
+            result = TaskResult(
+                success=False,
+                error="signature mismatch: the task is unsigned, signed with another key or "
+                "changed since it was signed; not run",
+                outcome=TaskOutcome.REJECTED,
+            )
+            return self._ran(task, result, start)
         executor = self.plugins.executor_for(task, self.default_executor)
+        refusal = None
         if executor is None:
             wanted = task.executor or f"one for type {task.type!r}"
-            result = TaskResult(
-                success=False, error=f"no executor {wanted} on worker {self.worker_id}"
-            )
-            # Not permanent: in a mixed fleet another worker may have the executor; the retries
-            # with backoff give it the chance before the task fails for good.
-            return self._ran(task, result, start)
+            refusal = f"no executor {wanted} on worker {self.worker_id}"
+        elif self.policy is not None:
+            refusal = self.policy.refusal(executor.name)
+        if executor is None or refusal is not None:
+            # Not permanent: in a mixed fleet another worker may have (and allow) the executor;
+            # the retries with backoff give it the chance before the task fails for good.
+            return self._ran(task, TaskResult(success=False, error=refusal), start)
         limit_ms = task.timeout_ms or self.max_task_duration_ms
         deadline = None
         if limit_ms:

@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -38,6 +39,7 @@ from shim_core.registry import HeartbeatRefused, WorkerRegistry
 from shim_core.worker.context import TaskExecution
 from shim_core.worker.executor import ExecutionOutcome, Run, WorkExecutor, refused_status
 from shim_core.worker.feed import Completion, Finished, TaskFeed
+from shim_core.worker.policy import ExecutorPolicy
 from shim_core.worker.recovery import WorkerCrashRecovery
 from shim_core.worker.reporter import ProgressReporter
 
@@ -47,6 +49,10 @@ log = logging.getLogger(__name__)
 def default_worker_id() -> str:
     host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())[:30]
     return f"{host or 'worker'}-{os.getpid()}-{new_id()[:6]}"
+
+
+def _names(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(names)
 
 
 @attrs.frozen(kw_only=True)
@@ -74,6 +80,9 @@ class WorkerConfig:
     max_task_duration_ms: int = 3_600_000
     checkpoint_backend: str = "redis"
     session_id: str = ""
+    #: Executors that run code this worker may run (names, or ``all``); executors that say
+    #: ``runs_code = False`` (``sim``) always run. Tasks for the others are left to other workers.
+    allow: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
 
     def __attrs_post_init__(self) -> None:
         check_name("worker id", self.worker_id)
@@ -112,6 +121,12 @@ class Worker:
         # A lease always outlives three heartbeats, whatever the interval: a healthy long task is
         # never reaped between two beats.
         self.lease_ms = max(settings.lease_ms, int(self.interval * 3000))
+        self.policy = ExecutorPolicy.build(
+            self.plugins,
+            self.config.allow,
+            types=self.capabilities.supported_task_types,
+            default_executor=self.config.default_executor,
+        )
         self.executor = WorkExecutor(
             self.queue,
             self.plugins,
@@ -119,6 +134,7 @@ class Worker:
             worker_id=self.id,
             default_executor=self.config.default_executor,
             max_task_duration_ms=self.config.max_task_duration_ms,
+            policy=self.policy,
         )
         self.feed = TaskFeed(
             self.queue,
@@ -344,6 +360,8 @@ class Worker:
                 session_id=self.config.session_id,
                 capabilities=self.capabilities,
                 refused_agents=dict(self.refused_agents),
+                denied_executors=tuple(sorted(self.policy.denied)),
+                denied_types=self.policy.denied_types,
             ),
             heartbeat_interval=self.interval,
         )

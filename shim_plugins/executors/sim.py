@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -78,6 +78,8 @@ class SimExecutor:
 
     name: str = "sim"
     task_types: tuple[str, ...] = ()
+    #: Sleeps and reports: nothing in a task runs code, so no worker needs ``--allow sim``.
+    runs_code: ClassVar[bool] = False
     env: Mapping[str, str] | None = None
     rng: random.Random = attrs.field(factory=random.Random)
 

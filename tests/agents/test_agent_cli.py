@@ -154,7 +154,9 @@ def test_a_worker_without_the_cli_stops_claiming_its_tasks_and_says_why(
     `shim workers` shows it, and its next task of that agent is left for other workers. A
     task that names its own binary fails alike but refuses nothing."""
     plugins = Plugins(extra=[_GhostAgent()])
-    fleet = shim_fleet_factory(workers=1, mode="thread", heartbeat=0.5, plugins=plugins)
+    fleet = shim_fleet_factory(
+        workers=1, mode="thread", heartbeat=0.5, plugins=plugins, allow=["agent"]
+    )
     own = {"agent": "claude", "command": "no-such-claude"}
     shim_queue.add_many(
         [

@@ -84,7 +84,7 @@ def test_a_killed_workers_agent_dies_and_the_next_worker_resumes_its_session(
     worktree with an "interrupted" prompt."""
     script = [anthropic.Hang(60), anthropic.Text("Finished after the interruption.")]
     with anthropic.ScriptedAnthropic(script) as server:
-        fleet = shim_fleet_factory(workers=0, heartbeat=0.5)
+        fleet = shim_fleet_factory(workers=0, heartbeat=0.5, allow=["agent"])
         env = agent_env(server, tmp_path)
         workers = [fleet.add_worker(env=env) for _ in range(2)]
         supervisor = Supervisor(shim_connection, shim_settings)
@@ -129,7 +129,7 @@ def test_a_rate_limit_cools_the_agent_down_fleet_wide_without_spending_an_attemp
         "Later task": [anthropic.Text("Later done.")],
     }
     with anthropic.ScriptedAnthropic(routes=routes) as server:
-        fleet = shim_fleet_factory(workers=0, heartbeat=0.5)
+        fleet = shim_fleet_factory(workers=0, heartbeat=0.5, allow=["agent"])
         env = agent_env(server, tmp_path, SHIM_RATE_LIMIT_COOLDOWN_MS="4000")
         for _ in range(2):
             fleet.add_worker(env=env)

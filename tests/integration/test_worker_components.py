@@ -1039,6 +1039,7 @@ def worker_factory(
             "default_executor": None,
             "checkpoint_backend": "memory",
             "reap_interval": 0.1,
+            "allow": {"all"},  # the test executors run whatever the tests give them
         }
         options.update(config)
         worker = Worker(
@@ -1170,7 +1171,13 @@ def test_worker_survives_an_executor_that_exits(
     worker = Worker(
         shim_connection,
         settings,
-        WorkerConfig(worker_id="rt-7", heartbeat_interval=0.1, claim_block=0.2, reap_interval=0.1),
+        WorkerConfig(
+            worker_id="rt-7",
+            allow={"all"},
+            heartbeat_interval=0.1,
+            claim_block=0.2,
+            reap_interval=0.1,
+        ),
         plugins=plugins_with(FnExecutor("w", ("code",), work)),
     )
     worker.start()
@@ -1275,7 +1282,7 @@ def test_worker_survives_a_task_whose_preparation_fails(
     worker = Worker(
         shim_connection,
         shim_settings,
-        WorkerConfig(worker_id="rt-8", heartbeat_interval=0.1, claim_block=0.2),
+        WorkerConfig(worker_id="rt-8", allow={"all"}, heartbeat_interval=0.1, claim_block=0.2),
         plugins=plugins_with(FnExecutor("w", ("code",), succeed)),
     )
     worker.start()
@@ -1298,7 +1305,7 @@ def test_worker_leases_outlive_three_heartbeats(
     worker = Worker(
         shim_connection,
         shim_settings,
-        WorkerConfig(worker_id="rt-9", heartbeat_interval=40.0),
+        WorkerConfig(worker_id="rt-9", allow={"all"}, heartbeat_interval=40.0),
         plugins=plugins_with(),
     )
     assert worker.lease_ms == 120_000
@@ -1315,7 +1322,7 @@ def test_busy_worker_chains_claims_onto_completions(
     worker = Worker(
         shim_connection,
         shim_settings,
-        WorkerConfig(worker_id="rt-10", heartbeat_interval=0.2, claim_block=0.2),
+        WorkerConfig(worker_id="rt-10", allow={"all"}, heartbeat_interval=0.2, claim_block=0.2),
         plugins=plugins_with(FnExecutor("w", ("code",), succeed)),
     )
     worker.start()

@@ -216,7 +216,7 @@ def test_a_worker_drops_claims_in_hand_whose_lease_is_lost(
     worker = Worker(
         shim_connection,
         shim_settings,
-        WorkerConfig(worker_id="rt-lost"),
+        WorkerConfig(worker_id="rt-lost", allow={"all"}),
         plugins=plugins_with(FnExecutor("w", ("code",))),
     )
     (claim,) = queue.claim(["code"], worker_id="rt-lost")
@@ -296,7 +296,7 @@ def test_a_worker_runs_its_threads_side_by_side(
     worker = Worker(
         shim_connection,
         shim_settings,
-        WorkerConfig(worker_id="rt-feed", concurrency=10, claim_block=0.2),
+        WorkerConfig(worker_id="rt-feed", concurrency=10, claim_block=0.2, allow={"all"}),
         plugins=plugins_with(FnExecutor("w", ("code",), meet)),
     )
     worker.start()

@@ -7,6 +7,8 @@ A SHIM plugin is any module with functions marked ``@hookimpl``; this one implem
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import attrs
 
 from shim_core.contracts import ExecutionContext
@@ -24,6 +26,8 @@ class HelloExecutor:
 
     name: str = "hello"
     task_types: tuple[str, ...] = ("greet",)
+    #: Nothing in a task makes it run code: workers run it without ``--allow hello``.
+    runs_code: ClassVar[bool] = False
 
     def execute(self, task: Task, ctx: ExecutionContext) -> TaskResult:
         who = str(task.params.get("name", "world"))

@@ -1,0 +1,81 @@
+"""Which executors a worker may run: ``shim worker --allow``.
+
+Whoever can write to Redis decides what a task asks for, so executors that run code (``shell``,
+``python``, ``agent`` and every third-party executor that does not say ``runs_code = False``) are
+opt-in per worker. A worker never claims a task whose executor it may not run: its registry
+hash lists them (``deny``), and the claim scripts leave those tasks to other workers. The
+executor checks again before it runs a task, whatever the hash says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import attrs
+
+from shim_core.contracts import runs_code
+from shim_core.errors import ShimError
+from shim_core.models import Task
+from shim_core.plugins import Plugins
+
+#: ``--allow all``: every installed executor.
+ALL = "all"
+
+
+@attrs.frozen
+class ExecutorPolicy:
+    """The installed executors a worker runs and those it leaves to others."""
+
+    allowed: frozenset[str]
+    denied: frozenset[str]
+    #: Of the worker's task types, those whose tasks run on a denied executor when they name
+    #: none (an executor that declares the type, else the worker's default executor).
+    denied_types: tuple[str, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        plugins: Plugins,
+        allow: Collection[str],
+        *,
+        types: Sequence[str] = (),
+        default_executor: str | None = None,
+    ) -> ExecutorPolicy:
+        """The policy of a worker with ``allow`` (executor names, or ``all``). Raises ShimError
+        for a name no installed executor has, and for a default executor that is not allowed
+        (every task it would run would be left)."""
+        installed = plugins.executors
+        unknown = sorted(set(allow) - set(installed) - {ALL})
+        if unknown:
+            raise ShimError(
+                f"--allow names no installed executor: {', '.join(unknown)} "
+                f"(installed: {', '.join(sorted(installed))}, or 'all')"
+            )
+        allowed = frozenset(
+            name
+            for name, executor in installed.items()
+            if ALL in allow or name in allow or not runs_code(executor)
+        )
+        denied = frozenset(installed) - allowed
+        if default_executor in denied:
+            raise ShimError(
+                f"the default executor {default_executor!r} runs what each task says: "
+                f"allow it with --allow {default_executor}"
+            )
+        denied_types = tuple(
+            t
+            for t in types
+            if (found := plugins.executor_for(Task(id="policy", type=t), default_executor))
+            is not None
+            and found.name in denied
+        )
+        return cls(allowed, denied, denied_types)
+
+    def refusal(self, executor: str) -> str | None:
+        """Why this worker may not run ``executor`` (None: it may)."""
+        if executor not in self.denied:
+            return None
+        return (
+            f"executor {executor!r} is not allowed on this worker "
+            f"(start the worker with --allow {executor})"
+        )
