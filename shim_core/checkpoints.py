@@ -12,9 +12,10 @@ from typing import Any
 
 from shim_core.connection import redis_errors
 from shim_core.contracts import Checkpoint, CheckpointBackend
-from shim_core.errors import StaleLease, raise_for_code
+from shim_core.errors import StaleLease, ValidationError, raise_for_code
 from shim_core.models import new_id
 from shim_core.queue import TaskQueue
+from shim_core.serde import compact_json
 
 
 class CheckpointStore:
@@ -37,8 +38,16 @@ class CheckpointStore:
     ) -> str:
         """Save a checkpoint for ``task_id`` if ``token`` is its current lease; returns its id.
 
-        Raises StaleLease / InvalidTransition / TaskNotFound like every fenced call.
+        Raises StaleLease / InvalidTransition / TaskNotFound like every fenced call, and
+        ValidationError for a state over the payload limit (``SHIM_MAX_PAYLOAD_BYTES``).
         """
+        size = len(compact_json(state))
+        limit = self.queue.settings.max_payload_bytes
+        if size > limit:
+            raise ValidationError(
+                f"checkpoint of task {task_id!r} is {size} bytes, over the {limit}-byte limit "
+                "(SHIM_MAX_PAYLOAD_BYTES)"
+            )
         checkpoint = Checkpoint(
             id=new_id(),
             task_id=task_id,

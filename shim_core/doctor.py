@@ -7,7 +7,8 @@ Invariants (all must hold at every instant, because every transition is one Lua 
    retrying -> ``delayed``, complete/failed/cancelled -> the set of that name);
 2. every member of a state set has a task hash;
 3. the ``counts`` hash equals the number of tasks per status and type;
-4. an active task holds a lease token; a waiting task has dependencies left.
+4. an active task holds a lease token; a waiting task has dependencies left;
+5. every task hash decodes (a field that does not is named: ``corrupt task data: params ...``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 
 import attrs
 
+from shim_core.errors import CorruptTask
 from shim_core.keys import Keys
 from shim_core.models import TaskStatus
+from shim_core.serde import task_from_hash
 
 _ZSETS = {
     "delayed": "retrying",
@@ -44,10 +47,20 @@ def check_invariants(client: Any, keys: Keys) -> list[Violation]:
     tasks = _task_fields(client, keys)
     problems: list[Violation] = []
     counted: Counter[str] = Counter()
-    for task_id, (status, ttype, assigned, deps_left, lease) in sorted(tasks.items()):
+    for task_id, fields in sorted(tasks.items()):
+        status, ttype, assigned = (
+            fields.get("status"),
+            fields.get("type"),
+            fields.get("assigned_to"),
+        )
+        deps_left, lease = fields.get("deps_left"), fields.get("lease")
         if status is None or status not in TaskStatus._value2member_map_:
             problems.append(Violation(task_id, f"has no valid status ({status!r})"))
             continue
+        try:
+            task_from_hash(fields, task_id)
+        except CorruptTask as exc:
+            problems.append(Violation(task_id, f"cannot be decoded: {exc}"))
         counted[f"{status}:{ttype}"] += 1
         expected = _expected_set(status, f"@{assigned}" if assigned else str(ttype))
         found = membership.pop(task_id, [])
@@ -94,10 +107,15 @@ def _memberships(client: Any, keys: Keys) -> dict[str, list[str]]:
     return found
 
 
-def _task_fields(client: Any, keys: Keys) -> dict[str, list[Any]]:
+def _task_fields(client: Any, keys: Keys) -> dict[str, dict[str, str]]:
+    """Every task hash of the namespace, read 1,000 per round trip."""
     start = len(keys.task(""))
     ids = [k[start:] for k in client.scan_iter(match=keys.task_pattern(), count=1000)]
-    pipe = client.pipeline(transaction=False)
-    for task_id in ids:
-        pipe.hmget(keys.task(task_id), "status", "type", "assigned_to", "deps_left", "lease")
-    return dict(zip(ids, pipe.execute(), strict=True))
+    found: dict[str, dict[str, str]] = {}
+    for i in range(0, len(ids), 1000):
+        chunk = ids[i : i + 1000]
+        pipe = client.pipeline(transaction=False)
+        for task_id in chunk:
+            pipe.hgetall(keys.task(task_id))
+        found.update((t, f) for t, f in zip(chunk, pipe.execute(), strict=True) if f)
+    return found

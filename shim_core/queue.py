@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import random
 import re
@@ -50,6 +51,8 @@ from shim_core.serde import (
     task_to_hash,
 )
 from shim_core.signing import SIGNED_FIELDS, TaskSigner
+
+log = logging.getLogger(__name__)
 
 #: Tasks per add script call: large enough to amortise the round trip, small enough that one
 #: script never blocks Redis for more than a few milliseconds.
@@ -471,9 +474,10 @@ class TaskQueue:
                 claims.append(Claim(task=task_from_hash(fields), token=token))
             except CorruptTask as exc:
                 task_id = str(fields.get("id", exc.task_id))
+                log.warning("task %s failed at once, not run: %s", task_id, exc)
                 # It may be gone meanwhile; the reaper then has the last word.
                 with contextlib.suppress(ShimError):
-                    self.fail(task_id, token, f"the stored task is corrupt: {exc}", permanent=True)
+                    self.fail(task_id, token, str(exc), permanent=True)
         return claims
 
     def _claim_args(

@@ -209,6 +209,18 @@ def task_from_hash(fields: Mapping[str, str], task_id: str = "") -> Task:
 
 
 def _task_from_hash_checked(fields: Mapping[str, str], task_id: str) -> Task:
+    """Decode field by field, so the error names the field at fault: ``corrupt task data:
+    params (not JSON: ...)``; what only fails together goes through the detailed converter."""
+    tid = task_id or str(fields.get("id", "?"))
+    for name, value in fields.items():
+        decode = _DECODERS.get(name)
+        if decode is None:
+            continue
+        try:
+            decode(value)
+        except Exception as exc:  # any decoding failure means the stored hash is corrupt
+            why = f"not JSON: {exc}" if isinstance(exc, json.JSONDecodeError) else _describe(exc)
+            raise CorruptTask(tid, f"corrupt task data: {name} ({why[:200]})") from exc
     data: dict[str, Any] = {}
     try:
         for name, value in fields.items():
@@ -217,9 +229,8 @@ def _task_from_hash_checked(fields: Mapping[str, str], task_id: str) -> Task:
                 continue
             data[name] = value if raw else json.loads(value)
         return converter.structure(data, Task)
-    except Exception as exc:  # any decoding failure means the stored hash is corrupt
-        tid = task_id or str(fields.get("id", "?"))
-        raise CorruptTask(tid, f"task {tid!r} is corrupt: {_describe(exc)}") from exc
+    except Exception as exc:
+        raise CorruptTask(tid, f"corrupt task data: {_describe(exc)[:300]}") from exc
 
 
 def event_from_json(data: str | bytes) -> ProgressEvent:

@@ -11,7 +11,7 @@ from typing import Any
 
 from shim_core.checkpoints import CheckpointStore
 from shim_core.contracts import AgentAdapter
-from shim_core.errors import TaskError
+from shim_core.errors import TaskError, ValidationError
 from shim_core.models import Claim, Task, TaskResult
 from shim_core.queue import TaskQueue
 
@@ -19,6 +19,17 @@ from shim_core.queue import TaskQueue
 LOG_LINES_KEPT = 1000
 #: Log lines buffered before one pipelined write.
 LOG_FLUSH_LINES = 50
+#: Longer log lines are cut (a tool printing a whole file in one line must not fill Redis).
+MAX_LOG_LINE_CHARS = 8_192
+#: Longer progress messages are cut: each is stored with the task and published.
+MAX_PROGRESS_MESSAGE_CHARS = 1_000
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 class TaskLogHandler(logging.Handler):
@@ -32,7 +43,7 @@ class TaskLogHandler(logging.Handler):
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._buffer.append(self.format(record))
+        self._buffer.append(clip(self.format(record), MAX_LOG_LINE_CHARS))
         if len(self._buffer) >= LOG_FLUSH_LINES:
             self.flush()
 
@@ -114,6 +125,8 @@ class TaskExecution:
     def progress(self, fraction: float, message: str = "") -> None:
         """Report progress; a refused report (lease lost, task cancelled) cancels the execution."""
         fraction = min(max(float(fraction), 0.0), 1.0)
+        if message:
+            message = clip(message, MAX_PROGRESS_MESSAGE_CHARS)
         try:
             self._queue.progress(self.task.id, self.token, fraction, message)
         except TaskError as exc:
@@ -134,6 +147,9 @@ class TaskExecution:
             )
         except TaskError as exc:
             self.cancel(f"lease lost: {exc}")
+            return ""
+        except ValidationError as exc:  # too large: the task goes on, without this checkpoint
+            self.log.error("checkpoint not saved: %s", exc)
             return ""
 
     @property

@@ -156,14 +156,19 @@ class WorkExecutor:
         duration = int((time.monotonic() - start) * 1000)
         if result.duration_ms is None:
             result = attrs.evolve(result, duration_ms=duration)
+        limit = self.queue.settings.max_payload_bytes
         try:
             encoded = EncodedResult.of(result)
-        except (TypeError, ValueError) as exc:
-            result = TaskResult(
-                success=False,
-                duration_ms=duration,
-                error=f"the result cannot be stored as JSON: {exc}",
+            problem = (
+                f"the result is {len(encoded.json)} bytes, over the {limit}-byte limit "
+                "(SHIM_MAX_PAYLOAD_BYTES)"
+                if len(encoded.json) > limit
+                else ""
             )
+        except (TypeError, ValueError) as exc:
+            problem = f"the result cannot be stored as JSON: {exc}"
+        if problem:
+            result = TaskResult(success=False, duration_ms=duration, error=problem)
             encoded = EncodedResult.of(result)
         decision = decide(task, result, default_attempts=self.queue.settings.max_attempts)
         return Run(result, decision, duration, encoded)

@@ -190,23 +190,24 @@ def test_hash_written_by_lua_decodes() -> None:
 @pytest.mark.parametrize(
     ("fields", "detail"),
     [
-        ({"id": "t9", "priority": "urgent"}, "urgent"),
-        ({"id": "t9", "params": "{not json"}, "Expecting property name"),
-        ({"id": "t9", "attempts": '"x"'}, "attempts"),
-        ({"id": "t9", "created_at": '"yesterday"'}, "created_at"),
-        ({"id": "t9", "status": "lost"}, "lost"),
-        ({"id": "t9", "context": '{"files": 3}'}, "files"),
+        ({"id": "t9", "priority": "urgent"}, "priority ('urgent' is not a valid Priority)"),
+        ({"id": "t9", "params": "{not json"}, "params (not JSON: Expecting property name"),
+        ({"id": "t9", "params": "[1, 2]"}, "params (not a JSON object)"),
+        ({"id": "t9", "attempts": '"x"'}, "attempts ("),
+        ({"id": "t9", "created_at": '"yesterday"'}, "created_at ("),
+        ({"id": "t9", "status": "lost"}, "status ('lost' is not a valid TaskStatus)"),
+        ({"id": "t9", "context": '{"files": 3}'}, "context ("),
     ],
 )
-def test_corrupt_hash_raises_corrupt_task_naming_the_id(
+def test_corrupt_hash_raises_corrupt_task_naming_the_field(
     fields: dict[str, str], detail: str
 ) -> None:
-    """A hash that does not decode raises CorruptTask whose message and task_id name the task."""
+    """A hash that does not decode raises CorruptTask naming the task and the field at fault."""
     with pytest.raises(CorruptTask) as info:
         task_from_hash(fields, "t9")
 
     assert info.value.task_id == "t9"
-    assert "task 't9' is corrupt" in str(info.value)
+    assert str(info.value).startswith("corrupt task data: ")
     assert detail in str(info.value)
     assert isinstance(info.value, TaskError)
     assert isinstance(info.value, ShimError)
