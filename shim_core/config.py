@@ -73,6 +73,17 @@ class Settings:
     secret: str = attrs.field(default="", repr=False)
     #: A file of signing keys, one per line (``SHIM_SECRET_FILE``), after those of ``secret``.
     secret_file: str = ""
+    #: PEM file of the CA that signed the Redis server's certificate (``SHIM_TLS_CA``); for
+    #: ``rediss://`` URLs only. Empty: the system's trusted CAs.
+    tls_ca: str = ""
+    #: PEM file of this client's certificate (``SHIM_TLS_CERT``), for servers that ask for one.
+    tls_cert: str = ""
+    #: PEM file of the private key of ``tls_cert`` (``SHIM_TLS_KEY``); empty when the
+    #: certificate file holds the key too.
+    tls_key: str = ""
+    #: Skip the verification of the server's certificate (``SHIM_TLS_INSECURE=1``): encrypted
+    #: but open to a man in the middle. Warned about on every connection manager built with it.
+    tls_insecure: bool = False
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -104,11 +115,24 @@ def _parse(name: str, raw: str, parse: Callable[[str], Any]) -> Any:
         raise ConfigError(f"SHIM_{name.upper()}={raw!r} is not a valid value") from None
 
 
+def parse_bool(raw: str) -> bool:
+    """``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off`` (any case); else
+    ValueError."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 _PARSERS: dict[Any, Callable[[str], Any]] = {
     "str": str,
     "int": int,
     "float": float,
+    "bool": parse_bool,
     str: str,
     int: int,
     float: float,
+    bool: parse_bool,
 }

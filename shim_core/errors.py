@@ -5,6 +5,10 @@
     ShimError
     ├── ConfigError               bad settings, URL or argument
     ├── ConnectionFailed          Redis unreachable after retries (URL shown with password masked)
+    │   ├── AuthenticationFailed  wrong or missing password, disabled user (never retried)
+    │   └── TLSFailed             certificate not verified, client certificate wanted, TLS/plain
+    │                             mismatch (never retried)
+    ├── PermissionDenied          the Redis user lacks ACL permissions SHIM needs (``missing``)
     ├── ValidationError           input refused before anything was written
     │   ├── DuplicateTask         a task id already exists (or twice in one batch)
     │   ├── MissingDependency     a dependency names no known task
@@ -135,3 +139,26 @@ def raise_for_code(code: int, task_id: str, *, token: int = 0, detail: str = "")
             raise DuplicateTask(task_id)
         case ErrorCode.MISSING_DEPENDENCY:
             raise MissingDependency(task_id, detail)
+
+
+class AuthenticationFailed(ConnectionFailed):
+    """Redis refused the credentials: a wrong password, no password where one is needed, or a
+    disabled user. Never retried: asking again gets the same answer."""
+
+
+class TLSFailed(ConnectionFailed):
+    """The TLS layer failed: the server's certificate did not verify, the server wants a client
+    certificate, or one side speaks TLS and the other does not. Never retried."""
+
+
+class PermissionDenied(ShimError):
+    """The Redis user lacks ACL permissions SHIM needs (``missing`` lists each refused command
+    with the server's reason)."""
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+class InsecureTLSWarning(UserWarning):
+    """TLS runs without verifying the server's certificate (``SHIM_TLS_INSECURE``)."""
