@@ -2,11 +2,22 @@
 
 Supported URLs:
 
-* ``redis://[[user]:password@]host[:port][/db]`` and ``rediss://...`` (TLS)
-* ``unix:///path/to/redis.sock[?db=N]``
+* ``redis://[[user]:password@]host[:port][/db][?param=value&...]`` and ``rediss://...`` (TLS)
+* ``unix://[[user]:password@]/path/to/redis.sock[?db=N&...]``
 * ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db]``
 * ``embedded://[name]`` — no server: an in-process fakeredis (with Lua) shared by every manager of
   the same name in this process. The default, so SHIM runs on a laptop with nothing installed.
+
+A password may hold any character, '#', '/', '?' and '@' included: the URL is split at its last
+'@'. Percent-escapes (``%23``) are decoded; a '%' of the password itself is written ``%25``.
+Query parameters (:data:`URL_PARAMETERS`) are checked: an unknown one is a ConfigError naming it.
+TLS files come from the URL (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``) or from
+:class:`TLSOptions` (``SHIM_TLS_CA``, ``SHIM_TLS_CERT``, ``SHIM_TLS_KEY``); the URL wins.
+
+Failures name their cause and come at once: a wrong or missing password (AuthenticationFailed),
+a certificate that does not verify, a server wanting a client certificate, TLS spoken to a plain
+port or plain TCP to a TLS port (TLSFailed) are never retried. Retries with backoff are for a
+server that went away, not for one that said no.
 
 Passwords never appear in a repr, log line or error: :func:`mask_url` hides them.
 """
@@ -14,12 +25,14 @@ Passwords never appear in a repr, log line or error: :func:`mask_url` hides them
 from __future__ import annotations
 
 import functools
-import re
+import os
+import ssl
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import attrs
 import redis
@@ -27,7 +40,16 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from shim_core.errors import ConfigError, ConnectionFailed, ShimError
+from shim_core.config import Settings, parse_bool
+from shim_core.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    ConnectionFailed,
+    InsecureTLSWarning,
+    PermissionDenied,
+    ShimError,
+    TLSFailed,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,7 +57,7 @@ R = TypeVar("R")
 #: Retries of one command on a dropped connection: with 50 ms..2 s backoff this rides out a
 #: Redis restart of a few seconds without surfacing an error.
 DEFAULT_RETRIES = 8
-#: Seconds to wait for a TCP connection before counting an attempt as failed.
+#: Seconds to wait for a TCP connection (and a TLS handshake) before counting an attempt as failed.
 DEFAULT_CONNECT_TIMEOUT = 2.0
 #: A connection idle this long is pinged before reuse, catching half-open sockets.
 DEFAULT_HEALTH_CHECK_INTERVAL = 15
@@ -45,19 +67,204 @@ _embedded_servers: dict[str, Any] = {}
 _embedded_lock = threading.Lock()
 
 
-_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&#]*")
+def _cert_reqs(raw: str) -> str:
+    if raw.lower() not in ("required", "optional", "none"):
+        raise ValueError(raw)
+    return raw.lower()
+
+
+#: Query parameters every URL scheme but ``embedded://`` accepts, with their parsers.
+URL_PARAMETERS: dict[str, Callable[[str], Any]] = {
+    "db": int,
+    "username": str,
+    "password": str,
+    "client_name": str,
+    "socket_timeout": float,
+    "socket_connect_timeout": float,
+    "health_check_interval": int,
+}
+#: Query parameters of ``rediss://`` URLs only (TLS).
+TLS_URL_PARAMETERS: dict[str, Callable[[str], Any]] = {
+    "ssl_ca_certs": str,
+    "ssl_certfile": str,
+    "ssl_keyfile": str,
+    "ssl_cert_reqs": _cert_reqs,
+    "ssl_check_hostname": parse_bool,
+}
+_SECRET_PARAMETERS = frozenset({"password"})
 
 
 def mask_url(url: str) -> str:
-    """``url`` with any password (in the authority or a ``password=`` query) replaced by ``***``."""
+    """``url`` with any password (in the authority or a ``password=`` query) replaced by ``***``.
+
+    Works on the raw text, so a password holding '#', '/', '?' or '@' is hidden whole."""
     scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        # Masked on the raw text: '#', '/' or '?' inside a password would fool a URL parser.
-        userinfo, _, host = rest.rpartition("@")
+    if not sep:
+        return url
+    userinfo, at, location = rest.rpartition("@")
+    head = ""
+    if at:
         user, colon, _password = userinfo.partition(":")
-        if colon:
-            url = f"{scheme}://{user}:***@{host}"
-    return _QUERY_PASSWORD.sub(r"\1***", url)
+        head = f"{user}:***@" if colon else f"{userinfo}@"
+    path, question, query = location.partition("?")
+    if question:
+        items = []
+        for item in query.split("&"):
+            name, eq, _value = item.partition("=")
+            items.append(f"{name}=***" if eq and unquote(name) in _SECRET_PARAMETERS else item)
+        query = "&".join(items)
+    return f"{scheme}://{head}{path}{question}{query}"
+
+
+@attrs.frozen
+class TLSOptions:
+    """TLS files and the one way to skip verification, for ``rediss://`` URLs.
+
+    Parameters of the URL (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``) win over these."""
+
+    #: PEM file of the CA that signed the server's certificate ("": the system's CAs).
+    ca: str = ""
+    #: PEM file of the client certificate, for a server that asks for one.
+    cert: str = ""
+    #: PEM file of the client certificate's key ("": in the certificate file).
+    key: str = ""
+    #: Do not verify the server's certificate (a warning each time it is used).
+    insecure: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TLSOptions:
+        """The TLS options of ``settings`` (``SHIM_TLS_CA``, ``SHIM_TLS_CERT``,
+        ``SHIM_TLS_KEY``, ``SHIM_TLS_INSECURE``)."""
+        return cls(settings.tls_ca, settings.tls_cert, settings.tls_key, settings.tls_insecure)
+
+    def given(self) -> list[str]:
+        """The names of the settings that are set (``SHIM_TLS_CA``, ...)."""
+        pairs = (("CA", self.ca), ("CERT", self.cert), ("KEY", self.key))
+        names = [f"SHIM_TLS_{name}" for name, value in pairs if value]
+        return [*names, "SHIM_TLS_INSECURE"] if self.insecure else names
+
+
+@attrs.frozen
+class RedisURL:
+    """A Redis URL taken apart (:func:`parse_redis_url`); ``options`` are client keywords."""
+
+    scheme: str
+    #: (host, port) pairs: one for redis:// and rediss://, several for Sentinel, none otherwise.
+    hosts: tuple[tuple[str, int], ...]
+    #: The socket path (unix://), service name (Sentinel) or embedded server name.
+    path: str
+    #: username, password, db and the query parameters, as redis-py keywords.
+    options: Mapping[str, Any] = attrs.field(repr=False)
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.options.get("password"))
+
+
+def parse_redis_url(url: str) -> RedisURL:
+    """Take ``url`` apart; raise ConfigError (with the password masked) when it is not a valid
+    SHIM Redis URL, naming the part that is wrong."""
+    masked = mask_url(url)
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in _SCHEMES:
+        raise ConfigError(
+            f"unsupported Redis URL {masked!r}: expected one of "
+            + ", ".join(f"{s}://" for s in _SCHEMES)
+        )
+    if scheme == "embedded":
+        return RedisURL(scheme, (), rest.strip("/"), {})
+    userinfo, _at, location = rest.rpartition("@")
+    location, _question, query = location.partition("?")
+    options = _parse_query(query, scheme, masked)
+    user, _colon, password = userinfo.partition(":")
+    for name, value in (("username", unquote(user)), ("password", unquote(password))):
+        if value and name in options:
+            raise ConfigError(f"Redis URL {masked!r} gives the {name} twice (also as ?{name}=)")
+        if value:
+            options[name] = value
+    if scheme == "unix":
+        if not location.strip("/"):
+            raise ConfigError(f"invalid Redis URL {masked!r}: no socket path")
+        return RedisURL(scheme, (), unquote(location), options)
+    hostlist, _slash, path = location.partition("/")
+    segments = [unquote(s) for s in path.split("/") if s]
+    if scheme == "redis+sentinel":
+        return _sentinel_url(hostlist, segments, options, masked)
+    if len(segments) > 1:
+        raise ConfigError(f"invalid Redis URL {masked!r}: the path is the database number only")
+    if segments:
+        _set_db(options, segments[0], masked)
+    return RedisURL(scheme, (_host_port(hostlist or "localhost", 6379, masked),), "", options)
+
+
+def _sentinel_url(
+    hostlist: str, segments: list[str], options: dict[str, Any], masked: str
+) -> RedisURL:
+    if not hostlist or not segments or len(segments) > 2:
+        raise ConfigError(
+            f"invalid Sentinel URL {masked!r}: "
+            "expected redis+sentinel://host:port[,host:port]/service_name[/db]"
+        )
+    if len(segments) > 1:
+        _set_db(options, segments[1], masked)
+    hosts = tuple(_host_port(h, 26379, masked) for h in hostlist.split(","))
+    return RedisURL("redis+sentinel", hosts, segments[0], options)
+
+
+def _set_db(options: dict[str, Any], raw: str, masked: str) -> None:
+    try:
+        db = int(raw)
+    except ValueError:
+        raise ConfigError(f"invalid Redis URL {masked!r}: the database must be a number") from None
+    if options.setdefault("db", db) != db:
+        raise ConfigError(f"Redis URL {masked!r} gives two databases (path and ?db=)")
+
+
+def _host_port(text: str, default_port: int, masked: str) -> tuple[str, int]:
+    if text.startswith("["):  # [IPv6]:port
+        host, bracket, after = text[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            raise ConfigError(f"invalid Redis URL {masked!r}: unclosed '[' around an IPv6 host")
+        port = after[1:]
+    else:
+        host, _colon, port = text.partition(":")
+    if not port:
+        return unquote(host), default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"invalid Redis URL {masked!r}: the port must be a number, 1-65535")
+    return unquote(host), int(port)
+
+
+def _parse_query(query: str, scheme: str, masked: str) -> dict[str, Any]:
+    accepted = dict(URL_PARAMETERS)
+    if scheme == "rediss":
+        accepted.update(TLS_URL_PARAMETERS)
+    options: dict[str, Any] = {}
+    for item in filter(None, query.split("&")):
+        raw_name, _eq, raw_value = item.partition("=")
+        name, value = unquote(raw_name), unquote(raw_value)
+        if name in TLS_URL_PARAMETERS and scheme != "rediss":
+            raise ConfigError(
+                f"Redis URL parameter {name!r} is for TLS: it needs a rediss:// URL, not {masked!r}"
+            )
+        if name not in accepted:
+            raise ConfigError(
+                f"unknown Redis URL parameter {name!r} in {masked!r}: {scheme}:// URLs accept "
+                + ", ".join(sorted(accepted))
+            )
+        if name in options:
+            raise ConfigError(f"Redis URL parameter {name!r} is given twice in {masked!r}")
+        if not value:
+            raise ConfigError(f"Redis URL parameter {name!r} has no value in {masked!r}")
+        try:
+            options[name] = accepted[name](value)
+        except ValueError:
+            shown = "" if name in _SECRET_PARAMETERS else f" {value!r}"
+            raise ConfigError(
+                f"Redis URL parameter {name!r} has an invalid value{shown} in {masked!r}"
+            ) from None
+    return options
 
 
 @attrs.frozen
@@ -90,11 +297,187 @@ def forget_embedded(name: str = "") -> None:
         _embedded_servers.pop(name, None)
 
 
+class RefusedConnection(redis.ConnectionError):
+    """The server (or the TLS layer) said no while a connection was being set up: never retried.
+
+    ``kind`` is one of ``auth``, ``refused``, ``tls-verify``, ``tls-handshake``,
+    ``tls-client-cert``, ``not-tls`` and ``plain-to-tls``; :func:`describe_error` turns it into
+    a SHIM error whose message names the cause."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+def is_refusal(error: BaseException) -> bool:
+    """True for an error that a retry cannot cure: the server refused the credentials, the
+    TLS layer failed, or the server spoke another protocol."""
+    return isinstance(
+        error, RefusedConnection | redis.AuthenticationError | redis.exceptions.AuthorizationError
+    )
+
+
+class RefusalAwareRetry(Retry):
+    """redis-py's Retry, except that a refusal (:func:`is_refusal`) is raised at once."""
+
+    def call_with_retry(
+        self,
+        do: Callable[[], Any],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> Any:
+        """Call ``do`` until it succeeds, the retries run out or it raises a refusal."""
+        self._backoff.reset()  # type: ignore[no-untyped-call]
+        failures = 0
+        while True:
+            try:
+                return do()
+            except self._supported_errors as error:
+                if is_refusal(error) or (is_retryable is not None and not is_retryable(error)):
+                    raise
+                failures += 1
+                if with_failure_count:
+                    fail(error, failures)
+                else:
+                    fail(error)
+                if 0 <= self._retries < failures:
+                    raise
+                backoff = self._backoff.compute(failures)
+                if backoff > 0:
+                    time.sleep(backoff)
+
+
+def _handshake_refusal(exc: ssl.SSLError) -> RefusedConnection:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return RefusedConnection("tls-verify", str(exc.verify_message or exc.reason))
+    reason = str(exc.reason or exc)
+    if "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason:
+        return RefusedConnection("tls-client-cert", reason)
+    if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason or "PACKET_LENGTH" in reason:
+        return RefusedConnection("not-tls", reason)
+    return RefusedConnection("tls-handshake", reason)
+
+
+def _first_command_refusal(exc: redis.RedisError, tls: bool) -> RefusedConnection | None:
+    """What an error on a fresh connection's first commands (HELLO, AUTH, SELECT) means."""
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError):
+        return RefusedConnection("auth", str(exc))
+    if isinstance(exc, redis.exceptions.BusyLoadingError | redis.TimeoutError):
+        return None  # a restarted server loading its data, or a slow one: worth a retry
+    if isinstance(exc, redis.ResponseError):
+        return RefusedConnection("refused", str(exc))
+    if not isinstance(exc, redis.ConnectionError) or "max number of clients" in str(exc):
+        return None
+    cause = exc.__context__
+    if tls and isinstance(cause, ssl.SSLError):  # closed right after the handshake
+        return RefusedConnection("tls-client-cert", str(cause.reason or cause))
+    if not tls and isinstance(cause, ConnectionResetError | BrokenPipeError):
+        return RefusedConnection("plain-to-tls", str(exc))
+    return None
+
+
+def _connection_class(base: type, manager: RedisConnectionManager) -> type:
+    """``base`` (a redis-py connection class) that counts its connections for the manager and
+    turns a refusal while connecting into :class:`RefusedConnection`."""
+    tls = issubclass(base, redis.SSLConnection)
+
+    class ShimConnection(base):  # type: ignore[misc]
+        def _connect(self) -> Any:
+            try:
+                sock = super()._connect()
+            except ssl.SSLError as exc:
+                raise _handshake_refusal(exc) from exc
+            manager._connects += 1
+            return sock
+
+        def _wrap_socket_with_ssl(self, sock: Any) -> Any:
+            sock.settimeout(self.socket_connect_timeout)  # the handshake is part of connecting
+            try:
+                wrapped = super()._wrap_socket_with_ssl(sock)
+            except TimeoutError as exc:
+                raise RefusedConnection("not-tls", f"no TLS handshake: {exc}") from exc
+            wrapped.settimeout(self.socket_timeout)
+            return wrapped
+
+        def on_connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().on_connect_check_health(*args, **kwargs)
+            except RefusedConnection:
+                raise
+            except redis.RedisError as exc:
+                refusal = _first_command_refusal(exc, tls)
+                if refusal is None:
+                    raise
+                raise refusal from exc
+
+    return ShimConnection
+
+
+def describe_error(exc: BaseException, url: str, tls: TLSOptions | None = None) -> ShimError:
+    """The SHIM error for a redis-py (or socket) error met on ``url``: its class and message
+    name the cause; the URL in it has its password masked."""
+    if isinstance(exc, ShimError):
+        return exc
+    masked = mask_url(url)
+    if isinstance(exc, RefusedConnection):
+        return _refusal_error(exc, url, tls or TLSOptions())
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError):
+        return _refusal_error(RefusedConnection("auth", str(exc)), url, tls or TLSOptions())
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return PermissionDenied(f"the Redis user of {masked} lacks a permission: {exc}", [str(exc)])
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+        return ConnectionFailed(f"cannot reach Redis at {masked}: {mask_url(str(exc))}")
+    return ShimError(f"Redis refused a command: {mask_url(str(exc))}")
+
+
+def _refusal_error(exc: RefusedConnection, url: str, tls: TLSOptions) -> ShimError:
+    masked = mask_url(url)
+    try:
+        parsed: RedisURL | None = parse_redis_url(url)
+    except ConfigError:
+        parsed = None
+    user = (parsed.options.get("username") if parsed else None) or "default"
+    has_cert = bool(tls.cert or (parsed and parsed.options.get("ssl_certfile")))
+    if exc.kind == "auth":
+        if parsed is not None and not parsed.has_password:
+            return AuthenticationFailed(
+                f"Redis at {masked} needs a password and the URL gives none (the default user "
+                "is off or has a password): use redis://USER:PASSWORD@host:port/db "
+                f"({exc.detail})"
+            )
+        return AuthenticationFailed(
+            f"wrong password for user {user!r} of Redis at {masked} (or the user is disabled or "
+            f"unknown): {exc.detail}"
+        )
+    messages = {
+        "refused": f"Redis at {masked} refused the connection: {exc.detail}",
+        "tls-verify": f"the TLS certificate of Redis at {masked} failed verification "
+        f"({exc.detail}): is SHIM_TLS_CA (or ssl_ca_certs) the CA that signed it?",
+        "tls-handshake": f"the TLS handshake with Redis at {masked} failed: {exc.detail}",
+        "tls-client-cert": f"Redis at {masked} closed the TLS connection at its start: "
+        + (
+            f"it did not accept the client certificate ({exc.detail})"
+            if has_cert
+            else "it requires a client certificate: set SHIM_TLS_CERT and SHIM_TLS_KEY (or "
+            f"ssl_certfile and ssl_keyfile) ({exc.detail})"
+        ),
+        "not-tls": f"Redis at {masked} does not answer in TLS: is the port a plain (non-TLS) "
+        f"one? Use redis:// for it ({exc.detail})",
+        "plain-to-tls": f"Redis at {masked} closed the connection at the first command: if the "
+        f"port is a TLS one, use rediss:// ({exc.detail})",
+    }
+    error = ConnectionFailed if exc.kind == "refused" else TLSFailed
+    return error(messages[exc.kind])
+
+
 class RedisConnectionManager:
     """Owns the Redis client of a process (seed component 1).
 
     The client is thread-safe (a connection pool); every command retries with exponential backoff
-    on connection errors, so a Redis restart is survived transparently.
+    on connection errors, so a Redis restart is survived transparently. A refusal (wrong
+    password, TLS failure, wrong protocol) is raised at once instead.
     """
 
     def __init__(
@@ -104,19 +487,11 @@ class RedisConnectionManager:
         retries: int = DEFAULT_RETRIES,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         health_check_interval: int = DEFAULT_HEALTH_CHECK_INTERVAL,
+        tls: TLSOptions | None = None,
     ) -> None:
-        try:
-            parts = urlsplit(url)
-            if parts.scheme != "redis+sentinel":  # sentinel netlocs hold several host:port
-                parts.port  # noqa: B018 - validates the port and IPv6 brackets
-            scheme = parts.scheme
-        except ValueError as exc:
-            raise ConfigError(f"invalid Redis URL {mask_url(url)!r}: {exc}") from None
-        if scheme not in _SCHEMES:
-            raise ConfigError(
-                f"unsupported Redis URL {mask_url(url)!r}: expected one of "
-                + ", ".join(f"{s}://" for s in _SCHEMES)
-            )
+        self._parsed = parse_redis_url(url)
+        self._tls = tls or TLSOptions()
+        self._tls_options = _tls_options(self._parsed, self._tls, url)
         self.url = url
         self._retries = retries
         self._connect_timeout = connect_timeout
@@ -127,27 +502,40 @@ class RedisConnectionManager:
         self._last_ping_ms: float | None = None
         self._connect_time_ms: float | None = None
         self._last_error: str | None = None
+        self._last_exception: BaseException | None = None
 
     def __repr__(self) -> str:
         return f"RedisConnectionManager({mask_url(self.url)!r}, connected={self.is_connected()})"
 
     @property
     def is_embedded(self) -> bool:
-        return self.url.startswith("embedded:")
+        return self._parsed.scheme == "embedded"
+
+    @property
+    def username(self) -> str:
+        """The Redis user of the URL (``default`` when it names none)."""
+        return str(self._parsed.options.get("username") or "default")
 
     def connect(self) -> redis.Redis:
-        """Create the client and check that the server answers; else raise ConnectionFailed."""
+        """Create the client and check that the server answers; else raise ConnectionFailed
+        (AuthenticationFailed, TLSFailed: the cause named) or PermissionDenied."""
         if self._client is None:
             self._client = self._build_client()
         start = time.perf_counter()
-        if not self.ping():
+        try:
+            answered = self.ping()
+        except redis.RedisError as exc:  # PING itself refused (an ACL without +ping)
+            answered, self._last_exception = False, exc
+        if not answered:
             client, self._client = self._client, None
             client.close()
-            raise ConnectionFailed(
-                f"cannot reach Redis at {mask_url(self.url)}: {self._last_error}"
-            )
+            raise self.describe(self._last_exception or ConnectionError("no answer"))
         self._connect_time_ms = (time.perf_counter() - start) * 1000
         return self._client
+
+    def describe(self, exc: BaseException) -> ShimError:
+        """The SHIM error for ``exc``, met on this manager's URL (:func:`describe_error`)."""
+        return describe_error(exc, self.url, self._tls)
 
     def disconnect(self) -> None:
         """Close every pooled connection; the manager may connect again later."""
@@ -167,7 +555,8 @@ class RedisConnectionManager:
             client.ping()
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self._ping_failures += 1
-            self._last_error = mask_url(str(exc)) if "://" in str(exc) else str(exc)
+            self._last_exception = exc
+            self._last_error = str(self.describe(exc))
             return False
         finally:
             if client is not self._client:
@@ -202,68 +591,85 @@ class RedisConnectionManager:
         self.disconnect()
 
     def _build_client(self) -> redis.Redis:
-        parts = urlsplit(self.url)
-        if parts.scheme == "embedded":
+        parsed = self._parsed
+        if parsed.scheme == "embedded":
             import fakeredis
 
-            name = (parts.netloc + parts.path).strip("/")
-            return fakeredis.FakeRedis(server=embedded_server(name), decode_responses=True)
+            return fakeredis.FakeRedis(server=embedded_server(parsed.path), decode_responses=True)
         options: dict[str, Any] = {
             "decode_responses": True,
-            "retry": Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), self._retries),
+            "retry": RefusalAwareRetry(
+                ExponentialWithJitterBackoff(cap=2.0, base=0.05), self._retries
+            ),
             "retry_on_error": [redis.ConnectionError, redis.TimeoutError, ConnectionResetError],
             "socket_connect_timeout": self._connect_timeout,
             "health_check_interval": self._health_check_interval,
+            **parsed.options,
+            **self._tls_options,
         }
-        if parts.scheme in ("redis", "rediss"):  # a unix socket connection takes no keepalive
-            options["socket_keepalive"] = True
-        if parts.scheme == "redis+sentinel":
-            client = self._sentinel_client(parts, options)
+        if parsed.scheme == "redis+sentinel":
+            client = self._sentinel_client(options)
         else:
-            try:
-                client = redis.Redis.from_url(self.url, **options)
-            except ValueError as exc:
-                raise ConfigError(f"invalid Redis URL {mask_url(self.url)!r}: {exc}") from None
-        self._count_connects(client.connection_pool)
+            connection_class: type = redis.Connection
+            if parsed.scheme == "unix":
+                connection_class = redis.UnixDomainSocketConnection
+                options["path"] = parsed.path
+            else:  # a unix socket connection takes no keepalive
+                options.setdefault("socket_keepalive", True)
+                options["host"], options["port"] = parsed.hosts[0]
+                if parsed.scheme == "rediss":
+                    connection_class = redis.SSLConnection
+            pool = redis.ConnectionPool(connection_class=connection_class, **options)
+            client = redis.Redis(connection_pool=pool)
+            client.auto_close_connection_pool = True
+        client.connection_pool.connection_class = _connection_class(
+            client.connection_pool.connection_class, self
+        )
         return client
 
-    def _sentinel_client(self, parts: Any, options: dict[str, Any]) -> redis.Redis:
-        hosts = parts.netloc.rsplit("@", 1)[-1]
-        path = [p for p in parts.path.split("/") if p]
-        if not hosts or not path:
+    def _sentinel_client(self, options: dict[str, Any]) -> redis.Redis:
+        sentinel = Sentinel(list(self._parsed.hosts), socket_timeout=self._connect_timeout)  # type: ignore[no-untyped-call]
+        client: redis.Redis = sentinel.master_for(self._parsed.path, **options)  # type: ignore[no-untyped-call]
+        return client
+
+
+def _tls_options(parsed: RedisURL, tls: TLSOptions, url: str) -> dict[str, Any]:
+    """The ssl_* client keywords of ``parsed`` and ``tls`` (the URL's win); ConfigError when TLS
+    settings meet a non-TLS URL, a TLS file is missing, or verification is turned off without
+    ``tls.insecure``."""
+    masked = mask_url(url)
+    if parsed.scheme != "rediss":
+        if tls.given():
             raise ConfigError(
-                f"invalid Sentinel URL {mask_url(self.url)!r}: "
-                "expected redis+sentinel://host:port[,host:port]/service_name[/db]"
+                f"{', '.join(tls.given())} set, but {masked!r} is not a TLS URL: use rediss://"
             )
-        nodes = []
-        try:
-            for hostport in hosts.split(","):
-                host, _, port = hostport.partition(":")
-                nodes.append((host, int(port or 26379)))
-            options["db"] = int(path[1]) if len(path) > 1 else 0
-        except ValueError:
+        return {}
+    options = {
+        "ssl_ca_certs": parsed.options.get("ssl_ca_certs", tls.ca) or None,
+        "ssl_certfile": parsed.options.get("ssl_certfile", tls.cert) or None,
+        "ssl_keyfile": parsed.options.get("ssl_keyfile", tls.key) or None,
+    }
+    for name, path in options.items():
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"TLS file {path!r} ({name}) does not exist or is not a file")
+    if options["ssl_keyfile"] and not options["ssl_certfile"]:
+        raise ConfigError("a TLS client key (SHIM_TLS_KEY, ssl_keyfile) needs its certificate")
+    reqs = parsed.options.get("ssl_cert_reqs", "none" if tls.insecure else "required")
+    if reqs == "none":
+        if not tls.insecure:
             raise ConfigError(
-                f"invalid Sentinel URL {mask_url(self.url)!r}: ports and db must be numbers"
-            ) from None
-        if parts.password is not None:
-            options["password"] = unquote(parts.password)
-        if parts.username:
-            options["username"] = unquote(parts.username)
-        sentinel = Sentinel(nodes, socket_timeout=self._connect_timeout)  # type: ignore[no-untyped-call]
-        client: redis.Redis = sentinel.master_for(path[0], **options)  # type: ignore[no-untyped-call]
-        return client
-
-    def _count_connects(self, pool: Any) -> None:
-        manager = self
-        base = pool.connection_class
-
-        class CountingConnection(base):  # type: ignore[misc, valid-type]
-            def _connect(self) -> Any:
-                sock = super()._connect()
-                manager._connects += 1
-                return sock
-
-        pool.connection_class = CountingConnection
+                f"{masked!r} turns off the verification of the server's certificate "
+                "(ssl_cert_reqs=none): set SHIM_TLS_INSECURE=1 if you really mean it"
+            )
+        warnings.warn(
+            f"TLS to {masked} does not verify the server's certificate (SHIM_TLS_INSECURE): "
+            "the connection is open to a man in the middle",
+            InsecureTLSWarning,
+            stacklevel=3,
+        )
+        options["ssl_check_hostname"] = False
+    options["ssl_cert_reqs"] = reqs
+    return options
 
 
 def redis_errors(method: Callable[P, R]) -> Callable[P, R]:
@@ -277,10 +683,15 @@ def redis_errors(method: Callable[P, R]) -> Callable[P, R]:
         try:
             return method(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            url = mask_url(getattr(args[0], "_url", "")) if args else ""
+            raw_url = getattr(args[0], "_url", "") if args else ""
+            if is_refusal(exc):
+                raise describe_error(exc, raw_url) from exc
+            url = mask_url(raw_url)
             raise ConnectionFailed(
                 f"Redis at {url or 'the configured URL'} is unreachable: {exc}"
             ) from exc
+        except redis.exceptions.NoPermissionError as exc:
+            raise describe_error(exc, getattr(args[0], "_url", "") if args else "") from exc
         except redis.ResponseError as exc:
             raise ShimError(f"Redis refused a command: {exc}") from exc
 

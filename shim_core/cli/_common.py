@@ -14,7 +14,7 @@ import click
 
 from shim_core import __version__
 from shim_core.config import Settings
-from shim_core.connection import RedisConnectionManager
+from shim_core.connection import RedisConnectionManager, TLSOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,7 +32,8 @@ COMMAND_MODULES: dict[str, str] = {
 
 _REDIS_HELP = (
     "Redis URL (redis://, rediss://, unix://, redis+sentinel://, embedded://); "
-    "default $SHIM_REDIS_URL or the embedded in-process server."
+    "default $SHIM_REDIS_URL or the embedded in-process server. TLS files: $SHIM_TLS_CA, "
+    "$SHIM_TLS_CERT, $SHIM_TLS_KEY (see docs/deployment.md)."
 )
 
 
@@ -63,7 +64,9 @@ def redis_options(func: F) -> F:
         from shim_core.queue import TaskQueue
 
         settings = Settings.load(redis_url=redis_url, namespace=namespace)
-        connection = RedisConnectionManager(settings.redis_url)
+        connection = RedisConnectionManager(
+            settings.redis_url, tls=TLSOptions.from_settings(settings)
+        )
         try:
             connection.connect()
             return func(*args, queue=TaskQueue(connection, settings), **kwargs)

@@ -12,9 +12,15 @@ import pytest
 import redis
 
 from pytest_shim import RedisServer, free_port
+from shim_core.cli import main
 from shim_core.config import Settings
-from shim_core.connection import ConnectionStats, RedisConnectionManager, forget_embedded
-from shim_core.errors import ConfigError, ConnectionFailed, ShimError
+from shim_core.connection import (
+    ConnectionStats,
+    RedisConnectionManager,
+    forget_embedded,
+    redis_errors,
+)
+from shim_core.errors import AuthenticationFailed, ConfigError, ConnectionFailed, ShimError
 
 PASSWORD = "s3cret-Pa55"
 
@@ -358,12 +364,11 @@ def test_repr_of_a_connected_manager(shim_settings: Settings) -> None:
     ],
 )
 def test_sentinel_url_without_hosts_or_service_is_config_error(url: str) -> None:
-    """A Sentinel URL missing its hosts or service name is ConfigError, password masked."""
-    manager = RedisConnectionManager(url)
+    """A Sentinel URL missing its hosts or service name is ConfigError as soon as it is given,
+    password masked."""
     with pytest.raises(ConfigError, match="invalid Sentinel URL") as info:
-        manager.connect()
+        RedisConnectionManager(url)
     assert PASSWORD not in str(info.value)
-    assert not manager.is_connected()
 
 
 @pytest.mark.parametrize(
@@ -371,8 +376,8 @@ def test_sentinel_url_without_hosts_or_service_is_config_error(url: str) -> None
 )
 def test_sentinel_url_with_bad_port_or_db_is_config_error(url: str) -> None:
     """A Sentinel URL whose port or database is not a number is ConfigError."""
-    with pytest.raises(ConfigError, match="invalid Sentinel URL"):
-        RedisConnectionManager(url).connect()
+    with pytest.raises(ConfigError, match=r"invalid Redis URL .* must be a number"):
+        RedisConnectionManager(url)
 
 
 # ------------------------------------------------------------------- embedded
@@ -418,3 +423,113 @@ def test_embedded_manager_runs_lua_scripts(embedded_name: Callable[[], str]) -> 
     """The embedded server runs Lua (the queue's scripts need it) with no server installed."""
     client = RedisConnectionManager(f"embedded://{embedded_name()}").connect()
     assert client.eval("return redis.call('INCRBY', KEYS[1], ARGV[1])", 1, "n", 5) == 5
+
+
+# ------------------------------------------------------- refusals fail fast
+@pytest.fixture
+def password_server(shim_redis_server_factory: Callable[..., RedisServer]) -> RedisServer:
+    """A server whose default user has a password made of URL-reserved characters."""
+    return shim_redis_server_factory(
+        args=["--requirepass", "p#a/s?s@w0rd"], ping_options={"password": "p#a/s?s@w0rd"}
+    )
+
+
+@pytest.mark.shim_real_redis
+def test_a_password_with_reserved_characters_works_as_written(password_server: RedisServer) -> None:
+    """'#', '/', '?' and '@' in a password need no escaping: the URL is split at its last '@'."""
+    url = f"redis://:p#a/s?s@w0rd@127.0.0.1:{password_server.port}/0"
+    with RedisConnectionManager(url) as manager:
+        assert manager.get_client().ping() is True
+        assert "p#a/s?s@w0rd" not in repr(manager)
+
+
+@pytest.mark.shim_real_redis
+def test_a_wrong_password_says_so_at_once(password_server: RedisServer) -> None:
+    """A wrong password is AuthenticationFailed saying 'wrong password', after one attempt (it
+    took 8 retries and said 'cannot reach Redis')."""
+    manager = RedisConnectionManager(f"redis://:{PASSWORD}@127.0.0.1:{password_server.port}/0")
+
+    with pytest.raises(AuthenticationFailed, match="wrong password") as info:
+        manager.connect()
+
+    assert PASSWORD not in str(info.value)
+    assert isinstance(info.value, ConnectionFailed)
+    assert manager.get_connection_stats().connects == 1  # no retry
+    assert PASSWORD not in (manager.get_connection_stats().last_error or "")
+
+
+@pytest.mark.shim_real_redis
+def test_no_password_while_the_default_user_is_off(
+    shim_redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """No password where one is needed is AuthenticationFailed saying so, after one attempt."""
+    server = shim_redis_server_factory(
+        args=["--user", "default", "off", "--user", "admin", "on", ">pw", "~*", "&*", "+@all"],
+        ping_options={"username": "admin", "password": "pw"},
+    )
+    manager = RedisConnectionManager(server.url)
+
+    with pytest.raises(AuthenticationFailed, match="needs a password and the URL gives none"):
+        manager.connect()
+
+    assert manager.get_connection_stats().connects == 1
+
+
+@pytest.mark.shim_real_redis
+def test_a_refusal_during_work_is_not_retried(password_server: RedisServer) -> None:
+    """A password changed under a running client: the next reconnect is refused once, as
+    AuthenticationFailed from a queue-style call, not retried for seconds."""
+    url = f"redis://:p%23a%2Fs%3Fs%40w0rd@127.0.0.1:{password_server.port}/0"
+    manager = RedisConnectionManager(url)
+    admin = redis.Redis(port=password_server.port, password="p#a/s?s@w0rd")
+    try:
+        client = manager.connect()
+        admin.config_set("requirepass", "changed")
+        client.connection_pool.disconnect()
+
+        class Caller:
+            _url = url
+
+            @redis_errors
+            def call(self) -> object:
+                return client.ping()
+
+        with pytest.raises(AuthenticationFailed, match="wrong password"):
+            Caller().call()
+    finally:
+        admin.config_set("requirepass", "p#a/s?s@w0rd")
+        admin.close()
+        manager.disconnect()
+
+
+@pytest.mark.shim_real_redis
+def test_cli_hides_a_password_with_a_hash_and_names_a_wrong_one(
+    password_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`shim status` with a '#' in a wrong password prints 'wrong password', never the password
+    (it printed "... as 'topsecret'")."""
+    url = f"redis://shim:topsecret#42@127.0.0.1:{password_server.port}/0"
+    with pytest.raises(SystemExit) as info:
+        main(["status", "--redis", url])
+
+    out, err = capsys.readouterr()
+    assert info.value.code == 3
+    assert "topsecret" not in out + err
+    assert "wrong password" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("query", ["foo=1", "cluster=true", "ssl_ca_certs="])
+def test_cli_reports_a_bad_url_parameter_in_one_line(
+    query: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad URL parameter is one `error:` line naming it, exit 2 (it was a raw traceback)."""
+    with pytest.raises(SystemExit) as info:
+        main(["status", "--redis", f"redis://:{PASSWORD}@127.0.0.1:1/0?{query}"])
+
+    _out, err = capsys.readouterr()
+    assert info.value.code == 2
+    assert err.startswith("error: ")
+    assert query.split("=", maxsplit=1)[0] in err
+    assert PASSWORD not in err
+    assert len(err.strip().splitlines()) == 1
