@@ -7,7 +7,9 @@ import signal
 import socket
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -35,6 +37,10 @@ class RedisServer:
 
     ``appendonly=True`` makes it durable (``appendfsync always``), so :meth:`kill` followed by
     :meth:`start` loses nothing: that is how tests prove a Redis crash loses no task.
+
+    ``args`` go to redis-server after SHIM's own (a later directive wins: ``["--port", "0",
+    "--tls-port", str(port)]`` makes a TLS-only server); ``ping_options`` are the redis-py client
+    keywords that reach it once it runs (TLS files, a password), to tell when it is ready.
     """
 
     def __init__(
@@ -44,10 +50,14 @@ class RedisServer:
         port: int | None = None,
         appendonly: bool = False,
         directory: str | Path | None = None,
+        args: Sequence[str] = (),
+        ping_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.binary = binary
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.args = list(args)
+        self.ping_options = dict(ping_options or {})
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="shim-redis-")
         self.directory = Path(directory or self._tmp.name)  # type: ignore[union-attr]
         self.process: subprocess.Popen[bytes] | None = None
@@ -76,11 +86,12 @@ class RedisServer:
         ]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
+        args += self.args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             wait_for_redis(
                 self.process,
-                redis.Redis(port=self.port, socket_connect_timeout=0.5),
+                redis.Redis(port=self.port, socket_connect_timeout=0.5, **self.ping_options),
                 START_TIMEOUT,
             )
         except ShimError:
