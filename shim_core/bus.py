@@ -60,6 +60,8 @@ class EventStats:
     reconnects: int
     channels: int
     patterns: int
+    #: Subscriptions Redis refused (a NOPERM: the user's ACL lacks the channel or pattern).
+    refused: int = 0
 
 
 #: Seconds one read of the listener waits; bounds how long close() takes.
@@ -85,7 +87,7 @@ class MessageBus:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._published = self._received = self._handler_errors = 0
-        self._decode_errors = self._reconnects = 0
+        self._decode_errors = self._reconnects = self._refused = 0
 
     # -------------------------------------------------------------- publishing
     @redis_errors
@@ -159,6 +161,7 @@ class MessageBus:
             reconnects=self._reconnects,
             channels=channels,
             patterns=patterns,
+            refused=self._refused,
         )
 
     # --------------------------------------------------------------- lifecycle
@@ -191,6 +194,14 @@ class MessageBus:
                 log.warning("event bus lost its connection (%s); reconnecting", exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2, _MAX_RECONNECT_DELAY)
+                continue
+            except redis.ResponseError as exc:  # a refused (P)SUBSCRIBE: the others still work
+                self._refused += 1
+                log.error(
+                    "event bus: Redis refused a subscription: %s (the user's ACL needs the "
+                    "namespace's channels and each subscribed pattern, see docs/deployment.md)",
+                    exc,
+                )
                 continue
             delay = 0.05
             if message is not None:
