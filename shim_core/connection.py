@@ -350,9 +350,9 @@ class RefusalAwareRetry(Retry):
 
 
 def _handshake_refusal(exc: ssl.SSLError) -> RefusedConnection:
+    reason = str(getattr(exc, "reason", None) or exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return RefusedConnection("tls-verify", str(exc.verify_message or exc.reason))
-    reason = str(exc.reason or exc)
+        return RefusedConnection("tls-verify", str(getattr(exc, "verify_message", "") or reason))
     if "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason:
         return RefusedConnection("tls-client-cert", reason)
     if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason or "PACKET_LENGTH" in reason:
@@ -372,7 +372,7 @@ def _first_command_refusal(exc: redis.RedisError, tls: bool) -> RefusedConnectio
         return None
     cause = exc.__context__
     if tls and isinstance(cause, ssl.SSLError):  # closed right after the handshake
-        return RefusedConnection("tls-client-cert", str(cause.reason or cause))
+        return RefusedConnection("tls-client-cert", str(getattr(cause, "reason", None) or cause))
     if not tls and isinstance(cause, ConnectionResetError | BrokenPipeError):
         return RefusedConnection("plain-to-tls", str(exc))
     return None
