@@ -409,8 +409,11 @@ def write_plan(plan: Plan, path: str) -> None:
 )
 @connection_options()
 def clean(worktrees: bool, repo: str | None, redis_url: str | None, namespace: str | None) -> None:
-    """Remove finished tasks older than the retention setting from Redis, or with --worktrees
-    the worktrees of a repository's agent tasks left on this machine (their branches stay).
+    """Remove from Redis what is past the retention setting (SHIM_RETENTION_MS, default 7 days):
+    finished tasks with their logs and checkpoints, crashed or offline worker records, run
+    records whose tasks are gone; and leftovers of removed tasks at any age. With --worktrees,
+    remove instead the worktrees of a repository's agent tasks left on this machine (their
+    branches stay).
 
     \b
     Examples:
@@ -430,7 +433,11 @@ def clean(worktrees: bool, repo: str | None, redis_url: str | None, namespace: s
     connection = RedisConnectionManager(settings.redis_url)
     connection.connect()
     try:
-        removed = TaskQueue(connection, settings).clean()
+        from shim_core.registry import WorkerRegistry
+        from shim_core.retention import Retention
+
+        queue = TaskQueue(connection, settings)
+        report = Retention(queue, WorkerRegistry(connection, settings)).clean()
     finally:
         connection.disconnect()
-    click.echo(f"removed {removed} finished task(s)")
+    click.echo(str(report))

@@ -35,7 +35,7 @@ from shim_core.supervisor.runs import (
     retry_run,
     submit_run,
 )
-from shim_core.worker.recovery import RecoveryReport, WorkerCrashRecovery
+from shim_core.worker.recovery import RecoveryReport, RecoveryTotals, WorkerCrashRecovery
 from shim_core.worktrees import MergeReport
 
 
@@ -68,7 +68,6 @@ class Supervisor:
         )
         self.recovery = WorkerCrashRecovery(self.registry, self.queue, store)
         self.reap_interval = reap_interval
-        self.recoveries: list[RecoveryReport] = []
         self.aggregator: ProgressAggregator | None = None
         self._started = False
 
@@ -231,8 +230,8 @@ class Supervisor:
         """One reaper pass now (the background reaper runs them every ``reap_interval``)."""
         return self.recovery.detect_and_recover()
 
-    def get_recovery_report(self) -> RecoveryReport:
-        """Everything the reaper of this supervisor recovered so far."""
+    def get_recovery_report(self) -> RecoveryTotals:
+        """How much the reaper of this supervisor recovered so far (counts)."""
         return self.recovery.total
 
 

@@ -3,7 +3,7 @@
 from shim_core.worker.claimer import TaskClaimer
 from shim_core.worker.context import TaskExecution
 from shim_core.worker.executor import ExecutionOutcome, WorkExecutor
-from shim_core.worker.recovery import RecoveryReport, WorkerCrashRecovery
+from shim_core.worker.recovery import RecoveryReport, RecoveryTotals, WorkerCrashRecovery
 from shim_core.worker.reporter import LocalStats, ProgressReporter
 from shim_core.worker.runtime import Worker, WorkerConfig
 
@@ -12,6 +12,7 @@ __all__ = [
     "LocalStats",
     "ProgressReporter",
     "RecoveryReport",
+    "RecoveryTotals",
     "TaskClaimer",
     "TaskExecution",
     "WorkExecutor",

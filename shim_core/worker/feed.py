@@ -26,6 +26,7 @@ import attrs
 
 from shim_core.errors import ShimError
 from shim_core.models import Claim, TaskResult
+from shim_core.outage import OutageLog
 from shim_core.queue import EncodedResult, TaskQueue
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,11 @@ class TaskFeed:
         claim_block: float = 1.0,
         on_claimed: Callable[[list[Claim]], None] = lambda claims: None,
         on_unwanted: Callable[[Claim], None] = lambda claim: None,
+        outage: OutageLog | None = None,
     ) -> None:
         self.queue = queue
+        #: Redis outages: one line when calls start failing, one when they go through again.
+        self.outage = outage or OutageLog(log)
         self.worker_id = worker_id
         self.types = tuple(types)
         self.concurrency = concurrency
@@ -314,9 +318,10 @@ class TaskFeed:
                 count=want,
                 lease_ms=self.lease_ms,
             )
+            self.outage.succeeded()
             self._settled(batch, settled.outcomes, settled.claims)
         except Exception as exc:  # Redis away: keep the batch, try again after a pause
-            log.warning("recording completions failed (%s); retrying in %.1f s", exc, self._backoff)
+            self.outage.failed("recording completions", exc)
         finally:
             self._lock.acquire()
             self._sending = False
@@ -361,9 +366,10 @@ class TaskFeed:
                 lease_ms=self.lease_ms,
                 block=self.claim_block,
             )
+            self.outage.succeeded()
             self._settled([], [], claims)
         except Exception as exc:  # Redis away, or a corrupt task: pause, never end the thread
-            log.warning("claim failed (%s); retrying in %.1f s", exc, self._backoff)
+            self.outage.failed("claiming", exc)
             time.sleep(self._backoff)
         finally:
             self._lock.acquire()

@@ -17,6 +17,7 @@ import attrs
 
 from shim_core.checkpoints import CheckpointStore
 from shim_core.models import TaskStatus
+from shim_core.outage import OutageLog
 from shim_core.queue import TaskQueue
 from shim_core.registry import CrashedWorker, WorkerRegistry
 
@@ -43,18 +44,46 @@ class RecoveryReport:
         return not (self.crashed_workers or self.stalled_tasks)
 
 
+@attrs.frozen
+class RecoveryTotals:
+    """How much the reaper of one process recovered since it started: counts only, so that a
+    process reaping for months holds no growing list."""
+
+    crashed_workers: int = 0
+    reassigned_tasks: int = 0
+    failed_tasks: int = 0
+    stalled_tasks: int = 0
+    resumed_from_checkpoint: int = 0
+
+    def plus(self, report: RecoveryReport) -> RecoveryTotals:
+        return RecoveryTotals(
+            crashed_workers=self.crashed_workers + len(report.crashed_workers),
+            reassigned_tasks=self.reassigned_tasks + len(report.reassigned_tasks),
+            failed_tasks=self.failed_tasks + len(report.failed_tasks),
+            stalled_tasks=self.stalled_tasks + len(report.stalled_tasks),
+            resumed_from_checkpoint=self.resumed_from_checkpoint
+            + sum(report.resumed_from_checkpoint.values()),
+        )
+
+
 class WorkerCrashRecovery:
     """Detects crashed workers and recovers their tasks."""
 
     def __init__(
-        self, registry: WorkerRegistry, queue: TaskQueue, checkpoints: CheckpointStore | None
+        self,
+        registry: WorkerRegistry,
+        queue: TaskQueue,
+        checkpoints: CheckpointStore | None,
+        *,
+        outage: OutageLog | None = None,
     ) -> None:
+        self.outage = outage or OutageLog(log)
         self.registry = registry
         self.queue = queue
         self.checkpoints = checkpoints
         self.last_report = RecoveryReport()
-        #: Everything recovered since this object was created.
-        self.total = RecoveryReport()
+        #: How much was recovered since this object was created.
+        self.total = RecoveryTotals()
         self.passes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -67,7 +96,7 @@ class WorkerCrashRecovery:
         self.passes += 1
         self.last_report = report
         if not report.empty:
-            self.total = _merge(self.total, report)
+            self.total = self.total.plus(report)
         for worker in crashed:
             log.warning(
                 "worker %s %s; requeued %d task(s)",
@@ -81,7 +110,7 @@ class WorkerCrashRecovery:
         """Declare one worker crashed now and requeue its tasks."""
         crashed = self.registry.declare_crashed(worker_id)
         report = self._report([crashed] if crashed else [], {})
-        self.total = _merge(self.total, report)
+        self.total = self.total.plus(report)
         return report
 
     def start_monitoring(self, interval: float) -> None:
@@ -109,8 +138,9 @@ class WorkerCrashRecovery:
             try:
                 if client.set(key, "1", nx=True, px=REAPER_LOCK_MS):
                     self.detect_and_recover()
+                self.outage.succeeded()
             except Exception as exc:  # keep reaping: the next pass may succeed
-                log.warning("reaper pass failed: %s", exc)
+                self.outage.failed("a reaper pass", exc)
 
     def _report(
         self, crashed: list[CrashedWorker], stalled: Mapping[str, TaskStatus]
@@ -131,13 +161,3 @@ class WorkerCrashRecovery:
 
     def _has_checkpoint(self, task_id: str) -> bool:
         return self.checkpoints is not None and self.checkpoints.latest(task_id) is not None
-
-
-def _merge(a: RecoveryReport, b: RecoveryReport) -> RecoveryReport:
-    return RecoveryReport(
-        crashed_workers=[*a.crashed_workers, *b.crashed_workers],
-        reassigned_tasks=[*a.reassigned_tasks, *b.reassigned_tasks],
-        failed_tasks=[*a.failed_tasks, *b.failed_tasks],
-        stalled_tasks=[*a.stalled_tasks, *b.stalled_tasks],
-        resumed_from_checkpoint={**a.resumed_from_checkpoint, **b.resumed_from_checkpoint},
-    )

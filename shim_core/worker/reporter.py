@@ -14,6 +14,7 @@ import attrs
 
 from shim_core.errors import ShimError
 from shim_core.models import WorkerStatus
+from shim_core.outage import OutageLog
 from shim_core.registry import HeartbeatRefused, WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,10 @@ class ProgressReporter:
         lease_ms: int | None = None,
         on_lost: Callable[[list[str]], None] = lambda ids: None,
         on_refused: Callable[[HeartbeatRefused], None] = lambda exc: None,
+        outage: OutageLog | None = None,
     ) -> None:
         self.registry = registry
+        self.outage = outage or OutageLog(log)
         self.worker_id = worker_id
         self.heartbeat_interval = heartbeat_interval
         self.lease_ms = lease_ms
@@ -130,6 +133,7 @@ class ProgressReporter:
         while not self._stop.wait(self.heartbeat_interval):
             try:
                 self.send_heartbeat()
+                self.outage.succeeded()
             except ShimError as exc:  # Redis away: keep beating, the connection may come back
                 self.stats.heartbeat_errors += 1
-                log.warning("heartbeat of %s failed: %s", self.worker_id, exc)
+                self.outage.failed(f"the heartbeat of {self.worker_id}", exc)

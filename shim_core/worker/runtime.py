@@ -32,6 +32,7 @@ from shim_core.connection import RedisConnectionManager
 from shim_core.errors import ShimError, TaskError
 from shim_core.keys import check_name
 from shim_core.models import Claim, TaskType, WorkerCapabilities, WorkerRegistration, new_id
+from shim_core.outage import OutageLog
 from shim_core.outcomes import Action
 from shim_core.plugins import Plugins
 from shim_core.queue import TaskQueue
@@ -136,6 +137,8 @@ class Worker:
             max_task_duration_ms=self.config.max_task_duration_ms,
             policy=self.policy,
         )
+        #: Shared by the feed, the heartbeat and the reaper: one line per Redis outage.
+        self.outage = OutageLog(log)
         self.feed = TaskFeed(
             self.queue,
             self.id,
@@ -146,6 +149,7 @@ class Worker:
             claim_block=self.config.claim_block,
             on_claimed=self._claimed,
             on_unwanted=self._release,
+            outage=self.outage,
         )
         self.reporter = ProgressReporter(
             self.registry,
@@ -154,8 +158,11 @@ class Worker:
             lease_ms=self.lease_ms,
             on_lost=self._leases_lost,
             on_refused=self._refused,
+            outage=self.outage,
         )
-        self.recovery = WorkerCrashRecovery(self.registry, self.queue, self.checkpoints)
+        self.recovery = WorkerCrashRecovery(
+            self.registry, self.queue, self.checkpoints, outage=self.outage
+        )
         #: The latest outcomes (bounded: a worker may run for months).
         self.outcomes: deque[ExecutionOutcome] = deque(maxlen=1000)
         self._running: dict[str, TaskExecution] = {}

@@ -1,9 +1,14 @@
 """A Redis crash (SIGKILL) and restart under a connected manager loses no task."""
 
+import logging
+import time
+
 import pytest
 
 from shim_core import RedisConnectionManager, Settings, Task, TaskQueue, TaskStatus
 from shim_core.doctor import check_invariants
+from shim_core.worker import Worker, WorkerConfig
+from tests.helpers import wait_until
 
 
 @pytest.mark.shim_real_redis
@@ -74,3 +79,35 @@ def test_a_script_forgotten_twice_is_loaded_again(shim_queue, monkeypatch):
 
     monkeypatch.setattr(client, "evalsha", flaky_evalsha)
     assert shim_queue.claim(["code"], worker_id="w") == []
+
+
+@pytest.mark.shim_real_redis
+def test_a_worker_logs_an_outage_once_and_works_on_after_it(shim_redis_server_factory, caplog):
+    """Feed, heartbeat and reaper all fail while Redis is down; the worker says so in one line,
+    one more when Redis answers again, and completes the work queued meanwhile."""
+    server = shim_redis_server_factory(appendonly=True)
+    manager = RedisConnectionManager(server.url, retries=0, connect_timeout=0.2)
+    manager.connect()
+    settings = Settings(redis_url=server.url, namespace="outage")
+    queue = TaskQueue(manager, settings)
+    config = WorkerConfig(
+        default_executor="sim", heartbeat_interval=0.1, reap_interval=0.1, claim_block=0.1
+    )
+    worker = Worker(manager, settings, config)
+    worker.start()
+    try:
+        caplog.set_level(logging.WARNING, logger="shim_core.worker")
+        server.kill()
+        time.sleep(2.0)  # dozens of failed beats, reaper passes and claims
+        server.start()
+        queue.add(Task(id="after-outage", params={"duration": 0}))
+        wait_until(lambda: queue.get("after-outage").status is TaskStatus.COMPLETE, timeout=30)
+    finally:
+        worker.stop(grace=2)
+        manager.disconnect()
+    down = [r.getMessage() for r in caplog.records if "retrying quietly" in r.getMessage()]
+    back = [r.getMessage() for r in caplog.records if "Redis answers again" in r.getMessage()]
+    assert worker.outage.outages == len(down)
+    assert 1 <= len(down) <= 3, down  # one per outage; a component may trip once on reconnect
+    assert len(back) == len(down)
+    assert all(int(m.split("(")[1].split()[0]) >= 1 for m in back)  # the failures were counted
