@@ -16,9 +16,10 @@ from typing import Any
 
 import redis
 
-from shim_core.connection import RedisConnectionManager, mask_url
+from shim_core.connection import RedisConnectionManager
 from shim_core.errors import PermissionDenied
 from shim_core.keys import Keys
+from shim_core.redact import mask_url
 
 #: What SHIM sends to Redis, as ACL rules name them (``pubsub|numsub`` is a subcommand). Connecting
 #: needs nothing more: HELLO and AUTH are allowed to every user.
@@ -40,6 +41,7 @@ REQUIRED_COMMANDS: tuple[str, ...] = (
     # keys, by type (Python code and Lua scripts)
     "del",
     "exists",
+    "get",
     "set",
     "incrby",
     "hset",

@@ -27,8 +27,23 @@ end
 local function now_ms()
   if acc.now then return acc.now end
   local t = rcall('TIME')
-  acc.now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  acc.now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  acc.now = math.floor(acc.now_us / 1000)
   return acc.now
+end
+
+-- `n` fresh fencing tokens: returns `base`, the tokens are base + 1 .. base + n. Each is larger
+-- than every token handed out before, also after a failover that lost the latest writes
+-- (replication is asynchronous): the counter never falls behind the server clock in
+-- microseconds, so a promoted replica whose copy of it is stale still issues tokens above
+-- every one the old master issued (given the servers' clocks agree to within the failover
+-- time). Tokens stay below 2^53: exact in Lua numbers, JSON and Python.
+local function next_tokens(prefix, n)
+  now_ms()
+  local key = prefix .. 'fence'
+  local base = math.max(tonumber(rcall('GET', key) or '0') or 0, acc.now_us)
+  rcall('SET', key, string.format('%d', base + n))
+  return base
 end
 
 -- Add `n` to the count `field` ('<status>:<type>') of the namespace.
@@ -547,7 +562,7 @@ local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease,
     table.insert(chosen, c)
   end
   if #chosen > 0 then
-    local top = rcall('INCRBY', prefix .. 'fence', #chosen)
+    local top = next_tokens(prefix, #chosen) + #chosen
     local deadline = now + lease
     local taken, active = {}, {}
     for i, c in ipairs(chosen) do

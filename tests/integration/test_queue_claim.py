@@ -198,7 +198,19 @@ def test_a_script_that_fails_midway_keeps_its_bookkeeping(shim_queue):
         shim_queue.keys.ready("code"),
     ]
     # Two completions announced, one given: the second raises after the first was recorded.
-    args = [shim_queue.keys.prefix, "w1", 0, 30000, "1", "1", 2, "a", claim.token, "{}", ""]
+    args = [
+        shim_queue.keys.prefix,
+        "w1",
+        0,
+        30000,
+        "1",
+        "1",
+        2,
+        "a",
+        claim.token,
+        '{"success":true}',
+        "",
+    ]
     with pytest.raises(redis.ResponseError):
         shim_queue.scripts.call("complete_claim", keys, args)
     assert shim_queue.stats().by_type == {"code": {"pending": 1, "complete": 1}}
@@ -220,3 +232,19 @@ def test_a_blocked_claimer_wakes_to_its_task_even_if_redis_forgot_the_script(shi
     shim_queue.add(Task(id="a"))
     claimer.join(timeout=30)
     assert [c.task.id for c in got] == ["a"]
+
+
+def test_fencing_tokens_never_repeat_even_when_the_counter_goes_back(shim_queue):
+    """A promoted replica may hold a stale copy of the token counter (replication is
+    asynchronous): tokens follow the server clock in microseconds, so the tokens issued after
+    the counter went back are still above every token issued before."""
+    shim_queue.add_many([Task(id=f"f{i}") for i in range(6)])
+    before = [c.token for c in shim_queue.claim(["code"], count=3)]
+    now_s, now_us = shim_queue.client.time()
+    assert before == sorted(before)
+    assert len(set(before)) == 3
+    assert max(before) <= int(now_s) * 1_000_000 + int(now_us) + 3
+    shim_queue.client.set(shim_queue.keys.fence, 5)  # the counter as an old replica had it
+    after = [c.token for c in shim_queue.claim(["code"], count=3)]
+    assert min(after) > max(before)
+    assert max(after) < 2**53  # exact in Lua numbers, JSON and Python
