@@ -23,9 +23,10 @@ from pytest_shim.fleet import Fleet
 from pytest_shim.server import RedisServer, find_redis_server
 from shim_core.bus import MessageBus
 from shim_core.config import Settings
-from shim_core.connection import RedisConnectionManager, forget_embedded, mask_url
+from shim_core.connection import RedisConnectionManager, forget_embedded
 from shim_core.keys import Keys
 from shim_core.queue import TaskQueue
+from shim_core.redact import mask_url
 
 _BACKEND = pytest.StashKey["Backend"]()
 

@@ -118,7 +118,7 @@ class Fleet:
         #: Plugins of thread workers (process workers load the installed entry points).
         self.plugins = plugins
         self.log_dir = log_dir or Path.cwd()
-        self.connection = RedisConnectionManager(settings.redis_url)
+        self.connection = RedisConnectionManager.for_settings(settings)
         self.queue = TaskQueue(self.connection, settings)
         self.registry = WorkerRegistry(self.connection, settings)
         self.workers: list[FleetWorker] = []

@@ -18,7 +18,7 @@ from shim_core._lazy import lazy_exports
 if TYPE_CHECKING:
     from shim_core.bus import Channels, EventStats, MessageBus
     from shim_core.config import Settings
-    from shim_core.connection import ConnectionStats, RedisConnectionManager, mask_url
+    from shim_core.connection import ConnectionStats, RedisConnectionManager
     from shim_core.doctor import Violation, check_invariants
     from shim_core.errors import (
         ConfigError,
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         WorkerStatus,
     )
     from shim_core.queue import FailOutcome, QueueStats, TaskQueue
+    from shim_core.redact import mask_url
 
 __version__ = "0.1.0"
 
@@ -58,9 +59,8 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Channels", "EventStats", "MessageBus"), "shim_core.bus"),
     "Settings": "shim_core.config",
-    **dict.fromkeys(
-        ("ConnectionStats", "RedisConnectionManager", "mask_url"), "shim_core.connection"
-    ),
+    **dict.fromkeys(("ConnectionStats", "RedisConnectionManager"), "shim_core.connection"),
+    "mask_url": "shim_core.redact",
     **dict.fromkeys(("Violation", "check_invariants"), "shim_core.doctor"),
     **dict.fromkeys(
         (

@@ -11,6 +11,7 @@ import attrs
 
 from shim_core.errors import ConfigError
 from shim_core.keys import check_name
+from shim_core.redact import mask_url
 
 #: No server needed: the same Lua scripts run in-process on fakeredis.
 DEFAULT_REDIS_URL = "embedded://"
@@ -53,7 +54,8 @@ def _fraction(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
 class Settings:
     """Everything a SHIM process needs to know; pass it explicitly, never read globals."""
 
-    redis_url: str = DEFAULT_REDIS_URL
+    #: Shown with its password masked in a repr.
+    redis_url: str = attrs.field(default=DEFAULT_REDIS_URL, repr=lambda url: repr(mask_url(url)))
     namespace: str = attrs.field(
         default=DEFAULT_NAMESPACE, validator=lambda _i, _a, v: check_name("namespace", v)
     )

@@ -50,6 +50,7 @@ from shim_core.errors import (
     ShimError,
     TLSFailed,
 )
+from shim_core.redact import SECRET_PARAMETERS, mask_url
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -91,29 +92,6 @@ TLS_URL_PARAMETERS: dict[str, Callable[[str], Any]] = {
     "ssl_cert_reqs": _cert_reqs,
     "ssl_check_hostname": parse_bool,
 }
-_SECRET_PARAMETERS = frozenset({"password"})
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password (in the authority or a ``password=`` query) replaced by ``***``.
-
-    Works on the raw text, so a password holding '#', '/', '?' or '@' is hidden whole."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    userinfo, at, location = rest.rpartition("@")
-    head = ""
-    if at:
-        user, colon, _password = userinfo.partition(":")
-        head = f"{user}:***@" if colon else f"{userinfo}@"
-    path, question, query = location.partition("?")
-    if question:
-        items = []
-        for item in query.split("&"):
-            name, eq, _value = item.partition("=")
-            items.append(f"{name}=***" if eq and unquote(name) in _SECRET_PARAMETERS else item)
-        query = "&".join(items)
-    return f"{scheme}://{head}{path}{question}{query}"
 
 
 @attrs.frozen
@@ -260,7 +238,7 @@ def _parse_query(query: str, scheme: str, masked: str) -> dict[str, Any]:
         try:
             options[name] = accepted[name](value)
         except ValueError:
-            shown = "" if name in _SECRET_PARAMETERS else f" {value!r}"
+            shown = "" if name in SECRET_PARAMETERS else f" {value!r}"
             raise ConfigError(
                 f"Redis URL parameter {name!r} has an invalid value{shown} in {masked!r}"
             ) from None
@@ -503,6 +481,12 @@ class RedisConnectionManager:
         self._connect_time_ms: float | None = None
         self._last_error: str | None = None
         self._last_exception: BaseException | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings, **options: Any) -> RedisConnectionManager:
+        """The manager of ``settings``: its URL and its TLS settings (``options``: the other
+        keywords of the constructor)."""
+        return cls(settings.redis_url, tls=TLSOptions.from_settings(settings), **options)
 
     def __repr__(self) -> str:
         return f"RedisConnectionManager({mask_url(self.url)!r}, connected={self.is_connected()})"

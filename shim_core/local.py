@@ -19,10 +19,11 @@ import attrs
 import redis
 
 from shim_core.config import Settings
-from shim_core.connection import RedisConnectionManager, forget_embedded, mask_url
+from shim_core.connection import RedisConnectionManager, forget_embedded
 from shim_core.errors import ShimError
 from shim_core.models import new_id
 from shim_core.plugins import Plugins
+from shim_core.redact import mask_url
 from shim_core.supervisor.supervisor import Supervisor
 from shim_core.worker import Worker, WorkerConfig
 
@@ -188,7 +189,11 @@ class LocalSession:
         with contextlib.ExitStack() as stack:
             url = stack.enter_context(self._redis) if self._redis else self.settings.redis_url
             self.settings = attrs.evolve(self.settings, redis_url=url)
-            connection = RedisConnectionManager(url)
+            connection = (  # the private server speaks plain TCP on loopback
+                RedisConnectionManager(url)
+                if self.private
+                else RedisConnectionManager.for_settings(self.settings)
+            )
             connection.connect()
             stack.callback(connection.disconnect)
             self.supervisor = Supervisor(connection, self.settings, plugins=self.plugins)

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from shim_core.cli._common import app
-from shim_core.connection import mask_url
 from shim_core.errors import ConnectionFailed, ShimError
+from shim_core.redact import mask_url
 
 if TYPE_CHECKING:
     from shim_core.cli import fleet, runs

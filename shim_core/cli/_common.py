@@ -14,7 +14,7 @@ import click
 
 from shim_core import __version__
 from shim_core.config import Settings
-from shim_core.connection import RedisConnectionManager, TLSOptions
+from shim_core.connection import RedisConnectionManager
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,9 +64,7 @@ def redis_options(func: F) -> F:
         from shim_core.queue import TaskQueue
 
         settings = Settings.load(redis_url=redis_url, namespace=namespace)
-        connection = RedisConnectionManager(
-            settings.redis_url, tls=TLSOptions.from_settings(settings)
-        )
+        connection = RedisConnectionManager.for_settings(settings)
         try:
             connection.connect()
             return func(*args, queue=TaskQueue(connection, settings), **kwargs)

@@ -10,9 +10,10 @@ import click
 
 from shim_core.cli._common import app, configure_logging, connection_options, redis_options
 from shim_core.config import Settings
-from shim_core.connection import RedisConnectionManager, mask_url
+from shim_core.connection import RedisConnectionManager
 from shim_core.doctor import check_invariants
 from shim_core.errors import ShimError
+from shim_core.redact import mask_url
 
 if TYPE_CHECKING:
     from shim_core.queue import TaskQueue
@@ -167,6 +168,7 @@ def worker(
     Example:
       shim worker --redis redis://localhost:6379/0 --types code,test -c 2 --allow shell,agent
     """
+    from shim_core.permissions import check_permissions
     from shim_core.worker import Worker, WorkerConfig
 
     settings = Settings.load(redis_url=redis_url, namespace=namespace)
@@ -190,8 +192,11 @@ def worker(
     if types:
         options["types"] = tuple(t.strip() for t in types.split(",") if t.strip())
     config = WorkerConfig(**options)
-    connection = RedisConnectionManager(settings.redis_url)
+    connection = RedisConnectionManager.for_settings(settings)
     connection.connect()
+    # A missing ACL permission would disable recovery in silence (a reaper pass that fails):
+    # refuse to start instead, naming what to grant.
+    check_permissions(connection, settings.namespace)
     configure_logging()
     runner = Worker(connection, settings, config)
     for problem in runner.plugins.errors:

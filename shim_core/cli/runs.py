@@ -214,7 +214,7 @@ def submit(
             "submit needs the Redis of a running fleet: pass --redis URL or set "
             "SHIM_REDIS_URL (or use `shim run` to run locally)"
         )
-    connection = RedisConnectionManager(settings.redis_url)
+    connection = RedisConnectionManager.for_settings(settings)
     connection.connect()
     supervisor = Supervisor(connection, settings)
     try:
@@ -430,7 +430,7 @@ def clean(worktrees: bool, repo: str | None, redis_url: str | None, namespace: s
         click.echo(f"removed {removed} worktree(s) of {found.repo}")
         return
     settings = Settings.load(redis_url=redis_url, namespace=namespace)
-    connection = RedisConnectionManager(settings.redis_url)
+    connection = RedisConnectionManager.for_settings(settings)
     connection.connect()
     try:
         from shim_core.registry import WorkerRegistry

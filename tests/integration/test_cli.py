@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -43,11 +43,12 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 @pytest.fixture
 def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the CLI's connection give up at once (the default 8 retries take seconds)."""
-    monkeypatch.setattr(
-        cli._common,
-        "RedisConnectionManager",
-        functools.partial(RedisConnectionManager, retries=0, connect_timeout=1.0),
-    )
+
+    class GivesUpAtOnce(RedisConnectionManager):
+        def __init__(self, url: str, **options: Any) -> None:
+            super().__init__(url, **{"retries": 0, "connect_timeout": 1.0, **options})
+
+    monkeypatch.setattr(cli._common, "RedisConnectionManager", GivesUpAtOnce)
 
 
 def invoke(runner: CliRunner, *args: str) -> Result:

@@ -15,10 +15,10 @@ from shim_core.connection import (
     TLS_URL_PARAMETERS,
     URL_PARAMETERS,
     RedisConnectionManager,
-    mask_url,
     parse_redis_url,
 )
 from shim_core.errors import ConfigError
+from shim_core.redact import mask_url
 
 SECRET = "tops3cret"
 
@@ -175,3 +175,9 @@ def test_tls_insecure_setting_refuses_other_words() -> None:
     """Anything else is a ConfigError naming the variable."""
     with pytest.raises(ConfigError, match="SHIM_TLS_INSECURE"):
         Settings.load({"SHIM_TLS_INSECURE": "maybe"})
+
+
+def test_settings_show_their_url_without_the_password() -> None:
+    shown = repr(Settings(redis_url="redis://shim:topsecret#42@db:6379/0"))
+    assert "topsecret" not in shown
+    assert "redis://shim:***@db:6379/0" in shown

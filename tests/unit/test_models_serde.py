@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta, timezone
 import cattrs
 import pytest
 
-from shim_core.connection import mask_url
 from shim_core.errors import ConfigError, CorruptTask, ShimError, TaskError
 from shim_core.keys import Keys, check_name
 from shim_core.models import (
@@ -21,6 +20,7 @@ from shim_core.models import (
     TaskResult,
     TaskStatus,
 )
+from shim_core.redact import mask_url
 from shim_core.serde import (
     dumps,
     event_from_json,
