@@ -207,3 +207,21 @@ def check_permissions(connection: RedisConnectionManager, namespace: str) -> Non
             + f". Grant it with: {acl_setuser(namespace, connection.username)}",
             missing,
         )
+
+
+def eviction_risk(connection: RedisConnectionManager) -> str | None:
+    """Why the server could drop SHIM's keys under memory pressure (None: it cannot). An
+    ``allkeys-*`` policy with a ``maxmemory`` evicts any key, tasks and leases included, which
+    loses work silently; ``noeviction`` refuses writes instead, and a ``volatile-*`` policy only
+    evicts keys with a time to live (SHIM's only one is the reaper's lock)."""
+    if connection.is_embedded:
+        return None
+    memory = connection.get_client().info("memory")
+    policy = str(memory.get("maxmemory_policy", "noeviction"))
+    if int(memory.get("maxmemory", 0) or 0) and policy.startswith("allkeys-"):
+        return (
+            f"Redis at {mask_url(connection.url)} evicts any key when full (maxmemory-policy "
+            f"{policy}): SHIM's tasks and leases could vanish. Set maxmemory-policy noeviction "
+            "(see docs/deployment.md)"
+        )
+    return None

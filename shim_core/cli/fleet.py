@@ -168,7 +168,7 @@ def worker(
     Example:
       shim worker --redis redis://localhost:6379/0 --types code,test -c 2 --allow shell,agent
     """
-    from shim_core.permissions import check_permissions
+    from shim_core.permissions import check_permissions, eviction_risk
     from shim_core.worker import Worker, WorkerConfig
 
     settings = Settings.load(redis_url=redis_url, namespace=namespace)
@@ -197,6 +197,9 @@ def worker(
     # A missing ACL permission would disable recovery in silence (a reaper pass that fails):
     # refuse to start instead, naming what to grant.
     check_permissions(connection, settings.namespace)
+    risk = eviction_risk(connection)
+    if risk:
+        click.echo(f"warning: {risk}", err=True)
     configure_logging()
     runner = Worker(connection, settings, config)
     for problem in runner.plugins.errors:

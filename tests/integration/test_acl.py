@@ -4,6 +4,8 @@ of docs/deployment.md, and a missing permission is named at start-up instead of 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +24,12 @@ from shim_core.connection import RedisConnectionManager
 from shim_core.doctor import check_invariants
 from shim_core.errors import PermissionDenied
 from shim_core.models import EventType, ProgressEvent
-from shim_core.permissions import acl_setuser, check_permissions, missing_permissions
+from shim_core.permissions import (
+    acl_setuser,
+    check_permissions,
+    eviction_risk,
+    missing_permissions,
+)
 from tests.helpers import wait_until
 
 PASSWORD = "acl-Pa55#word"
@@ -205,3 +212,33 @@ def test_a_user_without_ping_is_refused_at_connect(acl: AclServer) -> None:
 def test_the_check_passes_on_the_embedded_store() -> None:
     """The embedded store has no ACL: nothing is missing."""
     assert missing_permissions(RedisConnectionManager("embedded://acl-test"), "default") == []
+
+
+@pytest.mark.shim_real_redis
+def test_a_policy_that_evicts_any_key_is_named_at_worker_start(shim_redis_server_factory):
+    server = shim_redis_server_factory()
+    manager = RedisConnectionManager(server.url)
+    manager.connect()
+    client = manager.get_client()
+    try:
+        assert eviction_risk(manager) is None  # the default: noeviction
+        client.config_set("maxmemory", "100mb")
+        client.config_set("maxmemory-policy", "volatile-lru")
+        assert eviction_risk(manager) is None  # only keys with a TTL: the reaper's lock
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        risk = eviction_risk(manager)
+        assert risk is not None
+        assert "maxmemory-policy allkeys-lru" in risk
+        assert "noeviction" in risk
+        command = [sys.executable, "-m", "shim_core.cli", "worker", "--redis", server.url]
+        lines = []
+        with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as worker:
+            assert worker.stderr is not None
+            for line in worker.stderr:
+                lines.append(line)
+                if " joined " in line:
+                    break
+            worker.terminate()
+        assert any(line.startswith("warning: Redis at") for line in lines), lines
+    finally:
+        manager.disconnect()
