@@ -13,14 +13,17 @@ and tests marked ``shim_real_redis`` are skipped with the reason.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import attrs
 import pytest
+import redis
 
 from pytest_shim.fleet import Fleet
-from pytest_shim.server import RedisServer, find_redis_server
+from pytest_shim.server import RedisServer, SentinelServer, find_redis_server, sentinel_url
 from shim_core.bus import MessageBus
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager, forget_embedded
@@ -162,6 +165,86 @@ def shim_redis_server_factory(
     yield start
     for server in started:
         server.close()
+
+
+@attrs.frozen
+class SentinelGroup:
+    """A master, its replica and three sentinels on loopback (``url``: the Sentinel URL)."""
+
+    master: RedisServer
+    replica: RedisServer
+    sentinels: list[SentinelServer]
+    url: str
+
+    def current_master_port(self) -> int:
+        """The master's port, as the sentinels see it now."""
+        sentinel = self.sentinels[0]
+        return int(_sentinel(sentinel.port, "GET-MASTER-ADDR-BY-NAME", sentinel.service)[1])
+
+    def failover(self, timeout: float = 30.0) -> int:
+        """Fail the master over to the replica (SENTINEL FAILOVER) and wait until the old master
+        replicates the new one; returns the new master's port."""
+        old = self.current_master_port()
+        _sentinel(self.sentinels[0].port, "FAILOVER", self.sentinels[0].service)
+        deadline = time.monotonic() + timeout
+        while True:
+            new = self.current_master_port()
+            if new != old and _link_up(old):
+                return new
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no failover from port {old} within {timeout} s")
+            time.sleep(0.05)
+
+
+def _sentinel(port: int, *command: Any) -> Any:
+    """The reply of ``SENTINEL <command>`` from the sentinel on ``port``."""
+    client = redis.Redis(port=port, decode_responses=True)
+    try:
+        return client.execute_command("SENTINEL", *command)  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
+
+
+def _link_up(port: int) -> bool:
+    """Whether the server on ``port`` is a replica in sync with its master."""
+    client = redis.Redis(port=port, decode_responses=True)
+    try:
+        info = client.info("replication")
+    finally:
+        client.close()
+    return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+
+@pytest.fixture
+def shim_sentinel_group(
+    shim_redis_server_factory: Callable[..., RedisServer],
+) -> Iterator[SentinelGroup]:
+    """A real master, replica and three sentinels (quorum 2) on loopback, ready to fail over."""
+    master = shim_redis_server_factory()
+    replica = shim_redis_server_factory(args=["--replicaof", "127.0.0.1", str(master.port)])
+    deadline = time.monotonic() + 30
+    while not _link_up(replica.port):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the replica did not sync with its master")
+        time.sleep(0.05)
+    sentinels: list[SentinelServer] = []
+    try:
+        for _ in range(3):
+            sentinels.append(SentinelServer(master.binary, master.port).start())
+        while True:  # each sentinel knows the replica and the two other sentinels
+            known = [
+                (len(_sentinel(p, "REPLICAS", "shim")), len(_sentinel(p, "SENTINELS", "shim")))
+                for p in (s.port for s in sentinels)
+            ]
+            if all(r >= 1 and n >= 2 for r, n in known):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the sentinels did not find each other: {known}")
+            time.sleep(0.1)
+        yield SentinelGroup(master, replica, sentinels, sentinel_url(sentinels))
+    finally:
+        for sentinel in sentinels:
+            sentinel.close()
 
 
 def delete_namespace(manager: RedisConnectionManager, namespace: str) -> int:

@@ -129,3 +129,69 @@ class RedisServer:
         if self.process is not None and self.process.stderr:
             self.process.stderr.close()
         self.process = None
+
+
+class SentinelServer:
+    """A redis-server in Sentinel mode on a free loopback port, watching one master as
+    ``service``; quick to decide (the master is down after ``down_after_ms``)."""
+
+    def __init__(
+        self,
+        binary: str,
+        master_port: int,
+        *,
+        service: str = "shim",
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+    ) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.master_port = master_port
+        self.service = service
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self._tmp = tempfile.TemporaryDirectory(prefix="shim-sentinel-")
+        self.directory = Path(self._tmp.name)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SentinelServer:
+        config = self.directory / "sentinel.conf"  # Sentinel rewrites its own configuration
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master_port} {self.quorum}\n"
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}\n",
+            encoding="utf-8",
+        )
+        self.process = subprocess.Popen(
+            [self.binary, str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_for_redis(
+                self.process,
+                redis.Redis(port=self.port, socket_connect_timeout=0.5),
+                START_TIMEOUT,
+            )
+        except ShimError:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        if self.process is not None and self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
+        self._tmp.cleanup()
+
+
+def sentinel_url(sentinels: Sequence[SentinelServer], db: int = 0) -> str:
+    """The ``redis+sentinel://`` URL of a group of sentinels watching one service."""
+    hosts = ",".join(f"127.0.0.1:{s.port}" for s in sentinels)
+    return f"redis+sentinel://{hosts}/{sentinels[0].service}/{db}"

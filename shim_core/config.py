@@ -86,6 +86,14 @@ class Settings:
     #: Skip the verification of the server's certificate (``SHIM_TLS_INSECURE=1``): encrypted
     #: but open to a man in the middle. Warned about on every connection manager built with it.
     tls_insecure: bool = False
+    #: The sentinels' own password, when it differs from the master's (``SHIM_SENTINEL_PASSWORD``;
+    #: the URL's ``?sentinel_password=`` wins). Never shown in a repr.
+    sentinel_password: str = attrs.field(default="", repr=False)
+    #: Replicas that must hold a completion before it counts as recorded (``SHIM_WAIT_REPLICAS``:
+    #: Redis ``WAIT`` after each completion, so an acknowledged one survives a failover); 0: none.
+    wait_replicas: int = attrs.field(default=0, validator=_non_negative)
+    #: How long a completion waits for those replicas (``SHIM_WAIT_TIMEOUT_MS``).
+    wait_timeout_ms: int = attrs.field(default=1_000, validator=_positive)
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

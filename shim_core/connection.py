@@ -25,12 +25,14 @@ Passwords never appear in a repr, log line or error: :func:`mask_url` hides them
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import ssl
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote
 
@@ -52,6 +54,7 @@ from shim_core.errors import (
 )
 from shim_core.redact import SECRET_PARAMETERS, mask_url
 
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -83,6 +86,12 @@ URL_PARAMETERS: dict[str, Callable[[str], Any]] = {
     "socket_timeout": float,
     "socket_connect_timeout": float,
     "health_check_interval": int,
+}
+#: Query parameters of ``redis+sentinel://`` URLs only: the sentinels' own credentials, when
+#: they differ from the master's (``sentinel_password`` is masked like a password).
+SENTINEL_URL_PARAMETERS: dict[str, Callable[[str], Any]] = {
+    "sentinel_username": str,
+    "sentinel_password": str,
 }
 #: Query parameters of ``rediss://`` URLs only (TLS).
 TLS_URL_PARAMETERS: dict[str, Callable[[str], Any]] = {
@@ -218,6 +227,8 @@ def _parse_query(query: str, scheme: str, masked: str) -> dict[str, Any]:
     accepted = dict(URL_PARAMETERS)
     if scheme == "rediss":
         accepted.update(TLS_URL_PARAMETERS)
+    if scheme == "redis+sentinel":
+        accepted.update(SENTINEL_URL_PARAMETERS)
     options: dict[str, Any] = {}
     for item in filter(None, query.split("&")):
         raw_name, _eq, raw_value = item.partition("=")
@@ -450,6 +461,61 @@ def _refusal_error(exc: RefusedConnection, url: str, tls: TLSOptions) -> ShimErr
     return error(messages[exc.kind])
 
 
+class SentinelWatch:
+    """Follows ``+switch-master`` on every sentinel of a URL, one listener thread each, and
+    calls ``on_switch("host port")`` when the master of ``service`` changes (once per sentinel
+    that announces it). A sentinel that is down is retried every second."""
+
+    def __init__(
+        self,
+        hosts: Sequence[tuple[str, int]],
+        service: str,
+        credentials: Mapping[str, Any],
+        on_switch: Callable[[str], None],
+    ) -> None:
+        self.service = service
+        self._credentials = dict(credentials)
+        self._on_switch = on_switch
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(
+                target=self._listen, args=(host, port), daemon=True, name=f"shim-sentinel-{port}"
+            )
+            for host, port in hosts
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=2)
+
+    def _listen(self, host: str, port: int) -> None:
+        while not self._stop.is_set():
+            client = redis.Redis(
+                host=host, port=port, socket_connect_timeout=1.0, **self._credentials
+            )
+            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe("+switch-master")
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None:
+                        self._switched(message.get("data"))
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                self._stop.wait(1.0)  # a sentinel that is down or restarting
+            finally:
+                pubsub.close()
+                client.close()
+
+    def _switched(self, data: Any) -> None:
+        # "<service> <old host> <old port> <new host> <new port>"
+        words = (data.decode() if isinstance(data, bytes) else str(data)).split()
+        if len(words) == 5 and words[0] == self.service:
+            self._on_switch(f"{words[3]}:{words[4]}")
+
+
 class RedisConnectionManager:
     """Owns the Redis client of a process (seed component 1).
 
@@ -466,6 +532,7 @@ class RedisConnectionManager:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         health_check_interval: int = DEFAULT_HEALTH_CHECK_INTERVAL,
         tls: TLSOptions | None = None,
+        sentinel_password: str = "",
     ) -> None:
         self._parsed = parse_redis_url(url)
         self._tls = tls or TLSOptions()
@@ -481,12 +548,25 @@ class RedisConnectionManager:
         self._connect_time_ms: float | None = None
         self._last_error: str | None = None
         self._last_exception: BaseException | None = None
+        self._sentinel_password = sentinel_password
+        #: Pools of this manager's Sentinel clients, and the thread that follows the sentinels.
+        self._sentinel_pools: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._watch: SentinelWatch | None = None
+        #: Master switches announced by the sentinels since this manager was made, and when the
+        #: last one was (``time.monotonic()``; None: never).
+        self.failovers = 0
+        self.switched_at: float | None = None
 
     @classmethod
     def for_settings(cls, settings: Settings, **options: Any) -> RedisConnectionManager:
         """The manager of ``settings``: its URL and its TLS settings (``options``: the other
         keywords of the constructor)."""
-        return cls(settings.redis_url, tls=TLSOptions.from_settings(settings), **options)
+        return cls(
+            settings.redis_url,
+            tls=TLSOptions.from_settings(settings),
+            sentinel_password=settings.sentinel_password,
+            **options,
+        )
 
     def __repr__(self) -> str:
         return f"RedisConnectionManager({mask_url(self.url)!r}, connected={self.is_connected()})"
@@ -523,6 +603,9 @@ class RedisConnectionManager:
 
     def disconnect(self) -> None:
         """Close every pooled connection; the manager may connect again later."""
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
         client, self._client = self._client, None
         if client is not None:
             client.close()
@@ -612,9 +695,37 @@ class RedisConnectionManager:
         return client
 
     def _sentinel_client(self, options: dict[str, Any]) -> redis.Redis:
-        sentinel = Sentinel(list(self._parsed.hosts), socket_timeout=self._connect_timeout)  # type: ignore[no-untyped-call]
+        credentials = {
+            name.removeprefix("sentinel_"): options.pop(name)
+            for name in SENTINEL_URL_PARAMETERS
+            if name in options
+        }
+        if "password" not in credentials and self._sentinel_password:
+            credentials["password"] = self._sentinel_password
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(self._parsed.hosts),
+            socket_timeout=self._connect_timeout,
+            sentinel_kwargs={**credentials, "socket_timeout": self._connect_timeout},
+        )
         client: redis.Redis = sentinel.master_for(self._parsed.path, **options)  # type: ignore[no-untyped-call]
+        self._sentinel_pools.add(client.connection_pool)
+        if self._watch is None:
+            self._watch = SentinelWatch(
+                self._parsed.hosts, self._parsed.path, credentials, self._master_switched
+            )
         return client
+
+    def _master_switched(self, address: str) -> None:
+        """The sentinels elected a new master: drop every connection to the old one at once,
+        in use or idle, so that no write goes to a master that is being demoted (its writes
+        would be thrown away when it resyncs); each reconnects to the new master."""
+        log.warning(
+            "Sentinel: the master of %r is now %s; reconnecting", self._parsed.path, address
+        )
+        self.failovers += 1
+        self.switched_at = time.monotonic()
+        for pool in list(self._sentinel_pools):
+            pool.disconnect(inuse_connections=True)
 
 
 def _tls_options(parsed: RedisURL, tls: TLSOptions, url: str) -> dict[str, Any]:

@@ -211,6 +211,8 @@ class TaskQueue:
         self._url = connection.url
         #: Signs every task added when the settings carry a secret (see shim_core.signing).
         self.signer = TaskSigner.from_settings(settings)
+        #: Result recordings that fewer replicas than ``wait_replicas`` acknowledged in time.
+        self.unreplicated = 0
 
     # ------------------------------------------------------------------ adding
     def add(self, task: Task) -> Task:
@@ -556,7 +558,7 @@ class TaskQueue:
         for task_id, token, result in completions:
             encoded = result if isinstance(result, EncodedResult) else EncodedResult.of(result)
             args += [task_id, token, encoded.json, encoded.cost]
-        reply = self.scripts.call("complete_claim", keys, args)
+        reply = self._recorded("complete_claim", keys, args)
         n = int(reply[0])
         outcomes: list[int | ShimError] = []
         for (task_id, token, _), code, detail in zip(
@@ -628,13 +630,33 @@ class TaskQueue:
         Repeating the call with the same lease after it succeeded is harmless.
         """
         result = result or TaskResult(success=True)
-        reply = self.scripts.call(
+        reply = self._recorded(
             "complete",
             [self.keys.task(task_id), self.keys.waiting],
             [self.keys.prefix, task_id, token, dumps(result), _cost(result)],
         )
         raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
         return int(reply[1]) if reply[0] == 1 else 0
+
+    def _recorded(self, verb: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a script that records results; with ``wait_replicas`` set, also wait (same
+        write) until that many replicas hold its writes, so that an acknowledged completion
+        survives a failover. Too few in time: logged and counted in ``unreplicated``."""
+        replicas = self.settings.wait_replicas
+        if not replicas or self.connection.is_embedded:
+            return self.scripts.call(verb, keys, args)
+        timeout = self.settings.wait_timeout_ms
+        reply, acked = self.scripts.call_replicated(verb, keys, args, replicas, timeout)
+        if acked < replicas:
+            self.unreplicated += 1
+            log.warning(
+                "results recorded on the master but held by %d of %d replica(s) after %d ms: "
+                "a failover now could lose them",
+                acked,
+                replicas,
+                timeout,
+            )
+        return reply
 
     @redis_errors
     def complete_many(self, completions: Sequence[tuple[str, int, TaskResult | None]]) -> int:

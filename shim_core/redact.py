@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 #: URL query parameters whose value is a secret.
-SECRET_PARAMETERS = frozenset({"password"})
+SECRET_PARAMETERS = frozenset({"password", "sentinel_password"})
 
 
 def mask_url(url: str) -> str:

@@ -12,6 +12,7 @@ keeps its connection and is only declared crashed by the heartbeat deadline.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,6 +86,7 @@ class WorkerRegistry:
         self.client: Any = connection.get_client()
         self.scripts = Scripts(self.client)
         self.liveness_grace_ms = liveness_grace_ms
+        self._connection = connection
         self._url = connection.url
 
     # ------------------------------------------------------------ registration
@@ -285,6 +287,11 @@ class WorkerRegistry:
         )
 
     def _just_restarted(self) -> bool:
+        """Whether the server is new to its clients: restarted, or a replica that the sentinels
+        just promoted. Subscriptions then still come back, and a missing one proves nothing."""
+        switched = self._connection.switched_at
+        if switched is not None and time.monotonic() - switched < RESTART_GRACE_S:
+            return True
         try:
             uptime = self.client.info("server").get("uptime_in_seconds", RESTART_GRACE_S)
         except redis.ResponseError:  # the embedded store has no INFO, and never restarts

@@ -99,6 +99,25 @@ class Scripts:
             # between the two makes it forget again. Nothing ran: one more reload is safe.
             return script(keys=list(keys), args=list(args), client=target)
 
+    def call_replicated(
+        self, verb: str, keys: Sequence[str], args: Sequence[Any], replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """Run script ``verb``, then ``WAIT replicas timeout_ms`` on the same connection, in one
+        write: returns the script's reply and how many replicas acknowledged its writes (Redis
+        counts per connection, so the WAIT must follow on the connection that wrote)."""
+        wait = ["WAIT", replicas, timeout_ms]
+        if self._direct_ok:
+            try:
+                replies = self._direct(keys, args, self._scripts[verb][1].sha, after=wait)
+                return replies[0], int(replies[1])
+            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
+                pass  # the pipeline below reconnects, retries and loads the script
+        pipe = self._client.pipeline(transaction=False)
+        self.call(verb, keys, args, client=pipe)
+        pipe.execute_command(*wait)  # type: ignore[no-untyped-call]
+        reply, acked = pipe.execute()
+        return reply, int(acked)
+
     def call_after_wait(
         self, wait: Sequence[Any], verb: str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any | None:
@@ -119,12 +138,20 @@ class Scripts:
             return None
 
     def _direct(
-        self, keys: Sequence[str], args: Sequence[Any], sha: str, before: Sequence[Any] = ()
+        self,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        sha: str,
+        before: Sequence[Any] = (),
+        after: Sequence[Any] = (),
     ) -> Any:
         """EVALSHA on a pooled connection (after command ``before``, in the same write); every
-        reply is read before the connection goes back to the pool."""
+        reply is read before the connection goes back to the pool. With a command ``after``,
+        returns [the script's reply, that command's reply]."""
         commands = [list(before)] if before else []
         commands.append(["EVALSHA", sha, len(keys), *keys, *args])
+        if after:
+            commands.append(list(after))
         pool = self._client.connection_pool
         conn: Any = pool.get_connection()
         replies: list[Any] = []
@@ -140,6 +167,11 @@ class Scripts:
             raise
         finally:
             pool.release(conn)
+        if after:
+            script_reply = replies[-2]
+            if isinstance(script_reply, Exception):
+                raise script_reply
+            return [script_reply, replies[-1]]
         if isinstance(replies[-1], Exception):
             raise replies[-1]
         return replies[-1]
