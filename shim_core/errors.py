@@ -111,7 +111,12 @@ class StaleLease(TaskError):
 
 
 class InvalidTransition(TaskError):
-    """The task's state does not allow the requested operation."""
+    """The task's state does not allow the requested operation; ``status`` is the state it is
+    in, when the script said (``cancelled``, ``complete``, ...)."""
+
+    def __init__(self, task_id: str, message: str, status: str = "") -> None:
+        super().__init__(task_id, message)
+        self.status = status
 
 
 class ErrorCode(enum.IntEnum):
@@ -122,6 +127,8 @@ class ErrorCode(enum.IntEnum):
     WRONG_STATE = -3
     DUPLICATE = -4
     MISSING_DEPENDENCY = -5
+    #: A heartbeat of a worker the registry declared crashed (or saw leave).
+    WORKER_GONE = -6
 
 
 def raise_for_code(code: int, task_id: str, *, token: int = 0, detail: str = "") -> None:
@@ -134,7 +141,9 @@ def raise_for_code(code: int, task_id: str, *, token: int = 0, detail: str = "")
         case ErrorCode.STALE_LEASE:
             raise StaleLease(task_id, token)
         case ErrorCode.WRONG_STATE:
-            raise InvalidTransition(task_id, f"task {task_id!r} is {detail or 'in another state'}")
+            raise InvalidTransition(
+                task_id, f"task {task_id!r} is {detail or 'in another state'}", detail
+            )
         case ErrorCode.DUPLICATE:
             raise DuplicateTask(task_id)
         case ErrorCode.MISSING_DEPENDENCY:

@@ -31,6 +31,7 @@ from shim_core.errors import (
     ConfigError,
     CorruptTask,
     DuplicateTask,
+    ErrorCode,
     MissingDependency,
     PayloadTooLarge,
     ShimError,
@@ -898,7 +899,7 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 
 
 def _status_detail(reply: list[Any]) -> str:
-    return str(reply[1]) if len(reply) > 1 and reply[0] == -3 else ""
+    return str(reply[1]) if len(reply) > 1 and reply[0] == ErrorCode.WRONG_STATE else ""
 
 
 __all__ = [

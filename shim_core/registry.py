@@ -21,6 +21,7 @@ import redis
 
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager, redis_errors
+from shim_core.errors import ErrorCode
 from shim_core.keys import Keys, check_name
 from shim_core.models import (
     CurrentTask,
@@ -176,7 +177,8 @@ class WorkerRegistry:
             "heartbeat", [self.keys.worker(worker_id), self.keys.workers], args
         )
         if reply[0] != 1:
-            raise HeartbeatRefused(worker_id, list(reply[1:]), crashed=reply[0] == -6)
+            gone = reply[0] == ErrorCode.WORKER_GONE
+            raise HeartbeatRefused(worker_id, list(reply[1:]), crashed=gone)
         return list(reply[1:])
 
     @redis_errors

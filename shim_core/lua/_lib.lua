@@ -3,6 +3,10 @@
 -- Everything is local: a script that touches a global would poison fakeredis.
 local rcall = redis.call
 
+-- Error codes of the replies, named as shim_core/errors.py ErrorCode names them.
+local NOT_FOUND, STALE_LEASE, WRONG_STATE = -1, -2, -3
+local DUPLICATE, MISSING_DEPENDENCY, WORKER_GONE = -4, -5, -6
+
 local BANDS = {critical = 0, high = 1, normal = 2, low = 3}
 local BAND_WIDTH = 10000000000000 -- 1e13 FIFO slots per priority band; scores stay exact doubles
 
@@ -615,10 +619,10 @@ local function complete_task(prefix, id, token, result, cost)
   local key = prefix .. 'task:' .. id
   local f = rcall('HMGET', key, 'status', 'lease', 'worker_id', 'attempts', 'type', 'claimed_at',
                   'run_id')
-  if not f[1] then return {-1} end
-  if f[2] ~= token then return {-2} end
+  if not f[1] then return {NOT_FOUND} end
+  if f[2] ~= token then return {STALE_LEASE} end
   if f[1] == 'complete' then return {0} end
-  if f[1] ~= 'running' and f[1] ~= 'claimed' then return {-3, f[1]} end
+  if f[1] ~= 'running' and f[1] ~= 'claimed' then return {WRONG_STATE, f[1]} end
   local now = now_ms()
   local took = now - tonumber(f[6])
   defer_zrem(prefix .. 'active', id)

@@ -13,7 +13,7 @@ local tasks = cjson.decode(ARGV[2])
 local in_batch = {}
 for _, t in ipairs(tasks) do
   if in_batch[t.id] or rcall('EXISTS', prefix .. 'task:' .. t.id) == 1 then
-    return {-4, t.id, ''}
+    return {DUPLICATE, t.id, ''}
   end
   in_batch[t.id] = true
 end
@@ -23,7 +23,7 @@ for n, t in ipairs(tasks) do
     deps_of[n] = cjson.decode(t.dependencies)
     for _, dep in ipairs(deps_of[n]) do
       if not in_batch[dep] and rcall('EXISTS', prefix .. 'task:' .. dep) == 0 then
-        return {-5, t.id, dep}
+        return {MISSING_DEPENDENCY, t.id, dep}
       end
     end
   end

@@ -10,10 +10,10 @@
 local prefix, id, token = ARGV[1], ARGV[2], ARGV[3]
 local f = rcall('HMGET', KEYS[1], 'status', 'lease', 'worker_id', 'attempts', 'type',
                 'max_attempts', 'backoff_ms', 'run_id')
-if not f[1] then return {-1} end
-if f[2] ~= token then return {-2} end
+if not f[1] then return {NOT_FOUND} end
+if f[2] ~= token then return {STALE_LEASE} end
 if f[1] == 'failed' or f[1] == 'retrying' then return {0, f[1]} end
-if f[1] ~= 'running' and f[1] ~= 'claimed' then return {-3, f[1]} end
+if f[1] ~= 'running' and f[1] ~= 'claimed' then return {WRONG_STATE, f[1]} end
 local now = now_ms()
 local attempts = tonumber(f[4])
 add_cost(prefix, f[8], ARGV[7])

@@ -9,7 +9,7 @@
 local prefix, id = ARGV[1], ARGV[2]
 local f = rcall('HMGET', KEYS[1], 'status', 'interval_ms', 'misses')
 local code = 1
-if not f[1] then code = -1 elseif f[1] == 'crashed' or f[1] == 'offline' then code = -6 end
+if not f[1] then code = NOT_FOUND elseif f[1] == 'crashed' or f[1] == 'offline' then code = WORKER_GONE end
 local out = {code}
 if code ~= 1 then
   for i = 5, #ARGV, 2 do table.insert(out, ARGV[i]) end

@@ -3,7 +3,7 @@
 -- ARGV[1] lease token
 -- Returns: {1}; -1 not found, -2 stale lease, -3 not active (with the status)
 local f = redis.call('HMGET', KEYS[1], 'status', 'lease')
-if not f[1] then return {-1} end
-if f[2] ~= ARGV[1] then return {-2} end
-if f[1] ~= 'running' and f[1] ~= 'claimed' then return {-3, f[1]} end
+if not f[1] then return {NOT_FOUND} end
+if f[2] ~= ARGV[1] then return {STALE_LEASE} end
+if f[1] ~= 'running' and f[1] ~= 'claimed' then return {WRONG_STATE, f[1]} end
 return {1}

@@ -6,9 +6,9 @@
 -- Events: task:progress
 local prefix, id, token = ARGV[1], ARGV[2], ARGV[3]
 local f = rcall('HMGET', KEYS[1], 'status', 'lease', 'worker_id', 'attempts')
-if not f[1] then return {-1} end
-if f[2] ~= token then return {-2} end
-if f[1] ~= 'running' and f[1] ~= 'claimed' then return {-3, f[1]} end
+if not f[1] then return {NOT_FOUND} end
+if f[2] ~= token then return {STALE_LEASE} end
+if f[1] ~= 'running' and f[1] ~= 'claimed' then return {WRONG_STATE, f[1]} end
 local now = now_ms()
 local fraction = tonumber(ARGV[4])
 local deadline = now + tonumber(ARGV[6])

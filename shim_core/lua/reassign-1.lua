@@ -7,12 +7,12 @@
 -- Events: task:released (for an active task)
 local prefix, id, target = ARGV[1], ARGV[2], ARGV[3]
 local f = rcall('HMGET', KEYS[1], 'status', 'type')
-if not f[1] then return {-1} end
+if not f[1] then return {NOT_FOUND} end
 if f[1] == 'pending' then
   retarget(prefix, id, target)
   return {1}
 end
-if f[1] ~= 'running' and f[1] ~= 'claimed' then return {-3, f[1]} end
+if f[1] ~= 'running' and f[1] ~= 'claimed' then return {WRONG_STATE, f[1]} end
 rcall('HSET', KEYS[1], 'lease', 0)
 if tonumber(rcall('HGET', KEYS[1], 'attempts') or '0') > 0 then
   rcall('HINCRBY', KEYS[1], 'attempts', -1)  -- taken away, not failed: the attempt is given back

@@ -7,16 +7,16 @@
 -- Events: task:released when it is claimable at once
 local prefix, id = ARGV[1], ARGV[2]
 local f = rcall('HMGET', KEYS[1], 'status', 'type', 'assigned_to', 'dependencies')
-if not f[1] then return {-1} end
-if f[1] ~= 'failed' and f[1] ~= 'cancelled' then return {-3, f[1]} end
+if not f[1] then return {NOT_FOUND} end
+if f[1] ~= 'failed' and f[1] ~= 'cancelled' then return {WRONG_STATE, f[1]} end
 local deps = cjson.decode(f[4] or '[]')
 local open_deps = {}
 for _, dep in ipairs(deps) do
   local d = rcall('HMGET', prefix .. 'task:' .. dep, 'status', 'on_failure')
-  if not d[1] then return {-3, 'blocked: dependency ' .. dep .. ' no longer exists'} end
+  if not d[1] then return {WRONG_STATE, 'blocked: dependency ' .. dep .. ' no longer exists'} end
   local done = d[1] == 'complete' or (d[1] == 'failed' and d[2] == 'continue')
   if d[1] == 'cancelled' or (d[1] == 'failed' and not done) then
-    return {-3, 'blocked: dependency ' .. dep .. ' is ' .. d[1] .. ' (retry it first)'}
+    return {WRONG_STATE, 'blocked: dependency ' .. dep .. ' is ' .. d[1] .. ' (retry it first)'}
   end
   if not done then table.insert(open_deps, dep) end
 end

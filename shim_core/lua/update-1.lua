@@ -5,8 +5,8 @@
 -- Returns: {1}; -1 not found, -3 finished (with the status)
 local prefix, id = ARGV[1], ARGV[2]
 local f = rcall('HMGET', KEYS[1], 'status', 'type', 'assigned_to', 'seq')
-if not f[1] then return {-1} end
-if f[1] == 'complete' or f[1] == 'failed' or f[1] == 'cancelled' then return {-3, f[1]} end
+if not f[1] then return {NOT_FOUND} end
+if f[1] == 'complete' or f[1] == 'failed' or f[1] == 'cancelled' then return {WRONG_STATE, f[1]} end
 local fields = {}
 for k, v in pairs(cjson.decode(ARGV[3])) do
   table.insert(fields, k)

@@ -9,7 +9,7 @@ import traceback
 import attrs
 
 from shim_core.checkpoints import CheckpointStore
-from shim_core.errors import ShimError, StaleLease, TaskError
+from shim_core.errors import InvalidTransition, ShimError, StaleLease, TaskError
 from shim_core.models import Claim, Task, TaskOutcome, TaskResult
 from shim_core.outcomes import Action, Decision, decide
 from shim_core.plugins import Plugins
@@ -212,4 +212,5 @@ def refused_status(task_id: str, token: int, exc: ShimError) -> str:
         )
         return "fenced"
     log.warning("result of task %s not recorded: %s", task_id, exc)
-    return "cancelled" if "cancelled" in str(exc) else "fenced"
+    cancelled = isinstance(exc, InvalidTransition) and exc.status == "cancelled"
+    return "cancelled" if cancelled else "fenced"
