@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from shim_core.connection import redis_errors
 from shim_core.contracts import Checkpoint, CheckpointBackend
-from shim_core.errors import StaleLease, ValidationError, raise_for_code
+from shim_core.errors import StaleLease, ValidationError
 from shim_core.models import new_id
 from shim_core.queue import TaskQueue
 from shim_core.serde import compact_json
@@ -69,13 +68,9 @@ class CheckpointStore:
         self.check_lease(task_id, token)
         return self.backend.save(checkpoint)
 
-    @redis_errors
     def check_lease(self, task_id: str, token: int) -> None:
         """Raise unless ``token`` is the current lease of an active task."""
-        reply = self.queue.scripts.call("lease", [self.queue.keys.task(task_id)], [token])
-        raise_for_code(
-            reply[0], task_id, token=token, detail=str(reply[1]) if len(reply) > 1 else ""
-        )
+        self.queue.check_lease(task_id, token)
 
     def latest(self, task_id: str) -> Checkpoint | None:
         return self.backend.latest(task_id)

@@ -18,7 +18,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -220,15 +220,30 @@ class TaskQueue:
         """Add one task; returns it with the queue's defaults filled in."""
         return self.add_many([task])[0]
 
-    @redis_errors
     def add_many(self, tasks: Sequence[Task]) -> list[Task]:
         """Add a batch atomically per 1,000 tasks, refusing bad input before anything is written.
 
         Dependencies may point inside the batch or at existing tasks. Raises DuplicateTask,
         MissingDependency, DependencyCycle, PayloadTooLarge or ValidationError.
         """
+        return self._add(tasks)[0]
+
+    def add_run(
+        self, run_id: str, record: Mapping[str, str], tasks: Sequence[Task]
+    ) -> tuple[list[Task], int]:
+        """Add the tasks of a run with its record (``run:<id>`` fields, plus ``created_at``) in
+        the same script as the first 1,000 tasks: a run is never recorded without its tasks,
+        nor its tasks added without the record (which claims read for the run's budget).
+        Returns the tasks as added and the record's ``created_at`` (server ms)."""
+        check_name("run id", run_id)
+        return self._add(tasks, (run_id, compact_json(dict(record))))
+
+    @redis_errors
+    def _add(
+        self, tasks: Sequence[Task], run: tuple[str, str] | None = None
+    ) -> tuple[list[Task], int]:
         if not tasks:
-            return []
+            return [], 0
         ordered = topological_order(tasks) if len(tasks) > 1 or tasks[0].dependencies else tasks
         prepared = [self._prepare(t) for t in ordered]
         encoded = [self._encode(t) for t in prepared]
@@ -239,6 +254,8 @@ class TaskQueue:
             [self.keys.prefix, "[" + ",".join(encoded[i : i + ADD_CHUNK]) + "]"]
             for i in range(0, len(encoded), ADD_CHUNK)
         ]
+        if run is not None:
+            chunks[0] += list(run)
         if len(chunks) == 1:  # one round trip: a pipeline would first send SCRIPT EXISTS
             replies = [self.scripts.call("add", fixed, chunks[0])]
         else:
@@ -249,7 +266,7 @@ class TaskQueue:
         for reply in replies:
             if reply[0] < 0:
                 raise_for_code(reply[0], reply[1], detail=reply[2])
-        return prepared
+        return prepared, int(replies[0][1])
 
     def _prepare(self, task: Task) -> Task:
         if not _TASK_ID.match(task.id):
@@ -841,6 +858,67 @@ class TaskQueue:
             removed += n
             if n < REMOVE_CHUNK:
                 return removed
+
+    # ------------------------------------------------------------------- runs
+    @redis_errors
+    def run_fields(self, run_id: str) -> dict[str, str]:
+        """The stored record of run ``run_id`` (empty when there is none)."""
+        return dict(self.client.hgetall(self.keys.run(run_id)))
+
+    @redis_errors
+    def update_run(self, run_id: str, fields: Mapping[str, str]) -> None:
+        """Change fields of an existing run record."""
+        self.client.hset(self.keys.run(run_id), mapping=dict(fields))
+
+    @redis_errors
+    def latest_run_id(self) -> str | None:
+        """The run submitted last, if any."""
+        newest = self.client.zrange(self.keys.runs, -1, -1)
+        return str(newest[0]) if newest else None
+
+    # --------------------------------------------------------- queues and leases
+    @redis_errors
+    def queued_ids(self, queue: str) -> list[str]:
+        """The pending tasks of ready queue ``queue`` (a type, or ``@<worker>``), in claim order."""
+        return list(self.client.zrange(self.keys.ready(queue), 0, -1))
+
+    @redis_errors
+    def queued_count(self, queue: str) -> int:
+        """How many tasks are pending in ready queue ``queue``."""
+        return int(self.client.zcard(self.keys.ready(queue)))
+
+    @redis_errors
+    def holders(self) -> dict[str, str]:
+        """Task id -> worker id of every leased task (two round trips)."""
+        active = list(self.client.zrange(self.keys.active, 0, -1))
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in active:
+            pipe.hget(self.keys.task(task_id), "worker_id")
+        return {t: w for t, w in zip(active, pipe.execute(), strict=True) if w}
+
+    @redis_errors
+    def check_lease(self, task_id: str, token: int) -> None:
+        """Raise (StaleLease, InvalidTransition, TaskNotFound) unless ``token`` is the current
+        lease of an active task."""
+        reply = self.scripts.call("lease", [self.keys.task(task_id)], [token])
+        raise_for_code(
+            reply[0], task_id, token=token, detail=str(reply[1]) if len(reply) > 1 else ""
+        )
+
+    @redis_errors
+    def append_log(self, task_id: str, lines: Sequence[str], keep: int) -> None:
+        """Append lines to a task's log, keeping its last ``keep`` (one round trip)."""
+        key = self.keys.log(task_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(key, *lines)
+        pipe.ltrim(key, -keep, -1)
+        pipe.execute()
+
+    @redis_errors
+    def take_reaper_lock(self, ms: int) -> bool:
+        """Take the namespace's reaper lock for ``ms`` unless another process holds it: one
+        reaper pass per interval, whatever the size of the fleet."""
+        return bool(self.client.set(self.keys.reaper_lock, "1", nx=True, px=ms))
 
     # -------------------------------------------------------------- statistics
     @redis_errors

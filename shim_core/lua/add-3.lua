@@ -4,8 +4,10 @@
 -- KEYS[3] waiting    set of tasks with incomplete dependencies
 -- ARGV[1] prefix     'shim:{ns}:'
 -- ARGV[2] tasks      JSON array of task hashes (string -> string), dependencies first
--- Builds: task:<id>, dependents:<dep>, ready:<queue>, wake:<queue>, counts
--- Returns: {n} tasks added, or {code, task_id, detail}: -4 duplicate, -5 missing dependency
+-- ARGV[3] run id     (optional) the run these tasks belong to: its record is written with them
+-- ARGV[4] run        (optional) JSON object of the run record's fields (created_at is added)
+-- Builds: task:<id>, dependents:<dep>, ready:<queue>, wake:<queue>, counts, run:<id>, runs
+-- Returns: {n tasks added, server ms}, or {code, task_id, detail}: DUPLICATE, MISSING_DEPENDENCY
 -- Events: none (a task is announced when it starts; the counts show it queued)
 local prefix = ARGV[1]
 local tasks = cjson.decode(ARGV[2])
@@ -67,4 +69,14 @@ for n, t in ipairs(tasks) do
     enter(prefix, t.id, 'pending', queue, t.type, ready_score(t.priority, seq), fields)
   end
 end
-return {#tasks}
+local run = ARGV[3]
+if run and run ~= '' then
+  local fields = {'created_at', now}
+  for k, v in pairs(cjson.decode(ARGV[4])) do
+    table.insert(fields, k)
+    table.insert(fields, v)
+  end
+  rcall('HSET', prefix .. 'run:' .. run, unpack(fields))
+  rcall('ZADD', prefix .. 'runs', now, run)
+end
+return {#tasks, now}

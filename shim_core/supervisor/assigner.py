@@ -69,8 +69,8 @@ class TaskAssigner:
 
     def get_task_assignments(self, worker_id: str) -> list[Task]:
         """Tasks the worker runs now, and tasks waiting in its own queue."""
-        ids = self.queue.client.zrange(self.queue.keys.ready(f"@{worker_id}"), 0, -1)
-        ids += [t for t, w in self._holders().items() if w == worker_id]
+        ids = self.queue.queued_ids(f"@{worker_id}")
+        ids += [t for t, w in self.queue.holders().items() if w == worker_id]
         return [t for t in self.queue.get_many(ids) if t is not None]
 
     def get_unassigned_tasks(self, types: Sequence[str] | None = None) -> list[Task]:
@@ -78,7 +78,7 @@ class TaskAssigner:
         stats = self.queue.stats()
         ids: list[str] = []
         for task_type in types or sorted(stats.by_type):
-            ids += self.queue.client.zrange(self.queue.keys.ready(task_type), 0, -1)
+            ids += self.queue.queued_ids(task_type)
         return [t for t in self.queue.get_many(ids) if t is not None]
 
     def get_worker_load(self, worker_id: str) -> int:
@@ -94,7 +94,7 @@ class TaskAssigner:
         for worker_id, worker in workers.items():
             capacity = worker.capabilities.max_concurrent_tasks
             gone = worker.status in (WorkerStatus.CRASHED, WorkerStatus.OFFLINE)
-            queued = self.queue.client.zrange(self.queue.keys.ready(f"@{worker_id}"), 0, -1)
+            queued = self.queue.queued_ids(f"@{worker_id}")
             running = loads[worker_id] - len(queued)
             spare = 0 if gone else max(capacity - running, 0)
             for task in [t for t in self.queue.get_many(queued[spare:]) if t is not None]:
@@ -117,18 +117,11 @@ class TaskAssigner:
         ]
         return min(eligible, key=lambda w: (loads[w.id], w.id), default=None)
 
-    def _holders(self) -> dict[str, str]:
-        active = self.queue.client.zrange(self.queue.keys.active, 0, -1)
-        pipe = self.queue.client.pipeline(transaction=False)
-        for task_id in active:
-            pipe.hget(self.queue.keys.task(task_id), "worker_id")
-        return {t: w for t, w in zip(active, pipe.execute(), strict=True) if w}
-
     def _loads(self) -> Counter[str]:
         """Per worker: tasks it runs plus tasks waiting in its own queue."""
-        loads: Counter[str] = Counter(self._holders().values())
+        loads: Counter[str] = Counter(self.queue.holders().values())
         for worker_id in self.registry.live_worker_ids():
-            loads[worker_id] += int(self.queue.client.zcard(self.queue.keys.ready(f"@{worker_id}")))
+            loads[worker_id] += self.queue.queued_count(f"@{worker_id}")
         return loads
 
 

@@ -60,7 +60,7 @@ def _resolve(
         queue.add(resolver_task(queue, run, conflict, plan_id))
         record = load_run(queue, run.run_id)
         ids = [*record.task_ids, task_id]
-        queue.client.hset(queue.keys.run(run.run_id), "task_ids", json.dumps(ids))
+        queue.update_run(run.run_id, {"task_ids": json.dumps(ids)})
     finished = wait_for(task_id)
     return plan_id if finished is not None and finished.status is TaskStatus.COMPLETE else None
 

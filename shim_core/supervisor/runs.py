@@ -148,12 +148,9 @@ def submit_run(
     repo = resolve_repo(plan.repo) if needs_repo(plan) else None
     tasks = tasks_of_plan(plan, run_id, dict(decomposition.estimates), repo)
     budget = budget_usd if budget_usd is not None else plan.budget_usd
-    now_s, now_us = queue.client.time()
-    created_ms = int(now_s) * 1000 + int(now_us) // 1000
     summary = decomposition.to_dict()
     record = {
         "name": plan.name,
-        "created_at": str(created_ms),
         "task_ids": json.dumps([t.id for t in tasks]),
         "waves": json.dumps([list(w) for w in decomposition.waves]),
         "estimates": json.dumps(dict(decomposition.estimates)),
@@ -164,19 +161,14 @@ def submit_run(
         record["on_conflict"] = plan.on_conflict or "stop"
     if budget is not None:
         record["budget_usd"] = repr(float(budget))
-    queue.client.hset(queue.keys.run(run_id), mapping=record)
-    try:
-        queue.add_many(tasks)
-    except BaseException:
-        queue.client.delete(queue.keys.run(run_id))
-        raise
-    queue.client.zadd(queue.keys.runs, {run_id: created_ms})
+    _, created_ms = queue.add_run(run_id, record, tasks)
+    record["created_at"] = str(created_ms)
     # What load_run would read back; the plan summary is JSON data already, not decoded again.
     return _run_record(run_id, record, summary)
 
 
 def load_run(queue: TaskQueue, run_id: str) -> RunRecord:
-    fields = queue.client.hgetall(queue.keys.run(run_id))
+    fields = queue.run_fields(run_id)
     if not fields:
         raise RunNotFound(run_id)
     return _run_record(run_id, fields, json.loads(fields.get("plan", "{}")))
@@ -201,8 +193,7 @@ def _run_record(run_id: str, fields: dict[str, str], plan: dict[str, Any]) -> Ru
 
 
 def latest_run_id(queue: TaskQueue) -> str | None:
-    newest = queue.client.zrange(queue.keys.runs, -1, -1)
-    return str(newest[0]) if newest else None
+    return queue.latest_run_id()
 
 
 @attrs.frozen(kw_only=True)

@@ -38,7 +38,7 @@ class TaskLogHandler(logging.Handler):
     def __init__(self, queue: TaskQueue, task_id: str) -> None:
         super().__init__()
         self._queue = queue
-        self._key = queue.keys.log(task_id)
+        self._task_id = task_id
         self._buffer: list[str] = []
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
 
@@ -52,10 +52,7 @@ class TaskLogHandler(logging.Handler):
         if not lines:
             return
         try:
-            pipe = self._queue.client.pipeline(transaction=False)
-            pipe.rpush(self._key, *lines)
-            pipe.ltrim(self._key, -LOG_LINES_KEPT, -1)
-            pipe.execute()
+            self._queue.append_log(self._task_id, lines, LOG_LINES_KEPT)
         except Exception:  # the log is best effort; the task result is what matters
             logging.getLogger(__name__).warning("could not store %d log line(s)", len(lines))
 

@@ -133,10 +133,9 @@ class WorkerCrashRecovery:
         # per interval whatever the size of the fleet. A holder that dies lets the lock expire.
         # The lock lives REAPER_LOCK_MS whatever this process's interval, so one process with a
         # long interval cannot hold back the reaping of the whole fleet.
-        client, key = self.queue.client, self.queue.keys.reaper_lock
         while not self._stop.wait(interval):
             try:
-                if client.set(key, "1", nx=True, px=REAPER_LOCK_MS):
+                if self.queue.take_reaper_lock(REAPER_LOCK_MS):
                     self.detect_and_recover()
                 self.outage.succeeded()
             except Exception as exc:  # keep reaping: the next pass may succeed

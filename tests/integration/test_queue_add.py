@@ -183,3 +183,20 @@ def test_update_refuses_unknown_fields_and_finished_tasks(shim_queue):
     shim_queue.complete("a", claim.token)
     with pytest.raises(InvalidTransition, match="complete"):
         shim_queue.update("a", title="late")
+
+
+def test_a_run_record_is_written_by_the_script_that_adds_its_tasks(shim_queue):
+    """add_run writes the record and the tasks together, or neither (a refused batch leaves no
+    record behind); the record's created_at is the server's clock."""
+    shim_queue.add(Task(id="taken"))
+    with pytest.raises(DuplicateTask):
+        shim_queue.add_run("r1", {"name": "refused"}, [Task(id="new"), Task(id="taken")])
+    assert shim_queue.run_fields("r1") == {}
+    assert shim_queue.get("new") is None
+    assert shim_queue.latest_run_id() is None
+
+    added, created_ms = shim_queue.add_run("r2", {"name": "ok"}, [Task(id="a"), Task(id="b")])
+    assert [t.id for t in added] == ["a", "b"]
+    fields = shim_queue.run_fields("r2")
+    assert fields == {"name": "ok", "created_at": str(created_ms)}
+    assert shim_queue.latest_run_id() == "r2"
