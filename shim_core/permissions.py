@@ -36,6 +36,7 @@ REQUIRED_COMMANDS: tuple[str, ...] = (
     # health, clock, restart detection, consistency checks
     "ping",
     "time",
+    "wait",
     "info",
     "scan",
     # keys, by type (Python code and Lua scripts)
@@ -154,15 +155,19 @@ def missing_permissions(connection: RedisConnectionManager, namespace: str) -> l
     the embedded store, which has no ACL). Runs none of the commands."""
     if connection.is_embedded:
         return []
-    client = connection.new_client()
-    conn: Any = client.connection_pool.get_connection()
+    client: Any = connection.new_client()
+    keys = Keys(namespace)
+    # A cluster: ask the master of the namespace's slot, where its scripts run.
+    node = client.get_node_from_key(keys.prefix) if hasattr(client, "get_node_from_key") else None
+    pool = (node.redis_connection if node is not None else client).connection_pool
+    conn: Any = pool.get_connection()
     try:
-        return _ask(conn, _probes(Keys(namespace)))
+        return _ask(conn, _probes(keys))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise connection.describe(exc) from exc
     finally:
         conn.disconnect()  # also drops the MULTI, should DISCARD itself be refused
-        client.connection_pool.release(conn)
+        pool.release(conn)
         client.close()
 
 

@@ -35,7 +35,7 @@ from shim_core.supervisor.runs import (
     retry_run,
     submit_run,
 )
-from shim_core.worker.recovery import RecoveryReport, RecoveryTotals, WorkerCrashRecovery
+from shim_core.worker.recovery import RecoveryReport, WorkerCrashRecovery
 from shim_core.worktrees import MergeReport
 
 
@@ -230,9 +230,10 @@ class Supervisor:
         """One reaper pass now (the background reaper runs them every ``reap_interval``)."""
         return self.recovery.detect_and_recover()
 
-    def get_recovery_report(self) -> RecoveryTotals:
-        """How much the reaper of this supervisor recovered so far (counts)."""
-        return self.recovery.total
+    def get_recovery_report(self) -> RecoveryReport:
+        """What the reaper of this supervisor recovered in its latest passes that found
+        something (the last 100; ``self.recovery.total`` counts everything)."""
+        return self.recovery.recent_report()
 
 
 __all__ = ["RunTimeout", "Supervisor", "plan_id_of"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Mapping
 
 import attrs
@@ -22,6 +23,9 @@ from shim_core.queue import TaskQueue
 from shim_core.registry import CrashedWorker, WorkerRegistry
 
 log = logging.getLogger(__name__)
+
+#: Passes that recovered something kept for :meth:`WorkerCrashRecovery.recent_report`.
+RECENT_REPORTS = 100
 
 #: Lifetime of the reaper lock: at most one pass per this many ms in a namespace (a little under
 #: the default reap interval of 0.5 s).
@@ -84,6 +88,8 @@ class WorkerCrashRecovery:
         self.last_report = RecoveryReport()
         #: How much was recovered since this object was created.
         self.total = RecoveryTotals()
+        #: The latest passes that recovered something (bounded: a reaper runs for months).
+        self.recent: deque[RecoveryReport] = deque(maxlen=RECENT_REPORTS)
         self.passes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -97,6 +103,7 @@ class WorkerCrashRecovery:
         self.last_report = report
         if not report.empty:
             self.total = self.total.plus(report)
+            self.recent.append(report)
         for worker in crashed:
             log.warning(
                 "worker %s %s; requeued %d task(s)",
@@ -111,7 +118,20 @@ class WorkerCrashRecovery:
         crashed = self.registry.declare_crashed(worker_id)
         report = self._report([crashed] if crashed else [], {})
         self.total = self.total.plus(report)
+        if not report.empty:
+            self.recent.append(report)
         return report
+
+    def recent_report(self) -> RecoveryReport:
+        """The passes of :attr:`recent` as one report (oldest first)."""
+        merged = RecoveryReport()
+        for report in self.recent:
+            merged.crashed_workers.extend(report.crashed_workers)
+            merged.reassigned_tasks.extend(report.reassigned_tasks)
+            merged.failed_tasks.extend(report.failed_tasks)
+            merged.stalled_tasks.extend(report.stalled_tasks)
+            merged.resumed_from_checkpoint.update(report.resumed_from_checkpoint)
+        return merged
 
     def start_monitoring(self, interval: float) -> None:
         """Run a pass every ``interval`` seconds on a background thread."""

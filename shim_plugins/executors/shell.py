@@ -5,7 +5,8 @@ Params:
 * ``command`` — a string run with ``/bin/sh -c``, or a list of arguments (no shell)
 * ``timeout`` — seconds before the command is killed (default ``task.timeout_ms / 1000`` when
   set, else no limit)
-* ``env`` — variables added to the worker's environment (a ``null`` value removes one)
+* ``env`` — variables added to the worker's environment (a ``null`` value removes one); the
+  worker's own ``SHIM_*`` settings (its Redis URL and password, the signing keys) are left out
 
 The command runs in ``task.context.project_path`` if set, else in ``ctx.workdir``, in a process
 group of its own. Its output (stdout and stderr, merged in order) goes line by line to
@@ -100,7 +101,10 @@ class ShellExecutor:
             argv = command_argv(params.get("command"))
             default = task.timeout_ms / 1000 if task.timeout_ms else None
             timeout = number(params, "timeout", default, minimum=0.001)
-            env = command_env(params.get("env"), os.environ)
+            # SHIM's own settings (the fleet's Redis URL with its password, the signing keys)
+            # stay out of the command's environment; ``env`` may hand it what it needs.
+            inherited = {k: v for k, v in os.environ.items() if not k.startswith("SHIM_")}
+            env = command_env(params.get("env"), inherited)
         except ParamError as exc:
             return TaskResult(success=False, error=str(exc))
         if ctx.cancelled.is_set():

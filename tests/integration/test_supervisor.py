@@ -930,8 +930,9 @@ def test_supervisor_lifecycle_and_recovery_report(
         assert sup.get_overall_progress() is None
         sup.start()  # idempotent
         report = wait_until(lambda: (r := sup.get_recovery_report()).reassigned_tasks and r)
-        assert report.reassigned_tasks == 1
-        assert report.crashed_workers == 1  # the silent worker
+        assert report.reassigned_tasks == ["held"]
+        assert [c.worker_id for c in report.crashed_workers] == ["silent"]
+        assert sup.recovery.total.crashed_workers == 1
         assert sup.detect_and_recover().empty
     sup.stop()  # stopping twice is harmless
     assert queue.get("held").status is TaskStatus.PENDING

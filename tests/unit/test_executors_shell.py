@@ -294,3 +294,15 @@ def test_files_modified_is_empty_outside_a_git_tree(tmp_path):
     result, _ = run(shell_task("echo x > x.txt", project_path=tmp_path))
     assert result.success
     assert result.files_modified == ()
+
+
+def test_the_workers_own_settings_stay_out_of_the_command(monkeypatch):
+    """The fleet's Redis URL (with its password) and the signing keys are not the command's
+    business; a task that needs a SHIM variable passes it in ``env``."""
+    monkeypatch.setenv("SHIM_REDIS_URL", "redis://shim:topsecret@db:6379/0")
+    monkeypatch.setenv("SHIM_SECRET", "k" * 32)
+    result, _ = run(
+        shell_task('echo "[$SHIM_REDIS_URL][$SHIM_SECRET][$SHIM_GIVEN]"', env={"SHIM_GIVEN": "yes"})
+    )
+    assert result.success
+    assert result.output["tail"] == ["[][][yes]"]
