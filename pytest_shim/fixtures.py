@@ -23,7 +23,13 @@ import pytest
 import redis
 
 from pytest_shim.fleet import Fleet
-from pytest_shim.server import RedisServer, SentinelServer, find_redis_server, sentinel_url
+from pytest_shim.server import (
+    RedisClusterGroup,
+    RedisServer,
+    SentinelServer,
+    find_redis_server,
+    sentinel_url,
+)
 from shim_core.bus import MessageBus
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager, forget_embedded
@@ -245,6 +251,19 @@ def shim_sentinel_group(
     finally:
         for sentinel in sentinels:
             sentinel.close()
+
+
+@pytest.fixture
+def shim_redis_cluster(request: pytest.FixtureRequest) -> Iterator[RedisClusterGroup]:
+    """A real Redis Cluster on loopback: three masters with a replica each."""
+    backend: Backend = request.config.stash[_BACKEND]
+    if not backend.binary:
+        pytest.skip("needs a redis-server binary to build a cluster")
+    group = RedisClusterGroup(backend.binary)
+    try:
+        yield group.start()
+    finally:
+        group.close()
 
 
 def delete_namespace(manager: RedisConnectionManager, namespace: str) -> int:

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 < 65536:
+            with socket.socket() as bus:
+                try:
+                    bus.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+    raise ShimError("no free port pair for a cluster node")  # pragma: no cover
 
 
 def find_redis_server(explicit: str | None = None) -> str | None:
@@ -195,3 +210,96 @@ def sentinel_url(sentinels: Sequence[SentinelServer], db: int = 0) -> str:
     """The ``redis+sentinel://`` URL of a group of sentinels watching one service."""
     hosts = ",".join(f"127.0.0.1:{s.port}" for s in sentinels)
     return f"redis+sentinel://{hosts}/{sentinels[0].service}/{db}"
+
+
+class RedisClusterGroup:
+    """A Redis Cluster of ``masters`` masters with one replica each, on loopback ports, built
+    with ``redis-cli --cluster create`` (``url``: the ``redis+cluster://`` URL)."""
+
+    def __init__(self, binary: str, *, masters: int = 3) -> None:
+        self.binary = binary
+        args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        args += ["--cluster-node-timeout", "2000"]
+        self.servers = [
+            RedisServer(binary, port=free_cluster_port(), args=args) for _ in range(masters * 2)
+        ]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.servers[:3])
+        return f"redis+cluster://{hosts}"
+
+    def start(self) -> RedisClusterGroup:
+        for server in self.servers:
+            server.start()
+        cli = shutil.which("redis-cli") or str(Path(self.binary).with_name("redis-cli"))
+        nodes = [f"127.0.0.1:{s.port}" for s in self.servers]
+        subprocess.run(
+            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + START_TIMEOUT * 3
+        while not all(self._ready(s.port) for s in self.servers):
+            if time.monotonic() > deadline:
+                raise ShimError("the Redis Cluster did not become ready")
+            time.sleep(0.1)
+        return self
+
+    def master_of(self, key: str) -> int:
+        """The port of the master serving ``key``'s slot now."""
+        client = redis.Redis(port=self.servers[0].port, decode_responses=True)
+        try:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))  # type: ignore[no-untyped-call]
+            for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):  # type: ignore[no-untyped-call]
+                if int(start) <= slot <= int(end):
+                    return int(master[1])
+        finally:
+            client.close()
+        raise ShimError(f"no master serves the slot of {key!r}")  # pragma: no cover
+
+    def failover(self, key: str, timeout: float = 30.0) -> int:
+        """``CLUSTER FAILOVER`` on the replica of ``key``'s master; waits until the replica is
+        the master of that slot and returns its port."""
+        old = self.master_of(key)
+        replica = next(s.port for s in self.servers if _info(s.port).get("master_port") == old)
+        client = redis.Redis(port=replica)
+        try:
+            client.execute_command("CLUSTER", "FAILOVER")  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+        deadline = time.monotonic() + timeout
+        while self.master_of(key) != replica or not all(self._ready(s.port) for s in self.servers):
+            if time.monotonic() > deadline:
+                raise ShimError(f"no failover of the master on port {old} within {timeout} s")
+            time.sleep(0.05)
+        return replica
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+    @staticmethod
+    def _ready(port: int) -> bool:
+        """The node sees the cluster as ok, and a replica is in sync with its master."""
+        client = redis.Redis(port=port, decode_responses=True)
+        try:
+            info = client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
+            replication = client.info("replication")
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+        in_sync = replication.get("role") == "master" or (
+            replication.get("master_link_status") == "up"
+        )
+        return "cluster_state:ok" in str(info) and in_sync
+
+
+def _info(port: int) -> dict[str, Any]:
+    client = redis.Redis(port=port, decode_responses=True)
+    try:
+        return dict(client.info("replication"))
+    finally:
+        client.close()

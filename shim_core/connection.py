@@ -66,7 +66,17 @@ DEFAULT_CONNECT_TIMEOUT = 2.0
 #: A connection idle this long is pinged before reuse, catching half-open sockets.
 DEFAULT_HEALTH_CHECK_INTERVAL = 15
 
-_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "embedded")
+_SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+    "embedded",
+)
+#: The schemes that speak TLS.
+_TLS_SCHEMES = ("rediss", "rediss+cluster")
 _embedded_servers: dict[str, Any] = {}
 _embedded_lock = threading.Lock()
 
@@ -178,6 +188,15 @@ def parse_redis_url(url: str) -> RedisURL:
     segments = [unquote(s) for s in path.split("/") if s]
     if scheme == "redis+sentinel":
         return _sentinel_url(hostlist, segments, options, masked)
+    if scheme.endswith("+cluster"):
+        if segments not in ([], ["0"]):
+            raise ConfigError(f"invalid Redis URL {masked!r}: Redis Cluster has database 0 only")
+        hosts = tuple(_host_port(h, 6379, masked) for h in hostlist.split(",") if h)
+        if not hosts:
+            raise ConfigError(
+                f"invalid Redis URL {masked!r}: expected {scheme}://host:port[,host:port...]"
+            )
+        return RedisURL(scheme, hosts, "", options)
     if len(segments) > 1:
         raise ConfigError(f"invalid Redis URL {masked!r}: the path is the database number only")
     if segments:
@@ -225,7 +244,7 @@ def _host_port(text: str, default_port: int, masked: str) -> tuple[str, int]:
 
 def _parse_query(query: str, scheme: str, masked: str) -> dict[str, Any]:
     accepted = dict(URL_PARAMETERS)
-    if scheme == "rediss":
+    if scheme in _TLS_SCHEMES:
         accepted.update(TLS_URL_PARAMETERS)
     if scheme == "redis+sentinel":
         accepted.update(SENTINEL_URL_PARAMETERS)
@@ -233,7 +252,7 @@ def _parse_query(query: str, scheme: str, masked: str) -> dict[str, Any]:
     for item in filter(None, query.split("&")):
         raw_name, _eq, raw_value = item.partition("=")
         name, value = unquote(raw_name), unquote(raw_value)
-        if name in TLS_URL_PARAMETERS and scheme != "rediss":
+        if name in TLS_URL_PARAMETERS and scheme not in _TLS_SCHEMES:
             raise ConfigError(
                 f"Redis URL parameter {name!r} is for TLS: it needs a rediss:// URL, not {masked!r}"
             )
@@ -609,7 +628,9 @@ class RedisConnectionManager:
         client, self._client = self._client, None
         if client is not None:
             client.close()
-            client.connection_pool.disconnect()
+            pool = getattr(client, "connection_pool", None)  # a cluster client has one per node
+            if pool is not None:
+                pool.disconnect()
 
     def is_connected(self) -> bool:
         return self._client is not None
@@ -674,6 +695,9 @@ class RedisConnectionManager:
             **parsed.options,
             **self._tls_options,
         }
+        if parsed.scheme.endswith("+cluster"):
+            cluster: redis.Redis = self._cluster_client(options)  # the same commands
+            return cluster
         if parsed.scheme == "redis+sentinel":
             client = self._sentinel_client(options)
         else:
@@ -693,6 +717,20 @@ class RedisConnectionManager:
             client.connection_pool.connection_class, self
         )
         return client
+
+    def _cluster_client(self, options: dict[str, Any]) -> Any:
+        """A Redis Cluster client: it follows MOVED / ASK and the cluster's failovers itself.
+        SHIM keeps each namespace in one hash slot (``shim:{ns}:...``), so every script runs on
+        one node, and namespaces spread over the shards."""
+        from redis.cluster import ClusterNode, RedisCluster
+
+        options.pop("retry_on_error", None)  # the cluster client retries by itself
+        options.pop("health_check_interval", None)
+        options.pop("db", None)
+        if self._parsed.scheme == "rediss+cluster":
+            options["ssl"] = True
+        nodes = [ClusterNode(host, port) for host, port in self._parsed.hosts]  # type: ignore[no-untyped-call]
+        return RedisCluster(startup_nodes=nodes, **options)
 
     def _sentinel_client(self, options: dict[str, Any]) -> redis.Redis:
         credentials = {
@@ -733,7 +771,7 @@ def _tls_options(parsed: RedisURL, tls: TLSOptions, url: str) -> dict[str, Any]:
     settings meet a non-TLS URL, a TLS file is missing, or verification is turned off without
     ``tls.insecure``."""
     masked = mask_url(url)
-    if parsed.scheme != "rediss":
+    if parsed.scheme not in _TLS_SCHEMES:
         if tls.given():
             raise ConfigError(
                 f"{', '.join(tls.given())} set, but {masked!r} is not a TLS URL: use rediss://"

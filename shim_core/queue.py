@@ -256,9 +256,9 @@ class TaskQueue:
         ]
         if run is not None:
             chunks[0] += list(run)
-        if len(chunks) == 1:  # one round trip: a pipeline would first send SCRIPT EXISTS
-            replies = [self.scripts.call("add", fixed, chunks[0])]
-        else:
+        if len(chunks) == 1 or not self.scripts.pipelines:  # one call; or a cluster client
+            replies = [self.scripts.call("add", fixed, args) for args in chunks]
+        else:  # one round trip for every chunk (a pipeline first sends SCRIPT EXISTS)
             pipe = self.client.pipeline(transaction=False)
             for args in chunks:
                 self.scripts.call("add", fixed, args, client=pipe)

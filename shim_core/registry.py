@@ -239,8 +239,8 @@ class WorkerRegistry:
         if use_liveness:
             ids = self.live_worker_ids()
             if ids:
-                counts = dict(self.client.pubsub_numsub(*(self.keys.alive(i) for i in ids)))
-                subscribed = {i: int(counts.get(self.keys.alive(i), 0)) > 0 for i in ids}
+                counts = self._subscribers([self.keys.alive(i) for i in ids])
+                subscribed = {i: counts.get(self.keys.alive(i), 0) > 0 for i in ids}
                 if not all(subscribed.values()) and self._just_restarted():
                     subscribed = dict.fromkeys(ids, True)
                 for worker_id, ok in subscribed.items():
@@ -251,6 +251,19 @@ class WorkerRegistry:
             [self.keys.prefix, self.liveness_grace_ms, *alive],
         )
         return _parse_scan(reply)
+
+    def _subscribers(self, channels: list[str]) -> dict[str, int]:
+        """Subscribers per channel. In a cluster a subscription lives on the node its
+        subscriber connected to (a master then, perhaps a replica after a failover): every node
+        is asked and the counts summed."""
+        nodes = self.client.get_nodes() if hasattr(self.client, "get_nodes") else None
+        clients = [n.redis_connection for n in nodes] if nodes else [self.client]
+        counts: dict[str, int] = {}
+        for client in clients:
+            for channel, n in client.pubsub_numsub(*channels):
+                name = channel.decode() if isinstance(channel, bytes) else str(channel)
+                counts[name] = counts.get(name, 0) + int(n)
+        return counts
 
     @redis_errors
     def declare_crashed(self, worker_id: str) -> CrashedWorker | None:

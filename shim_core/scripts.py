@@ -67,8 +67,14 @@ class Scripts:
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        # The embedded store (fakeredis) has no sockets to talk to directly.
-        self._direct_ok = not type(client).__module__.startswith("fakeredis")
+        # The embedded store (fakeredis) has no sockets to talk to directly, and a cluster
+        # client no single pool: both go through redis-py's command layer.
+        self._direct_ok = hasattr(client, "connection_pool") and not type(
+            client
+        ).__module__.startswith("fakeredis")
+        #: Whether scripts may be queued on a pipeline (redis-py's cluster pipelines refuse
+        #: EVALSHA: callers then make one call per script).
+        self.pipelines = not isinstance(client, redis.RedisCluster)
         self._scripts: dict[str, tuple[LuaSource, Script]] = {
             verb: (src, client.register_script(src.source)) for verb, src in sources().items()
         }
@@ -112,9 +118,12 @@ class Scripts:
                 return replies[0], int(replies[1])
             except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
                 pass  # the pipeline below reconnects, retries and loads the script
-        pipe = self._client.pipeline(transaction=False)
+        client: Any = self._client
+        if not self.pipelines:  # a cluster: the script and its WAIT on the slot's master
+            client = client.get_node_from_key(keys[0]).redis_connection
+        pipe = client.pipeline(transaction=False)
         self.call(verb, keys, args, client=pipe)
-        pipe.execute_command(*wait)  # type: ignore[no-untyped-call]
+        pipe.execute_command(*wait)
         reply, acked = pipe.execute()
         return reply, int(acked)
 

@@ -181,3 +181,18 @@ def test_settings_show_their_url_without_the_password() -> None:
     shown = repr(Settings(redis_url="redis://shim:topsecret#42@db:6379/0"))
     assert "topsecret" not in shown
     assert "redis://shim:***@db:6379/0" in shown
+
+
+def test_cluster_urls_list_their_seed_nodes_and_have_database_0_only() -> None:
+    parsed = parse_redis_url("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2/0")
+    assert parsed.hosts == (("10.0.0.1", 7000), ("10.0.0.2", 6379))
+    assert parsed.options["password"] == "pw"
+    assert parse_redis_url("rediss+cluster://h:7000?ssl_check_hostname=false").scheme == (
+        "rediss+cluster"
+    )
+    with pytest.raises(ConfigError, match="database 0 only"):
+        parse_redis_url("redis+cluster://h:7000/3")
+    with pytest.raises(ConfigError, match="expected redis\\+cluster://host:port"):
+        parse_redis_url("redis+cluster:///0")
+    with pytest.raises(ConfigError, match="is for TLS"):
+        parse_redis_url("redis+cluster://h:7000?ssl_ca_certs=/ca.pem")
