@@ -106,21 +106,21 @@ def test_fleets_on_two_shards_ride_out_a_failover_of_one_of_them(
             fleet = Fleet(settings, mode="process", heartbeat=0.5, log_dir=tmp_path / name)
             (tmp_path / name).mkdir()
             fleet.start(2)
-            batch = [Task(id=f"r{i}", params={"duration": 0.02}) for i in range(60)]
+            batch = [Task(id=f"r{i}", params={"duration": 0.02}) for i in range(40)]
             batch += [
                 Task(id=f"c{i}", params={"duration": 0.02}, dependencies=(f"r{i}",))
-                for i in range(60)
+                for i in range(40)
             ]
             fleet.queue.add_many(batch)
             fleets.append(fleet)
             tasks[name] = [t.id for t in batch]
         first = fleets[0]
-        wait_until(lambda: first.queue.stats().complete >= 30, timeout=60)
+        wait_until(lambda: first.queue.stats().complete >= 20, timeout=60)
         cluster.failover(Keys(names[0]).prefix)
         for fleet, name in zip(fleets, names, strict=True):
-            wait_until(lambda fleet=fleet: fleet.queue.stats().complete == 120, timeout=120)
+            wait_until(lambda fleet=fleet: fleet.queue.stats().complete == 80, timeout=120)
             final = fleet.queue.get_many(tasks[name])
-            assert [t.status for t in final] == [TaskStatus.COMPLETE] * 120
+            assert [t.status for t in final] == [TaskStatus.COMPLETE] * 80
             assert check_invariants(fleet.queue.client, fleet.queue.keys) == []
             # Liveness counts subscriptions on every node: no live worker looked dead.
             assert fleet.registry.get_workers_by_status(WorkerStatus.CRASHED) == []

@@ -33,3 +33,11 @@ def test_concurrency_benchmark_smoke(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["concurrency"] for r in rows] == [1, 4]
     assert all(r["tasks_per_s"] > 0 for r in rows)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary")
+def test_redis_memory_benchmark_smoke():
+    done = run_perf_script(["redis_memory.py", "--tasks", "50"], 120)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split()[0] for line in done.stdout.splitlines()[2:] if line.strip()]
+    assert rows[-4:] == ["empty", "50", "50", "after"]

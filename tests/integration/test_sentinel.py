@@ -36,17 +36,17 @@ def test_a_fleet_goes_through_two_failovers_without_losing_or_repeating_work(
         command = f"sleep 0.05; echo {task_id} >> {runs}"
         return Task(id=task_id, executor="shell", params={"command": command}, dependencies=deps)
 
-    roots = [task(f"r{i}") for i in range(30)]
-    children = [task(f"c{i}", (f"r{i}",)) for i in range(30)]
+    roots = [task(f"r{i}") for i in range(20)]
+    children = [task(f"c{i}", (f"r{i}",)) for i in range(20)]
     everything = roots + children
     fleet = Fleet(settings, mode="process", heartbeat=0.5, log_dir=tmp_path, allow=["shell"])
     try:
         fleet.start(3)
         fleet.queue.add_many(everything)
         done = lambda n: fleet.queue.stats().complete >= n  # noqa: E731
-        wait_until(lambda: done(15), timeout=60)
+        wait_until(lambda: done(10), timeout=60)
         group.failover()
-        wait_until(lambda: done(40), timeout=60)
+        wait_until(lambda: done(25), timeout=60)
         group.failover()
         wait_until(lambda: done(len(everything)), timeout=120)
         fleet.wait_idle(timeout=30)
@@ -56,7 +56,7 @@ def test_a_fleet_goes_through_two_failovers_without_losing_or_repeating_work(
         assert check_invariants(queue.client, queue.keys) == []
         assert queue.unreplicated == 0
         assert fleet.connection.failovers >= 2  # followed +switch-master, both times
-        assert redis.Redis(port=group.current_master_port()).exists(queue.keys.task("c29")) == 1
+        assert redis.Redis(port=group.current_master_port()).exists(queue.keys.task("c19")) == 1
     finally:
         fleet.close()
     executions = collections.Counter(runs.read_text().split())

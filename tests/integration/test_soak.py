@@ -3,7 +3,7 @@ is SIGKILLed and replaced. Nothing is lost or completed twice, the namespace pas
 checker, a surviving worker's memory stays flat, and Redis gives back its memory once the
 finished work is cleaned.
 
-The default run is CI-sized (``SHIM_SOAK_TASKS``, default 600); the full soak of the issue,
+The default run is CI-sized (``SHIM_SOAK_TASKS``, default 400); the full soak of the issue,
 20,000 tasks, is marked slow: ``pytest -m slow tests/integration/test_soak.py --no-cov -n 0``.
 """
 
@@ -26,7 +26,7 @@ from shim_core.registry import WorkerRegistry
 from shim_core.retention import Retention
 from tests.integration.test_fleet import CompletionLog
 
-CI_TASKS = int(os.environ.get("SHIM_SOAK_TASKS", "600"))
+CI_TASKS = int(os.environ.get("SHIM_SOAK_TASKS", "400"))
 
 
 def rss_kib(pid: int) -> int:
