@@ -597,7 +597,7 @@ class TaskQueue:
     def start(self, task_id: str, token: int) -> None:
         """Move a claimed task to running (publishes ``task:started``)."""
         reply = self.scripts.call(
-            "start", [self.keys.task(task_id), self.keys.active], [self.keys.prefix, task_id, token]
+            "start", [self.keys.task(task_id)], [self.keys.prefix, task_id, token]
         )
         raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
 
