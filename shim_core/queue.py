@@ -284,22 +284,17 @@ class TaskQueue:
         except ConfigError as exc:
             raise ValidationError(f"task {task.id!r}: {exc}") from None
         s = self.settings
-        prepared = evolve_task(
-            task,
-            {
-                **_KEPT_DEFAULTS,
-                "agent": _agent_of(task),
-                "dependencies": tuple(dict.fromkeys(task.dependencies)),
-                "max_attempts": task.max_attempts
-                if task.max_attempts is not None
-                else s.max_attempts,
-                "backoff_ms": task.backoff_ms if task.backoff_ms is not None else s.backoff_ms,
-                "max_stalled": task.max_stalled if task.max_stalled is not None else s.max_stalled,
-            },
-        )
-        if self.signer is None:
-            return prepared
-        return evolve_task(prepared, {"signature": self.signer.sign(prepared)})
+        changes: dict[str, Any] = {
+            **_KEPT_DEFAULTS,
+            "agent": _agent_of(task),
+            "dependencies": tuple(dict.fromkeys(task.dependencies)),
+            "max_attempts": task.max_attempts if task.max_attempts is not None else s.max_attempts,
+            "backoff_ms": task.backoff_ms if task.backoff_ms is not None else s.backoff_ms,
+            "max_stalled": task.max_stalled if task.max_stalled is not None else s.max_stalled,
+        }
+        if self.signer is not None:  # signed as added: with the agent filled in
+            changes["signature"] = self.signer.sign(task, changes)
+        return evolve_task(task, changes)
 
     def _encode(self, task: Task) -> str:
         data = compact_json(task_to_hash(task, compact=True))

@@ -139,7 +139,11 @@ def task_to_hash(task: Task, *, compact: bool = False) -> dict[str, str]:
 def stored_field(task: Task, name: str) -> str | None:
     """The string field ``name`` of ``task`` is stored as (None: left out). Encoding a decoded
     value again gives the same string, which is what makes a task's signature checkable."""
-    value = getattr(task, name)
+    return stored_value(name, getattr(task, name))
+
+
+def stored_value(name: str, value: Any) -> str | None:
+    """The string ``value`` of task field ``name`` is stored as (None: left out)."""
     return None if value is None else _stored(value, TASK_FIELDS[name])
 
 

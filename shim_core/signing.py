@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from shim_core.config import DEFAULT_NAMESPACE, Settings
 from shim_core.errors import ConfigError
 from shim_core.models import Task
-from shim_core.serde import compact_json, stored_field
+from shim_core.serde import compact_json, stored_field, stored_value
 
 #: The fields that decide what a worker runs and how: which executor (by name or by type), the
 #: command or function and its arguments, the prompt and its context, the agent.
@@ -34,9 +36,14 @@ PREFIX = "hmac-sha256:"
 MIN_KEY_LENGTH = 16
 
 
-def signed_message(task: Task, namespace: str) -> bytes:
-    """The bytes a task's signature covers."""
-    fields = (stored_field(task, f) for f in SIGNED_FIELDS)
+def signed_message(
+    task: Task, namespace: str, changes: Mapping[str, Any] = MappingProxyType({})
+) -> bytes:
+    """The bytes a task's signature covers (of ``task`` with ``changes`` made to it)."""
+    fields = (
+        stored_value(f, changes[f]) if f in changes else stored_field(task, f)
+        for f in SIGNED_FIELDS
+    )
     return compact_json([VERSION, namespace, *fields]).encode()
 
 
@@ -78,9 +85,10 @@ class TaskSigner:
                 )
         return cls(keys, namespace=settings.namespace) if keys else None
 
-    def sign(self, task: Task) -> str:
-        """The signature of ``task`` with the first key."""
-        return PREFIX + self._digest(self._keys[0], signed_message(task, self.namespace))
+    def sign(self, task: Task, changes: Mapping[str, Any] = MappingProxyType({})) -> str:
+        """The signature of ``task`` (with ``changes`` made to it) with the first key."""
+        message = signed_message(task, self.namespace, changes)
+        return PREFIX + self._digest(self._keys[0], message)
 
     def verify(self, task: Task) -> bool:
         """True when ``task`` carries a signature made by one of the keys over its fields."""
