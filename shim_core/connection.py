@@ -524,6 +524,9 @@ class SentinelWatch:
                         self._switched(message.get("data"))
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 self._stop.wait(1.0)  # a sentinel that is down or restarting
+            except redis.RedisError as exc:  # refused (ACL, auth): say so, retry slowly
+                log.warning("Sentinel %s:%d refused the +switch-master watch: %s", host, port, exc)
+                self._stop.wait(30.0)
             finally:
                 pubsub.close()
                 client.close()
@@ -575,6 +578,8 @@ class RedisConnectionManager:
         #: last one was (``time.monotonic()``; None: never).
         self.failovers = 0
         self.switched_at: float | None = None
+        self._master_address = ""
+        self._switch_lock = threading.Lock()
 
     @classmethod
     def for_settings(cls, settings: Settings, **options: Any) -> RedisConnectionManager:
@@ -756,12 +761,17 @@ class RedisConnectionManager:
     def _master_switched(self, address: str) -> None:
         """The sentinels elected a new master: drop every connection to the old one at once,
         in use or idle, so that no write goes to a master that is being demoted (its writes
-        would be thrown away when it resyncs); each reconnects to the new master."""
+        would be thrown away when it resyncs); each reconnects to the new master. Every
+        sentinel announces the switch: only the first announcement of an address acts."""
+        with self._switch_lock:
+            if address == self._master_address:
+                return
+            self._master_address = address
+            self.failovers += 1
+            self.switched_at = time.monotonic()
         log.warning(
             "Sentinel: the master of %r is now %s; reconnecting", self._parsed.path, address
         )
-        self.failovers += 1
-        self.switched_at = time.monotonic()
         for pool in list(self._sentinel_pools):
             pool.disconnect(inuse_connections=True)
 

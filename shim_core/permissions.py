@@ -37,6 +37,7 @@ REQUIRED_COMMANDS: tuple[str, ...] = (
     "ping",
     "time",
     "wait",
+    "select",
     "info",
     "scan",
     # keys, by type (Python code and Lua scripts)
@@ -109,6 +110,9 @@ def _probes(keys: Keys) -> list[tuple[str, list[Any]]]:
         "script|exists": ["SCRIPT", "EXISTS", sha],
         "ping": ["PING"],
         "time": ["TIME"],
+        "wait": ["WAIT", 0, 0],
+        "select": ["SELECT", 0],
+        "get": ["GET", key],
         "info": ["INFO", "server"],
         "scan": ["SCAN", 0, "MATCH", f"{keys.prefix}*", "COUNT", 1],
         "del": ["DEL", key],

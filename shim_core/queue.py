@@ -232,8 +232,9 @@ class TaskQueue:
         self, run_id: str, record: Mapping[str, str], tasks: Sequence[Task]
     ) -> tuple[list[Task], int]:
         """Add the tasks of a run with its record (``run:<id>`` fields, plus ``created_at``) in
-        the same script as the first 1,000 tasks: a run is never recorded without its tasks,
-        nor its tasks added without the record (which claims read for the run's budget).
+        the same script as the first 1,000 tasks: a run is never recorded without them, nor
+        they added without the record (which claims read for the run's budget). Larger runs
+        are checked whole before anything is written; later chunks are calls of their own.
         Returns the tasks as added and the record's ``created_at`` (server ms)."""
         check_name("run id", run_id)
         return self._add(tasks, (run_id, compact_json(dict(record))))
@@ -417,6 +418,12 @@ class TaskQueue:
         written = {k: fields[k] for k in changes if k in fields}
         if set(changes) & set(SIGNED_FIELDS):
             if self.signer is not None:
+                if current.signature and not self.signer.verify(current):
+                    # Re-signing would bless whatever was changed in Redis behind our back.
+                    raise ValidationError(
+                        f"task {task_id!r} does not verify (changed in Redis since it was "
+                        "signed): not signing it again; cancel it and add it anew"
+                    )
                 written["signature"] = self.signer.sign(updated)
             elif current.signature:  # workers that verify would refuse the changed task
                 raise ValidationError(

@@ -240,7 +240,9 @@ class WorkerRegistry:
             ids = self.live_worker_ids()
             if ids:
                 counts = self._subscribers([self.keys.alive(i) for i in ids])
-                subscribed = {i: counts.get(self.keys.alive(i), 0) > 0 for i in ids}
+                subscribed = {
+                    i: counts is None or counts.get(self.keys.alive(i), 0) > 0 for i in ids
+                }
                 if not all(subscribed.values()) and self._just_restarted():
                     subscribed = dict.fromkeys(ids, True)
                 for worker_id, ok in subscribed.items():
@@ -252,17 +254,27 @@ class WorkerRegistry:
         )
         return _parse_scan(reply)
 
-    def _subscribers(self, channels: list[str]) -> dict[str, int]:
+    def _subscribers(self, channels: list[str]) -> dict[str, int] | None:
         """Subscribers per channel. In a cluster a subscription lives on the node its
         subscriber connected to (a master then, perhaps a replica after a failover): every node
-        is asked and the counts summed."""
+        is asked and the counts summed; None when a node cannot be asked (its subscribers are
+        unknown: liveness then decides nothing, the heartbeat deadlines still do)."""
         nodes = self.client.get_nodes() if hasattr(self.client, "get_nodes") else None
-        clients = [n.redis_connection for n in nodes] if nodes else [self.client]
+        if not nodes:
+            return self._count(self.client.pubsub_numsub(*channels), {})
         counts: dict[str, int] = {}
-        for client in clients:
-            for channel, n in client.pubsub_numsub(*channels):
-                name = channel.decode() if isinstance(channel, bytes) else str(channel)
-                counts[name] = counts.get(name, 0) + int(n)
+        for node in nodes:
+            try:
+                self._count(node.redis_connection.pubsub_numsub(*channels), counts)
+            except redis.RedisError:
+                return None
+        return counts
+
+    @staticmethod
+    def _count(replies: list[Any], counts: dict[str, int]) -> dict[str, int]:
+        for channel, n in replies:
+            name = channel.decode() if isinstance(channel, bytes) else str(channel)
+            counts[name] = counts.get(name, 0) + int(n)
         return counts
 
     @redis_errors

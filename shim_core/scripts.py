@@ -115,7 +115,7 @@ class Scripts:
         if self._direct_ok:
             try:
                 replies = self._direct(keys, args, self._scripts[verb][1].sha, after=wait)
-                return replies[0], int(replies[1])
+                return replies[0], _acked(replies[1])
             except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
                 pass  # the pipeline below reconnects, retries and loads the script
         client: Any = self._client
@@ -124,8 +124,10 @@ class Scripts:
         pipe = client.pipeline(transaction=False)
         self.call(verb, keys, args, client=pipe)
         pipe.execute_command(*wait)
-        reply, acked = pipe.execute()
-        return reply, int(acked)
+        reply, acked = pipe.execute(raise_on_error=False)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply, _acked(acked)
 
     def call_after_wait(
         self, wait: Sequence[Any], verb: str, keys: Sequence[str], args: Sequence[Any]
@@ -184,3 +186,9 @@ class Scripts:
         if isinstance(replies[-1], Exception):
             raise replies[-1]
         return replies[-1]
+
+
+def _acked(reply: Any) -> int:
+    """Replicas a WAIT reply counts; a refused WAIT (no permission, a master being demoted)
+    counts none: the script's writes are recorded all the same, only their copies unknown."""
+    return int(reply) if isinstance(reply, int) else 0

@@ -27,10 +27,25 @@ from shim_core.models import Task
 from shim_core.serde import compact_json, stored_field, stored_value
 
 #: The fields that decide what a worker runs and how: which executor (by name or by type), the
-#: command or function and its arguments, the prompt and its context, the agent.
-SIGNED_FIELDS = ("id", "type", "executor", "agent", "title", "description", "context", "params")
+#: command or function and its arguments, the prompt and its context, the agent, its run.
+SIGNED_FIELDS = (
+    "id",
+    "type",
+    "executor",
+    "agent",
+    "title",
+    "description",
+    "context",
+    "params",
+    # where and with what an agent works: the run's worktree and budget, the dependencies whose
+    # branches and results it gets, how long it may run, what its failure does to others
+    "run_id",
+    "dependencies",
+    "timeout_ms",
+    "on_failure",
+)
 #: Tag of the signed message's layout, and prefix of every signature.
-VERSION = "shim-task-1"
+VERSION = "shim-task-2"
 PREFIX = "hmac-sha256:"
 #: Shorter keys are refused: a secret worth having is not guessable.
 MIN_KEY_LENGTH = 16

@@ -439,10 +439,10 @@ local function worker_policy(refused, deny)
   local policy = {agents = decode_or(refused, {}), executors = {}, types = {}}
   local d = decode_or(deny, {})
   for _, name in ipairs(type(d.executors) == 'table' and d.executors or {}) do
-    policy.executors[name] = true
+    if type(name) == 'string' then policy.executors[name] = true end
   end
   for _, name in ipairs(type(d.types) == 'table' and d.types or {}) do
-    policy.types[name] = true
+    if type(name) == 'string' then policy.types[name] = true end
   end
   return policy
 end

@@ -1,5 +1,5 @@
 -- start: a claimed task begins running.
--- KEYS[1] task:<id>   (a started task stays in the active set: its lease deadline is unchanged)
+-- KEYS[1] task:<id>   (counts and the event channel: same slot; the active set is unchanged)
 -- ARGV[1] prefix, ARGV[2] task id, ARGV[3] lease token
 -- Returns: 1, or -1 not found, -2 stale lease, -3 wrong state (with the status)
 -- Events: task:started

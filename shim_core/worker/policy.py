@@ -28,8 +28,8 @@ class ExecutorPolicy:
 
     allowed: frozenset[str]
     denied: frozenset[str]
-    #: Of the worker's task types, those whose tasks run on a denied executor when they name
-    #: none (an executor that declares the type, else the worker's default executor).
+    #: The task types whose tasks run on a denied executor when they name none (an executor
+    #: that declares the type, else the worker's default executor).
     denied_types: tuple[str, ...] = ()
 
     @classmethod
@@ -62,9 +62,13 @@ class ExecutorPolicy:
                 f"the default executor {default_executor!r} runs what each task says: "
                 f"allow it with --allow {default_executor}"
             )
+        # A task that names no executor runs on the one its type resolves to: the worker's
+        # types, and every type a denied executor declares (a task targeted at this worker
+        # may have any type).
+        declared = [t for name in sorted(denied) for t in installed[name].task_types]
         denied_types = tuple(
             t
-            for t in types
+            for t in dict.fromkeys([*types, *declared])
             if (found := plugins.executor_for(Task(id="policy", type=t), default_executor))
             is not None
             and found.name in denied

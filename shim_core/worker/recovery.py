@@ -90,6 +90,7 @@ class WorkerCrashRecovery:
         self.total = RecoveryTotals()
         #: The latest passes that recovered something (bounded: a reaper runs for months).
         self.recent: deque[RecoveryReport] = deque(maxlen=RECENT_REPORTS)
+        self._totals_lock = threading.Lock()
         self.passes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -102,8 +103,9 @@ class WorkerCrashRecovery:
         self.passes += 1
         self.last_report = report
         if not report.empty:
-            self.total = self.total.plus(report)
-            self.recent.append(report)
+            with self._totals_lock:
+                self.total = self.total.plus(report)
+                self.recent.append(report)
         for worker in crashed:
             log.warning(
                 "worker %s %s; requeued %d task(s)",
@@ -117,15 +119,18 @@ class WorkerCrashRecovery:
         """Declare one worker crashed now and requeue its tasks."""
         crashed = self.registry.declare_crashed(worker_id)
         report = self._report([crashed] if crashed else [], {})
-        self.total = self.total.plus(report)
         if not report.empty:
-            self.recent.append(report)
+            with self._totals_lock:
+                self.total = self.total.plus(report)
+                self.recent.append(report)
         return report
 
     def recent_report(self) -> RecoveryReport:
         """The passes of :attr:`recent` as one report (oldest first)."""
         merged = RecoveryReport()
-        for report in self.recent:
+        with self._totals_lock:
+            reports = list(self.recent)
+        for report in reports:
             merged.crashed_workers.extend(report.crashed_workers)
             merged.reassigned_tasks.extend(report.reassigned_tasks)
             merged.failed_tasks.extend(report.failed_tasks)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import attrs
 
-from shim_core.errors import ShimError
 from shim_core.models import WorkerStatus
 from shim_core.outage import OutageLog
 from shim_core.registry import HeartbeatRefused, WorkerRegistry
@@ -134,6 +133,6 @@ class ProgressReporter:
             try:
                 self.send_heartbeat()
                 self.outage.succeeded()
-            except ShimError as exc:  # Redis away: keep beating, the connection may come back
+            except Exception as exc:  # Redis away (or a socket closed under us): keep beating
                 self.stats.heartbeat_errors += 1
                 self.outage.failed(f"the heartbeat of {self.worker_id}", exc)

@@ -31,6 +31,7 @@ Result: ``output = {"agent", "outcome", "session_id", "summary", "cost_usd", "to
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -78,6 +79,8 @@ _KNOWN = frozenset(
         "resolve",
     }
 )
+#: What an agent CLI's session id looks like (resumed from a checkpoint: checked first).
+_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 
 
 @attrs.frozen(kw_only=True)
@@ -294,6 +297,11 @@ class AgentExecutor:
         ctx, params = job.ctx, job.params
         resume = ctx.resume_state or {}
         session = resume.get("session_id") if resume.get("agent") == params.agent else None
+        if isinstance(session, str) and session and not _SESSION_ID.match(session):
+            # A checkpoint is data anyone with Redis write access could forge: a session id
+            # that is not one must never reach a command line (``--flag`` would be an option).
+            ctx.log.warning("ignoring the checkpoint's session id %.80r: not a session id", session)
+            session = None
         if isinstance(session, str) and session:
             ctx.log.info("resuming %s session %s", params.agent, session)
             state, ended = self._attempt(job, RESUME, session)

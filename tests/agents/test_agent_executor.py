@@ -352,3 +352,14 @@ def test_a_resumed_session_is_charged_only_for_what_it_added(tmp_path):
     assert result.success, result.error
     assert result.cost_usd == pytest.approx(0.03)
     assert ctx.checkpoint_states[-1]["cost_usd"] == 0.05  # the session's total, for next time
+
+
+def test_a_forged_session_id_never_reaches_the_command_line():
+    """The session to resume comes from a checkpoint (data in Redis): only ids shaped like a
+    CLI's session id are passed on; '--flag' would be read as an option."""
+    from shim_plugins.executors.agent import _SESSION_ID
+
+    for good in ("0199f3c2-5b1e-7c40-9d8e-1f2a3b4c5d6e", "ses_01JXYZ", "abc.def:1"):
+        assert _SESSION_ID.match(good)
+    for bad in ("--dangerously-bypass-approvals-and-sandbox", "-x", "a b", "", "a;rm"):
+        assert not _SESSION_ID.match(bad)

@@ -15,6 +15,7 @@ import pytest
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.errors import ShimError, ValidationError
+from shim_core.hookspecs import hookimpl
 from shim_core.models import FINAL_STATUSES, Task, TaskOutcome, TaskStatus
 from shim_core.plugins import Plugins
 from shim_core.queue import TaskQueue
@@ -171,3 +172,50 @@ def test_the_worker_command_names_a_bad_allow_list(shim_settings: Settings) -> N
     assert done.returncode != 0
     assert "error: --allow names no installed executor: nosuch" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_task_changed_in_redis_is_never_signed_again_by_an_update(
+    shim_connection: RedisConnectionManager, shim_settings: Settings
+) -> None:
+    """An operator's routine update must not bless what an attacker changed behind it."""
+    signing = TaskQueue(shim_connection, attrs.evolve(shim_settings, secret=SECRET))
+    signing.add(Task(id="u2", type="code", executor="shell", params={"command": "true"}))
+    signing.client.hset(signing.keys.task("u2"), "params", '{"command":"id"}')
+    with pytest.raises(ValidationError, match="does not verify"):
+        signing.update("u2", title="renamed")
+    stored = signing.get("u2")
+    assert stored is not None
+    assert signing.signer is not None
+    assert not signing.signer.verify(stored)
+
+
+def test_fields_that_steer_an_agent_are_signed_too() -> None:
+    signer = TaskSigner([SECRET])
+    task = Task(id="a1", type="code", executor="agent", run_id="r1", dependencies=("d1",))
+    signed = attrs.evolve(task, signature=signer.sign(task))
+    for change in ({"run_id": "r2"}, {"run_id": None}, {"dependencies": ()}, {"timeout_ms": 1}):
+        assert not signer.verify(attrs.evolve(signed, **change))  # type: ignore[arg-type]
+
+
+def test_types_a_denied_executor_declares_are_left_whatever_the_workers_types() -> None:
+    @attrs.define
+    class Deploy:
+        name: str = "deploy"
+        task_types: tuple[str, ...] = ("deploy",)
+
+        def execute(self, task: Task, ctx: Any) -> Any:  # pragma: no cover - never run
+            raise AssertionError("a denied executor ran")
+
+    plugins = Plugins(entry_points=False, extra=[_Provides(Deploy())])
+    policy = ExecutorPolicy.build(plugins, set(), types=("code",))
+    assert "deploy" in policy.denied
+    assert policy.denied_types == ("deploy",)  # a task targeted at the worker may have it
+
+
+class _Provides:
+    def __init__(self, executor: Any) -> None:
+        self.executor = executor
+
+    @hookimpl
+    def shim_executors(self) -> list[Any]:
+        return [self.executor]

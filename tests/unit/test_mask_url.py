@@ -196,3 +196,13 @@ def test_cluster_urls_list_their_seed_nodes_and_have_database_0_only() -> None:
         parse_redis_url("redis+cluster:///0")
     with pytest.raises(ConfigError, match="is for TLS"):
         parse_redis_url("redis+cluster://h:7000?ssl_ca_certs=/ca.pem")
+
+
+def test_a_sentinel_switch_is_acted_on_once_per_new_master() -> None:
+    """Every sentinel announces a switch; the manager drops its connections once per address."""
+    manager = RedisConnectionManager("redis+sentinel://127.0.0.1:1/shim")
+    manager._master_switched("10.0.0.2:6379")
+    manager._master_switched("10.0.0.2:6379")  # the second and third sentinel saying the same
+    assert manager.failovers == 1
+    manager._master_switched("10.0.0.1:6379")  # and back
+    assert manager.failovers == 2

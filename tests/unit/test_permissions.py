@@ -50,3 +50,12 @@ def test_the_acl_line_grants_one_namespace() -> None:
     assert line.startswith("ACL SETUSER worker on >pw resetkeys ~shim:{prod}:* resetchannels ")
     assert "&shim:{prod}:* &shim:{prod}:task:* -@all +multi " in line
     assert line.count(" +") == len(REQUIRED_COMMANDS)
+
+
+def test_every_required_command_is_probed_at_start_up() -> None:
+    from shim_core.keys import Keys
+    from shim_core.permissions import REQUIRED_COMMANDS, _probes
+
+    probed = {name for name, _command in _probes(Keys("ns"))}
+    handled_by_the_transaction = {"multi", "exec", "discard"}
+    assert set(REQUIRED_COMMANDS) - handled_by_the_transaction <= probed
