@@ -136,6 +136,11 @@ def run(
     settings = Settings.load(redis_url=redis_url, namespace=namespace)
     local = settings.redis_url.startswith("embedded:")
     count = workers if workers is not None else (3 if local else 0)
+    if local and count == 0:
+        raise ShimError(
+            "--workers 0 on the embedded store would wait for ever: no other process can reach "
+            "it. Give at least one worker, or --redis URL of a fleet's server"
+        )
     plugins = Plugins()
     decomposition = TaskDecomposer(plugins).decompose(
         request, strategy, decompose_context(executor, agent)

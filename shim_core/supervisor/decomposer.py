@@ -8,6 +8,7 @@ estimates how long it will take.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -97,15 +98,21 @@ class TaskDecomposer:
         return DecompositionPlan.build(plan, estimates, original_request=request)
 
     def select_strategy(self, request: str) -> str:
-        """``'plan'`` when the request names a plan file (.yaml/.yml/.json), else ``'lines'``.
+        """``'plan'`` when the request names a plan file, else ``'lines'`` (a written request).
 
-        A plan file is an existing file, or a path-like request (no whitespace) that does not
-        exist: load_plan then reports it missing instead of it becoming a one-task plan.
+        A request names a file when it has a plan suffix (.yaml/.yml/.json) and no whitespace,
+        or is an existing file with that suffix; and also when it looks like a path (no
+        whitespace, a '/' in it) or names anything that exists: load_plan then says what is
+        wrong with it (missing, a directory, not a plan file) instead of a mistyped path
+        becoming a one-task plan.
         """
         text = request.strip()
-        if not text.lower().endswith(PLAN_SUFFIXES):
-            return "lines"
-        return "plan" if not re.search(r"\s", text) or Path(text).is_file() else "lines"
+        pathlike = not re.search(r"\s", text)
+        if text.lower().endswith(PLAN_SUFFIXES):
+            return "plan" if pathlike or Path(text).is_file() else "lines"
+        if pathlike and ("/" in text or os.sep in text or Path(text).exists()):
+            return "plan"
+        return "lines"
 
     def known_types(self) -> tuple[str, ...]:
         """The built-in task types and those any loaded executor declares."""

@@ -152,6 +152,12 @@ def load_plan(
     problem, including unknown executors and types when those are given."""
     source = str(path)
     suffix = Path(path).suffix.lower()
+    if Path(path).is_dir():
+        raise PlanError([f"{source} is a directory, not a plan file (.yaml, .yml or .json)"])
+    if not Path(path).exists():
+        near = [str(Path(f"{source}{s}")) for s in PLAN_SUFFIXES if Path(f"{source}{s}").is_file()]
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise PlanError([f"no such plan file: {source}{hint}"])
     if suffix not in PLAN_SUFFIXES:
         shown = repr(suffix) if suffix else "without a suffix"
         raise PlanError([f"{source}: plan files are .yaml, .yml or .json, not {shown}"])
@@ -434,18 +440,33 @@ def _strings(key: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+#: The longest time a plan may give a task (a timeout or an estimate): 30 days. Larger numbers
+#: are mistakes, and beyond about 1e9 s a timer overflows.
+MAX_SECONDS = 30 * 86_400
+#: The most attempts a task may ask for.
+MAX_ATTEMPTS = 100
+
+
 def _attempts(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _Bad(f"{key!r} must be an integer >= 1, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTEMPTS:
+        raise _Bad(f"{key!r} must be an integer from 1 to {MAX_ATTEMPTS}, got {value!r}")
     return value
 
 
 def _seconds(minimum: float, inclusive: bool) -> Callable[[str, Any], float]:
     def parse(key: str, value: Any) -> float:
         number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
-        if number is None or not math.isfinite(number) or not _above(number, minimum, inclusive):
+        if (
+            number is None
+            or not math.isfinite(number)
+            or not _above(number, minimum, inclusive)
+            or number > MAX_SECONDS
+        ):
             bound = ">=" if inclusive else ">"
-            raise _Bad(f"{key!r} must be a number of seconds {bound} {minimum:g}, got {value!r}")
+            raise _Bad(
+                f"{key!r} must be a number of seconds {bound} {minimum:g} and at most "
+                f"{MAX_SECONDS:,} (30 days), got {value!r}"
+            )
         return float(number)
 
     return parse

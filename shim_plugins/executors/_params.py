@@ -11,16 +11,22 @@ class ParamError(ValueError):
     """A parameter or environment knob has an unusable value; the attempt fails cleanly."""
 
 
+#: The largest number a param may hold by default: 30 days in seconds (a larger duration or
+#: timeout is a mistake, and beyond about 1e9 s a timer overflows).
+MAX_NUMBER = 30 * 86_400.0
+
+
 def number(
     source: Mapping[str, Any],
     key: str,
     default: float | None,
     *,
     minimum: float = 0.0,
-    maximum: float = math.inf,
+    maximum: float = MAX_NUMBER,
     what: str = "param",
 ) -> float | None:
-    """``source[key]`` as a finite float in [minimum, maximum], else ``default`` when absent."""
+    """``source[key]`` as a finite float in [minimum, maximum], else ``default`` when absent.
+    The default maximum keeps durations and timeouts in what a timer can wait for."""
     raw = source.get(key)
     if raw is None or raw == "":
         return default
@@ -29,7 +35,7 @@ def number(
     except (TypeError, ValueError):
         raise ParamError(f"{what} {key!r} must be a number, got {raw!r}") from None
     if not (math.isfinite(value) and minimum <= value <= maximum):
-        bounds = f">= {minimum:g}" if maximum == math.inf else f"in [{minimum:g}, {maximum:g}]"
+        bounds = f"in [{minimum:g}, {maximum:g}]"
         raise ParamError(f"{what} {key!r} must be {bounds}, got {raw!r}")
     return value
 

@@ -379,7 +379,7 @@ def test_unreadable_plan_file_exits_2(shim: Shim, tmp_path: Path) -> None:
     missing = tmp_path / "missing.yaml"
     code, out, err = shim("run", str(missing), "--yes")
     assert (code, out) == (2, "")
-    assert err.startswith(f"error: {missing}: cannot read: ")
+    assert err.startswith(f"error: no such plan file: {missing}")
 
 
 def test_run_without_redis_server_on_path_uses_fakeredis(tmp_path: Path) -> None:
@@ -672,3 +672,38 @@ def test_submit_records_the_latest_run(
     second_id = json.loads(second)["run_id"]
     assert first.strip() != second_id
     assert latest_run_id(shim_queue) == second_id
+
+
+def test_mistyped_plan_paths_are_errors_not_one_task_plans(tmp_path, monkeypatch):
+    """A path that is not a readable plan file never becomes a made-up one-task plan."""
+    monkeypatch.delenv("SHIM_REDIS_URL", raising=False)
+    (tmp_path / "plan.yaml").write_text("tasks:\n  - id: a\n", encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("not a plan\n", encoding="utf-8")
+    cases = {
+        str(tmp_path / "plan"): "did you mean",
+        str(tmp_path): "is a directory",
+        str(tmp_path / "notes.txt"): "plan files are .yaml, .yml or .json",
+        str(tmp_path / "missing.yaml"): "no such plan file",
+    }
+    for request, message in cases.items():
+        done = subprocess.run(
+            [sys.executable, "-m", "shim_core.cli", "run", request, "--yes"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2, (request, done.stderr)
+        assert message in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_no_workers_on_the_embedded_store_is_refused(monkeypatch):
+    monkeypatch.delenv("SHIM_REDIS_URL", raising=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "shim_core.cli", "run", "examples/auth_system.yaml", "--yes",
+         "--workers", "0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--workers 0 on the embedded store would wait for ever" in done.stderr

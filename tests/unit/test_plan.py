@@ -248,15 +248,37 @@ def test_task_that_is_not_a_mapping_is_refused():
         ("priority", 1, "bad priority 1 (allowed: critical, high, normal, low)"),
         ("deps", {"a": 1}, "'deps' must be a task id or a list of task ids, got {'a': 1}"),
         ("deps", [None], "'deps' must be a task id or a list of task ids, got [None]"),
-        ("max_attempts", 0, "'max_attempts' must be an integer >= 1, got 0"),
-        ("max_attempts", True, "'max_attempts' must be an integer >= 1, got True"),
-        ("max_attempts", "3", "'max_attempts' must be an integer >= 1, got '3'"),
-        ("timeout", 0, "'timeout' must be a number of seconds > 0, got 0"),
-        ("timeout", "10s", "'timeout' must be a number of seconds > 0, got '10s'"),
-        ("timeout", float("inf"), "'timeout' must be a number of seconds > 0, got inf"),
+        ("max_attempts", 0, "'max_attempts' must be an integer from 1 to 100, got 0"),
+        ("max_attempts", True, "'max_attempts' must be an integer from 1 to 100, got True"),
+        ("max_attempts", "3", "'max_attempts' must be an integer from 1 to 100, got '3'"),
+        ("max_attempts", 10**6, "'max_attempts' must be an integer from 1 to 100, got 1000000"),
+        (
+            "timeout",
+            0,
+            "'timeout' must be a number of seconds > 0 and at most 2,592,000 (30 days), got 0",
+        ),
+        (
+            "timeout",
+            "10s",
+            "'timeout' must be a number of seconds > 0 and at most 2,592,000 (30 days), got '10s'",
+        ),
+        (
+            "timeout",
+            float("inf"),
+            "'timeout' must be a number of seconds > 0 and at most 2,592,000 (30 days), got inf",
+        ),
+        (
+            "timeout",
+            1.0e30,
+            "'timeout' must be a number of seconds > 0 and at most 2,592,000 (30 days), got 1e+30",
+        ),
         ("files", "a.py", "'files' must be a list of strings, got 'a.py'"),
         ("files", ["a.py", 3], "'files' must be a list of strings, got ['a.py', 3]"),
-        ("estimate", -1, "'estimate' must be a number of seconds >= 0, got -1"),
+        (
+            "estimate",
+            -1,
+            "'estimate' must be a number of seconds >= 0 and at most 2,592,000 (30 days), got -1",
+        ),
     ],
 )
 def test_wrong_value_types_are_refused(key, value, problem):
@@ -370,7 +392,7 @@ def test_missing_file_is_refused(tmp_path):
     path = tmp_path / "nope.yaml"
     with pytest.raises(PlanError) as info:
         load_plan(path)
-    assert info.value.problems == [f"{path}: cannot read: No such file or directory"]
+    assert info.value.problems == [f"no such plan file: {path}"]
 
 
 def test_directory_and_binary_file_are_refused(tmp_path):
@@ -379,7 +401,7 @@ def test_directory_and_binary_file_are_refused(tmp_path):
     folder.mkdir()
     binary = tmp_path / "bin.yaml"
     binary.write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(PlanError, match=r"dir\.yaml: cannot read: Is a directory"):
+    with pytest.raises(PlanError, match=r"dir\.yaml is a directory, not a plan file"):
         load_plan(folder)
     with pytest.raises(PlanError, match=r"bin\.yaml: cannot read: not UTF-8 text"):
         load_plan(binary)
