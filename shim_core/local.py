@@ -68,6 +68,9 @@ class LocalRedis:
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
+                # A session of its own: Ctrl-C in the terminal reaches `shim run` (which cancels
+                # the run and stops this server), not the server under the run's feet.
+                start_new_session=True,
             )
             self.url = f"unix://{sock}"
             wait_for_redis(self._process, redis.Redis(unix_socket_path=str(sock)))

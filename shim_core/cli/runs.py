@@ -292,6 +292,8 @@ def status(queue: TaskQueue, run_id: str | None, watch: bool, as_json: bool) -> 
             f"{progress.running_tasks} running, {progress.queued_tasks} queued"
         )
         click.echo(render_report(report))
+    if progress.finished and not report.ok:  # as `shim run` of the same run would exit
+        sys.exit(1)
 
 
 def _namespace_status(queue: TaskQueue, as_json: bool) -> None:

@@ -542,6 +542,21 @@ def test_status_watch_prints_the_final_progress(
     assert out.startswith("[########################] 100%  1/1 done, 0 running, 0 queued")
 
 
+def test_status_of_a_finished_failed_run_exits_1(
+    shim: Shim,
+    target: list[str],
+    plan_file: Callable[..., str],
+    threads: Callable[[int], Fleet],
+) -> None:
+    """``shim status RUN`` exits as ``shim run`` of the same run did: 1 when it failed."""
+    task = {"id": "bad", "executor": "sim", "max_attempts": 1, "params": {"fail_first": 5}}
+    _, run_id, _ = shim("submit", plan_file({"tasks": [task]}), *target)
+    threads(1)
+    code, out, _ = shim("status", run_id.strip(), *target, "--watch")
+    assert code == 1
+    assert "1 failed" in out
+
+
 @pytest.mark.shim_real_redis
 def test_submit_wait_with_a_shim_worker_process(
     shim: Shim,
@@ -707,3 +722,31 @@ def test_no_workers_on_the_embedded_store_is_refused(monkeypatch):
     )  # fmt: skip
     assert done.returncode == 2
     assert "--workers 0 on the embedded store would wait for ever" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a private redis-server")
+def test_ctrl_c_cancels_the_run_and_exits_130_quietly(monkeypatch):
+    """Ctrl-C in a terminal signals the whole foreground process group: the private
+    redis-server must not be in it, or it dies under the run and every thread fails."""
+    import signal
+    import time
+
+    monkeypatch.delenv("SHIM_REDIS_URL", raising=False)
+    command = [sys.executable, "-m", "shim_core.cli", "run", "examples/auth_system.yaml", "--yes"]
+    with subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        start_new_session=True,  # a group of its own, as a terminal's foreground job
+    ) as run:  # fmt: skip
+        assert run.stderr is not None
+        for line in run.stderr:
+            if line.startswith("Run "):
+                break
+        time.sleep(0.5)
+        os.killpg(run.pid, signal.SIGINT)
+        started = time.monotonic()
+        rest = run.stderr.read()
+        code = run.wait(timeout=30)
+    assert code == 130, rest
+    assert time.monotonic() - started < 10
+    assert "interrupted: run" in rest
+    assert "Traceback" not in rest
