@@ -15,6 +15,7 @@ import click
 from shim_core import __version__
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
+from shim_core.redact import mask_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -152,3 +153,12 @@ def decompose_context(executor: str, agent: str | None) -> dict[str, Any]:
     if agent:
         context["agent"] = agent
     return context
+
+
+def where(settings: Settings) -> str:
+    """The namespace and Redis a command talked to, fit to print (password masked); for the
+    embedded store, why a fleet's work is not there."""
+    text = f"namespace {settings.namespace!r} at {mask_url(settings.redis_url)}"
+    if settings.redis_url.startswith("embedded:"):
+        text += " (this command's own empty store: give --redis URL or set SHIM_REDIS_URL)"
+    return text

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from shim_core.cli._common import app, configure_logging, connection_options, redis_options
+from shim_core.cli._common import (
+    app,
+    configure_logging,
+    connection_options,
+    redis_options,
+    where,
+)
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.doctor import check_invariants
@@ -225,33 +231,76 @@ def worker(
 @app.command()
 @redis_options
 @click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON.")
-def workers(queue: TaskQueue, as_json: bool) -> None:
-    """List the workers of the namespace with their status and statistics.
+@click.option(
+    "--all", "show_all", is_flag=True, help="Also show workers that crashed or left long ago."
+)
+def workers(queue: TaskQueue, as_json: bool, show_all: bool) -> None:
+    """List the workers of the namespace: status, statistics, last heartbeat and the tasks each
+    holds now (read from the leases, so true to the second). Workers that crashed or left more
+    than 10 minutes ago are left out unless --all.
 
     \b
     Example:
       shim workers --redis redis://localhost:6379/0 --json
     """
+    import time
+
     from shim_core.registry import WorkerRegistry
     from shim_core.serde import converter
 
     registry = WorkerRegistry(queue.connection, queue.settings)
-    found = registry.all_workers()
+    held: dict[str, list[str]] = {}
+    for task_id, worker_id in sorted(queue.holders().items()):
+        held.setdefault(worker_id, []).append(task_id)
+    now = time.time()
+    shown, hidden = [], 0
+    for w in registry.all_workers():
+        seen = w.heartbeat.last_seen.timestamp() if w.heartbeat.last_seen else None
+        gone = w.status.value in ("crashed", "offline")
+        if gone and not show_all and (seen is None or now - seen > GONE_SHOWN_S):
+            hidden += 1
+            continue
+        status = w.status.value if gone else ("busy" if held.get(w.id) else "idle")
+        shown.append((w, status, held.get(w.id, []), None if seen is None else now - seen))
     if as_json:
-        click.echo(json.dumps([converter.unstructure(w) for w in found]))
+        rows = []
+        for w, status, tasks, _seen in shown:
+            row = converter.unstructure(w)
+            row["status"], row["running"] = status, tasks
+            rows.append(row)
+        click.echo(json.dumps(rows))
         return
-    if not found:
-        click.echo("no workers")
-    for w in found:
-        task = w.current_task.task_id if w.current_task else "-"
+    if not shown:
+        gone_note = f"; {hidden} gone long ago: --all shows them" if hidden else ""
+        click.echo(f"no workers in {where(queue.settings)}{gone_note}")
+        return
+    click.echo(f"{'WORKER':<34} {'STATUS':<8} {'DONE':>6} {'FAILED':>6} {'SEEN':>6}  CURRENT")
+    for w, status, tasks, age in shown:
         click.echo(
-            f"{w.name or w.id:<30} {w.status.value:<8} done {w.stats.tasks_completed:>5} "
-            f"failed {w.stats.tasks_failed:>4} current {task}"
+            f"{w.id:<34} {status:<8} {w.stats.tasks_completed:>6} {w.stats.tasks_failed:>6} "
+            f"{_age(age):>6}  {', '.join(tasks) or '-'}"
         )
         for agent, reason in sorted(w.refused_agents.items()):
-            click.echo(f"{'':<30} refuses {agent} tasks: {reason}")
+            click.echo(f"{'':<34} refuses {agent} tasks: {reason}")
         if w.denied_executors:
-            click.echo(f"{'':<30} not allowed to run: {', '.join(w.denied_executors)}")
+            click.echo(f"{'':<34} not allowed to run: {', '.join(w.denied_executors)}")
+    if hidden:
+        click.echo(f"({hidden} worker(s) that crashed or left long ago not shown: --all)")
+
+
+#: Crashed or offline workers stay in `shim workers` this long after their last heartbeat.
+GONE_SHOWN_S = 600
+
+
+def _age(seconds: float | None) -> str:
+    """``12s``, ``5m``, ``3h``, ``2d`` (``-`` when unknown)."""
+    if seconds is None:
+        return "-"
+    seconds = max(seconds, 0.0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 @app.command()

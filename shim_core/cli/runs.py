@@ -14,6 +14,7 @@ from shim_core.cli._common import (
     print_report,
     redis_options,
     request_options,
+    where,
 )
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
@@ -255,10 +256,14 @@ def status(queue: TaskQueue, run_id: str | None, watch: bool, as_json: bool) -> 
         _namespace_status(queue, as_json)
         return
     from shim_core.supervisor import Supervisor
+    from shim_core.supervisor.runs import RunNotFound
 
     supervisor = Supervisor(queue.connection, queue.settings)
     try:
-        record = load_run(queue, run_id)
+        try:
+            record = load_run(queue, run_id)
+        except RunNotFound as exc:
+            raise ShimError(f"{exc} in {where(queue.settings)}") from None
         aggregator = supervisor.watch(record)
         progress = aggregator.get_overall_progress()
         if watch and not progress.finished:
@@ -305,7 +310,7 @@ def _namespace_status(queue: TaskQueue, as_json: bool) -> None:
         return
     click.echo(f"namespace {queue.settings.namespace!r}" + (" (paused)" if stats.paused else ""))
     if not stats.by_type:
-        click.echo("  no tasks")
+        click.echo(f"  no tasks in {where(queue.settings)}")
     for task_type, counts in sorted(stats.by_type.items()):
         line = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         click.echo(f"  {task_type}: {line}")

@@ -136,13 +136,35 @@ def test_workers_shows_the_registered_workers(
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert len(lines) == 2
-    alpha = next(line for line in lines if line.startswith("alpha"))
+    assert lines[0].split() == ["WORKER", "STATUS", "DONE", "FAILED", "SEEN", "CURRENT"]
+    assert len(lines) == 3
+    alpha = next(line for line in lines if line.startswith("w-alpha"))
     beta = next(line for line in lines if line.startswith("w-beta"))
-    assert "idle" in alpha
-    assert "current job-1" in alpha
-    assert "crashed" in beta
-    assert "current -" in beta
+    assert alpha.split()[1] == "busy"  # from the lease it holds now, not the last heartbeat
+    assert alpha.endswith("job-1")
+    assert beta.split()[1] == "crashed"
+    assert beta.endswith("-")
+
+
+def test_workers_drops_workers_gone_long_ago_and_tasks_no_longer_held(
+    runner: CliRunner, target: list[str], registry: WorkerRegistry, shim_queue: TaskQueue
+) -> None:
+    registry.register_worker(WorkerRegistration(id="w-old"))
+    registry.declare_crashed("w-old")
+    registry.client.hset(registry.keys.worker("w-old"), "last_seen", 1)  # 1970
+    registry.register_worker(WorkerRegistration(id="w-live"))
+    shim_queue.add(Task(id="job-2"))
+    (claim,) = shim_queue.claim(["code"], worker_id="w-live")
+    shim_queue.cancel("job-2")  # the registry may still name it: the leases decide
+
+    lines = invoke(runner, "workers", *target).stdout.splitlines()
+    assert [line.split()[:2] for line in lines[1:-1]] == [["w-live", "idle"]]
+    assert lines[-1] == "(1 worker(s) that crashed or left long ago not shown: --all)"
+    every = invoke(runner, "workers", *target, "--all").stdout
+    assert "w-old" in every
+    data = json.loads(invoke(runner, "workers", *target, "--json").stdout)
+    assert [(w["id"], w["status"], w["running"]) for w in data] == [("w-live", "idle", [])]
+    assert claim.token > 0
 
 
 def test_workers_json(runner: CliRunner, target: list[str], registry: WorkerRegistry) -> None:
@@ -167,7 +189,7 @@ def test_workers_on_an_empty_namespace(runner: CliRunner, target: list[str]) -> 
     """`shim workers` on a namespace without workers says so (and --json prints [])."""
     result = invoke(runner, "workers", *target)
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "no workers"
+    assert result.stdout.strip().startswith("no workers in namespace ")
     assert json.loads(invoke(runner, "workers", *target, "--json").stdout) == []
 
 
@@ -261,3 +283,11 @@ def test_worker_process_runs_a_task_and_stops_on_sigterm(
     assert worker.stats.tasks_completed == 1
     assert "cli-worker-1" not in registry.live_worker_ids()
     assert "joined" in log_path.read_text()
+
+
+def test_an_empty_answer_from_the_embedded_store_says_where_it_looked(runner: CliRunner) -> None:
+    """Without --redis a command talks to its own empty store: it says so instead of only
+    'nothing there'."""
+    result = runner.invoke(app, ["workers"], env={"SHIM_REDIS_URL": ""}, catch_exceptions=False)
+    assert "no workers in namespace 'default' at embedded://" in result.stdout
+    assert "give --redis URL" in result.stdout
