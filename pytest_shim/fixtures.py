@@ -28,6 +28,7 @@ from pytest_shim.server import (
     RedisServer,
     SentinelServer,
     find_redis_server,
+    replica_in_sync,
     sentinel_url,
 )
 from shim_core.bus import MessageBus
@@ -195,7 +196,7 @@ class SentinelGroup:
         deadline = time.monotonic() + timeout
         while True:
             new = self.current_master_port()
-            if new != old and _link_up(old):
+            if new != old and replica_in_sync(old):
                 return new
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no failover from port {old} within {timeout} s")
@@ -211,16 +212,6 @@ def _sentinel(port: int, *command: Any) -> Any:
         client.close()
 
 
-def _link_up(port: int) -> bool:
-    """Whether the server on ``port`` is a replica in sync with its master."""
-    client = redis.Redis(port=port, decode_responses=True)
-    try:
-        info = client.info("replication")
-    finally:
-        client.close()
-    return info.get("role") == "slave" and info.get("master_link_status") == "up"
-
-
 @pytest.fixture
 def shim_sentinel_group(
     shim_redis_server_factory: Callable[..., RedisServer],
@@ -229,7 +220,7 @@ def shim_sentinel_group(
     master = shim_redis_server_factory()
     replica = shim_redis_server_factory(args=["--replicaof", "127.0.0.1", str(master.port)])
     deadline = time.monotonic() + 30
-    while not _link_up(replica.port):
+    while not replica_in_sync(replica.port):
         if time.monotonic() > deadline:
             raise TimeoutError("the replica did not sync with its master")
         time.sleep(0.05)
@@ -269,7 +260,7 @@ def shim_redis_cluster(request: pytest.FixtureRequest) -> Iterator[RedisClusterG
 def delete_namespace(manager: RedisConnectionManager, namespace: str) -> int:
     """Delete every key of ``namespace``; returns how many were deleted."""
     client = manager.get_client()
-    pattern = Keys(namespace).prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+    pattern = Keys(namespace).pattern()
     deleted = 0
     batch: list[str] = []
     for key in client.scan_iter(match=pattern, count=1000):

@@ -263,7 +263,8 @@ class RedisClusterGroup:
         """``CLUSTER FAILOVER`` on the replica of ``key``'s master; waits until the replica is
         the master of that slot and returns its port."""
         old = self.master_of(key)
-        replica = next(s.port for s in self.servers if _info(s.port).get("master_port") == old)
+        ports = [s.port for s in self.servers]
+        replica = next(p for p in ports if replication_info(p).get("master_port") == old)
         client = redis.Redis(port=replica)
         try:
             client.execute_command("CLUSTER", "FAILOVER")  # type: ignore[no-untyped-call]
@@ -297,9 +298,16 @@ class RedisClusterGroup:
         return "cluster_state:ok" in str(info) and in_sync
 
 
-def _info(port: int) -> dict[str, Any]:
+def replication_info(port: int) -> dict[str, Any]:
+    """``INFO replication`` of the server on ``port``."""
     client = redis.Redis(port=port, decode_responses=True)
     try:
         return dict(client.info("replication"))
     finally:
         client.close()
+
+
+def replica_in_sync(port: int) -> bool:
+    """Whether the server on ``port`` is a replica in sync with its master."""
+    info = replication_info(port)
+    return info.get("role") == "slave" and info.get("master_link_status") == "up"

@@ -40,9 +40,14 @@ class Keys:
     def task(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
 
+    def pattern(self, rest: str = "*") -> str:
+        """SCAN pattern of the namespace's keys matching ``rest`` (the prefix's braces escaped,
+        glob would read them as a set)."""
+        return self.prefix.replace("{", "\\{").replace("}", "\\}") + rest
+
     def task_pattern(self) -> str:
-        """SCAN pattern matching every task hash of the namespace (``{`` escaped for globbing)."""
-        return f"shim:\\{{{self.namespace}\\}}:task:*"
+        """SCAN pattern matching every task hash of the namespace."""
+        return self.pattern("task:*")
 
     def ready(self, queue: str) -> str:
         """Pending tasks of one queue: a task type, or ``@<worker>`` for targeted tasks."""

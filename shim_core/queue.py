@@ -257,13 +257,7 @@ class TaskQueue:
         ]
         if run is not None:
             chunks[0] += list(run)
-        if len(chunks) == 1 or not self.scripts.pipelines:  # one call; or a cluster client
-            replies = [self.scripts.call("add", fixed, args) for args in chunks]
-        else:  # one round trip for every chunk (a pipeline first sends SCRIPT EXISTS)
-            pipe = self.client.pipeline(transaction=False)
-            for args in chunks:
-                self.scripts.call("add", fixed, args, client=pipe)
-            replies = pipe.execute()
+        replies = self.scripts.call_many("add", fixed, chunks)
         for reply in replies:
             if reply[0] < 0:
                 raise_for_code(reply[0], reply[1], detail=reply[2])

@@ -73,8 +73,12 @@ class Retention:
             pipe = self.client.pipeline(transaction=False)
             for run_id in chunk:
                 pipe.hget(self.keys.run(run_id), "task_ids")
-            done = [run_id for run_id, ids in zip(chunk, pipe.execute(), strict=True)
-                    if not self._any_task(_ids(ids))]  # fmt: skip
+            replies = pipe.execute()
+            task_ids = {run_id: _ids(ids) for run_id, ids in zip(chunk, replies, strict=True)}
+            # One existence check for the tasks of the whole chunk, not a round trip per run.
+            every = sorted({t for ids in task_ids.values() for t in ids})
+            alive = {t for t, there in zip(every, self._exist(every), strict=True) if there}
+            done = [run_id for run_id, ids in task_ids.items() if alive.isdisjoint(ids)]
             if done:
                 pipe = self.client.pipeline(transaction=False)
                 pipe.delete(*(self.keys.run(r) for r in done))
@@ -109,9 +113,6 @@ class Retention:
                     removed += int(self.client.delete(*orphans))
         return removed
 
-    def _any_task(self, task_ids: list[str]) -> bool:
-        return any(self._exist(task_ids))
-
     def _exist(self, task_ids: list[str]) -> list[bool]:
         found: list[bool] = []
         for chunk in _chunks(task_ids):
@@ -122,8 +123,7 @@ class Retention:
         return found
 
     def _scan(self, pattern: str) -> Iterator[str]:
-        escaped = self.keys.prefix.replace("{", "\\{").replace("}", "\\}")
-        yield from self.client.scan_iter(match=escaped + pattern, count=1000)
+        yield from self.client.scan_iter(match=self.keys.pattern(pattern), count=1000)
 
 
 def _ids(raw: str | None) -> list[str]:

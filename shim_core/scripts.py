@@ -74,7 +74,7 @@ class Scripts:
         ).__module__.startswith("fakeredis")
         #: Whether scripts may be queued on a pipeline (redis-py's cluster pipelines refuse
         #: EVALSHA: callers then make one call per script).
-        self.pipelines = not isinstance(client, redis.RedisCluster)
+        self._pipelines = not isinstance(client, redis.RedisCluster)
         self._scripts: dict[str, tuple[LuaSource, Script]] = {
             verb: (src, client.register_script(src.source)) for verb, src in sources().items()
         }
@@ -105,6 +105,19 @@ class Scripts:
             # between the two makes it forget again. Nothing ran: one more reload is safe.
             return script(keys=list(keys), args=list(args), client=target)
 
+    def call_many(
+        self, verb: str, keys: Sequence[str], calls: Sequence[Sequence[Any]]
+    ) -> list[Any]:
+        """Run script ``verb`` once per argument list of ``calls``, in one round trip where a
+        pipeline can carry scripts (a single call goes straight: a pipeline would first send
+        SCRIPT EXISTS); a cluster client's pipelines refuse EVALSHA, so it makes one call each."""
+        if len(calls) == 1 or not self._pipelines:
+            return [self.call(verb, keys, args) for args in calls]
+        pipe = self._client.pipeline(transaction=False)
+        for args in calls:
+            self.call(verb, keys, args, client=pipe)
+        return list(pipe.execute())
+
     def call_replicated(
         self, verb: str, keys: Sequence[str], args: Sequence[Any], replicas: int, timeout_ms: int
     ) -> tuple[Any, int]:
@@ -119,7 +132,7 @@ class Scripts:
             except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
                 pass  # the pipeline below reconnects, retries and loads the script
         client: Any = self._client
-        if not self.pipelines:  # a cluster: the script and its WAIT on the slot's master
+        if not self._pipelines:  # a cluster: the script and its WAIT on the slot's master
             client = client.get_node_from_key(keys[0]).redis_connection
         pipe = client.pipeline(transaction=False)
         self.call(verb, keys, args, client=pipe)

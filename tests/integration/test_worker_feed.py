@@ -5,7 +5,7 @@ run side by side."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -73,6 +73,22 @@ def completion(claim: Claim, outcomes: list[Any]) -> Completion:
     return Completion(claim, TaskResult(success=True), outcomes.append)
 
 
+def take_late_task(
+    feed: TaskFeed, queue: TaskQueue, ready: Callable[[], Any], *, timeout: float
+) -> None:
+    """A thread takes from ``feed`` before any task exists; once ``ready()`` holds, task
+    ``late`` is added, and the thread must get it."""
+    got: list[Claim | None] = []
+    thread = threading.Thread(target=lambda: got.append(feed.take()))
+    thread.start()
+    wait_until(ready)
+    queue.add(Task(id="late"))
+    thread.join(timeout)
+    assert got
+    assert got[0] is not None
+    assert got[0].task.id == "late"
+
+
 def test_completions_that_pile_up_are_recorded_in_one_call(
     gated: GatedQueue, feeds: list[TaskFeed]
 ) -> None:
@@ -135,15 +151,12 @@ def test_an_idle_feed_sleeps_in_redis_and_wakes_for_new_work(
     shim_queue: TaskQueue, feeds: list[TaskFeed]
 ) -> None:
     feed = make_feed(shim_queue, feeds, claim_block=5.0)
-    got: list[Claim | None] = []
-    thread = threading.Thread(target=lambda: got.append(feed.take()))
-    thread.start()
-    wait_until(lambda: feed._starving)  # the queue was empty: the waiter blocks in Redis
-    shim_queue.add(Task(id="late"))
-    thread.join(10)
-    assert got
-    assert got[0] is not None
-    assert got[0].task.id == "late"
+    take_late_task(
+        feed,
+        shim_queue,
+        lambda: feed._starving,  # the queue was empty: the waiter blocks in Redis
+        timeout=10,
+    )
 
 
 def test_a_refused_completion_does_not_stop_the_others(
@@ -195,15 +208,7 @@ def test_a_thread_waiting_in_redis_outlives_an_outage(
     pause, and the thread gets the task that arrives."""
     feed = make_feed(gated, feeds, claim_block=0.2)
     gated.claim_failures = 2
-    got: list[Claim | None] = []
-    thread = threading.Thread(target=lambda: got.append(feed.take()))
-    thread.start()
-    wait_until(lambda: gated.claim_failures == 0)
-    gated.add(Task(id="late"))
-    thread.join(20)
-    assert got
-    assert got[0] is not None
-    assert got[0].task.id == "late"
+    take_late_task(feed, gated, lambda: gated.claim_failures == 0, timeout=20)
 
 
 def test_a_worker_drops_claims_in_hand_whose_lease_is_lost(
