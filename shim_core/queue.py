@@ -872,6 +872,11 @@ class TaskQueue:
         newest = self.client.zrange(self.keys.runs, -1, -1)
         return str(newest[0]) if newest else None
 
+    @redis_errors
+    def run_ids(self, limit: int = 50) -> list[str]:
+        """The ids of the ``limit`` runs submitted last, newest first."""
+        return [str(r) for r in self.client.zrange(self.keys.runs, 0, limit - 1, desc=True)]
+
     # --------------------------------------------------------- queues and leases
     @redis_errors
     def queued_ids(self, queue: str) -> list[str]:
@@ -909,6 +914,11 @@ class TaskQueue:
         pipe.rpush(key, *lines)
         pipe.ltrim(key, -keep, -1)
         pipe.execute()
+
+    @redis_errors
+    def log_tail(self, task_id: str, lines: int = 200) -> list[str]:
+        """The last ``lines`` lines of a task's log, oldest first."""
+        return [str(line) for line in self.client.lrange(self.keys.log(task_id), -lines, -1)]
 
     @redis_errors
     def take_reaper_lock(self, ms: int) -> bool:

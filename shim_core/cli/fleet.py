@@ -243,30 +243,17 @@ def workers(queue: TaskQueue, as_json: bool, show_all: bool) -> None:
     Example:
       shim workers --redis redis://localhost:6379/0 --json
     """
-    import time
-
     from shim_core.registry import WorkerRegistry
+    from shim_core.roster import roster
     from shim_core.serde import converter
 
-    registry = WorkerRegistry(queue.connection, queue.settings)
-    held: dict[str, list[str]] = {}
-    for task_id, worker_id in sorted(queue.holders().items()):
-        held.setdefault(worker_id, []).append(task_id)
-    now = time.time()
-    shown, hidden = [], 0
-    for w in registry.all_workers():
-        seen = w.heartbeat.last_seen.timestamp() if w.heartbeat.last_seen else None
-        gone = w.status.value in ("crashed", "offline")
-        if gone and not show_all and (seen is None or now - seen > GONE_SHOWN_S):
-            hidden += 1
-            continue
-        status = w.status.value if gone else ("busy" if held.get(w.id) else "idle")
-        shown.append((w, status, held.get(w.id, []), None if seen is None else now - seen))
+    found = roster(queue, WorkerRegistry(queue.connection, queue.settings), show_all=show_all)
+    shown, hidden = found.workers, found.hidden
     if as_json:
         rows = []
-        for w, status, tasks, _seen in shown:
-            row = converter.unstructure(w)
-            row["status"], row["running"] = status, tasks
+        for view in shown:
+            row = converter.unstructure(view.worker)
+            row["status"], row["running"] = view.status, list(view.running)
             rows.append(row)
         click.echo(json.dumps(rows))
         return
@@ -275,10 +262,11 @@ def workers(queue: TaskQueue, as_json: bool, show_all: bool) -> None:
         click.echo(f"no workers in {where(queue.settings)}{gone_note}")
         return
     click.echo(f"{'WORKER':<34} {'STATUS':<8} {'DONE':>6} {'FAILED':>6} {'SEEN':>6}  CURRENT")
-    for w, status, tasks, age in shown:
+    for view in shown:
+        w = view.worker
         click.echo(
-            f"{w.id:<34} {status:<8} {w.stats.tasks_completed:>6} {w.stats.tasks_failed:>6} "
-            f"{_age(age):>6}  {', '.join(tasks) or '-'}"
+            f"{w.id:<34} {view.status:<8} {w.stats.tasks_completed:>6} {w.stats.tasks_failed:>6} "
+            f"{_age(view.age):>6}  {', '.join(view.running) or '-'}"
         )
         for agent, reason in sorted(w.refused_agents.items()):
             click.echo(f"{'':<34} refuses {agent} tasks: {reason}")
@@ -286,10 +274,6 @@ def workers(queue: TaskQueue, as_json: bool, show_all: bool) -> None:
             click.echo(f"{'':<34} not allowed to run: {', '.join(w.denied_executors)}")
     if hidden:
         click.echo(f"({hidden} worker(s) that crashed or left long ago not shown: --all)")
-
-
-#: Crashed or offline workers stay in `shim workers` this long after their last heartbeat.
-GONE_SHOWN_S = 600
 
 
 def _age(seconds: float | None) -> str:
