@@ -155,6 +155,11 @@ class Keys:
         """Capped list of a task's log lines."""
         return f"{self.prefix}log:{task_id}"
 
+    def events(self) -> str:
+        """Capped stream of the namespace's events (heartbeats aside): the durable history that
+        readers replay from an entry id, then follow."""
+        return f"{self.prefix}events"
+
     def channel(self, name: str) -> str:
         """Pub/sub channel ``name`` (e.g. ``task:progress``) under the namespace prefix."""
         return f"{self.prefix}{name}"

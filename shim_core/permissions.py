@@ -68,6 +68,11 @@ REQUIRED_COMMANDS: tuple[str, ...] = (
     "rpush",
     "ltrim",
     "lrange",
+    # the durable event history (a stream)
+    "xadd",
+    "xrange",
+    "xrevrange",
+    "xread",
     # events and liveness
     "publish",
     "subscribe",
@@ -141,6 +146,10 @@ def _probes(keys: Keys) -> list[tuple[str, list[Any]]]:
         "rpush": ["RPUSH", key, "v"],
         "ltrim": ["LTRIM", key, 0, -1],
         "lrange": ["LRANGE", key, 0, -1],
+        "xadd": ["XADD", key, "*", "e", "1"],
+        "xrange": ["XRANGE", key, "-", "+"],
+        "xrevrange": ["XREVRANGE", key, "+", "-"],
+        "xread": ["XREAD", "COUNT", 1, "STREAMS", key, "0-0"],
         "publish": ["PUBLISH", channel, "x"],
         "subscribe": ["SUBSCRIBE", channel],
         "unsubscribe": ["UNSUBSCRIBE", channel],

@@ -7,6 +7,11 @@ local rcall = redis.call
 local NOT_FOUND, STALE_LEASE, WRONG_STATE = -1, -2, -3
 local DUPLICATE, MISSING_DEPENDENCY, WORKER_GONE = -4, -5, -6
 
+-- Entries kept in the namespace's event stream (about: trimmed with MAXLEN ~). An entry holds
+-- the events of one script call; a task's life is 3 to 5 events.
+local EVENT_HISTORY = 100000
+local HEARTBEAT_CHANNEL = 'worker:heartbeat'
+
 local BANDS = {critical = 0, high = 1, normal = 2, low = 3}
 local BAND_WIDTH = 10000000000000 -- 1e13 FIFO slots per priority band; scores stay exact doubles
 
@@ -142,6 +147,7 @@ local function flush()
       if e.tail then json = string.sub(json, 1, -2) .. ',' .. e.tail .. '}' end
       table.insert(once(channels, order, e.channel, {}), json)
     end
+    local durable = {}
     for _, channel in ipairs(order) do
       local list = channels[channel]
       if #list == 1 then
@@ -149,6 +155,16 @@ local function flush()
       else
         rcall('PUBLISH', channel, '[' .. table.concat(list, ',') .. ']')
       end
+      if string.sub(channel, -#HEARTBEAT_CHANNEL) ~= HEARTBEAT_CHANNEL then
+        for _, json in ipairs(list) do table.insert(durable, json) end
+      end
+    end
+    -- The durable history: every event but heartbeats (state, not history), one stream entry
+    -- per script call, so a reader that was not listening replays what it missed.
+    if #durable > 0 then
+      local entry = durable[1]
+      if #durable > 1 then entry = '[' .. table.concat(durable, ',') .. ']' end
+      rcall('XADD', prefix .. 'events', 'MAXLEN', '~', EVENT_HISTORY, '*', 'e', entry)
     end
   end
 end

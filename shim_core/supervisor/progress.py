@@ -1,7 +1,11 @@
 """ProgressAggregator: one live view of a run's progress (seed component 7).
 
-The view is driven by pub/sub events for immediacy and reconciled from Redis state on start and
-every ``reconcile_interval`` seconds, so a lost message never leaves it wrong for long. The
+Given the namespace's :class:`~shim_core.history.EventLog`, the view reads the state once, then
+follows the durable event stream from the entry that was newest before that read: no event is
+missed, and the tasks are read again only every ``FULL_RECONCILE`` seconds as a safety net (a
+stream trimmed past the cursor); the workers, which have no history, every ``reconcile_interval``.
+Without one it subscribes to pub/sub and reconciles everything every ``reconcile_interval``
+seconds, so a lost message never leaves it wrong for long. The
 completion estimate schedules the remaining work over the live workers in dependency order, so it
 accounts for the dependency chain still ahead, not just an average rate.
 """
@@ -11,18 +15,23 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import attrs
 
 from shim_core.bus import Channels, MessageBus
+from shim_core.history import EventLog
 from shim_core.models import EventType, ProgressEvent, TaskStatus
 from shim_core.queue import TaskQueue, TaskState
 from shim_core.registry import WorkerRegistry
 
 #: Seconds assumed for a task without any estimate.
 FALLBACK_ESTIMATE = 30.0
+#: Seconds between two reads of every tracked task when the view follows the event stream.
+FULL_RECONCILE = 10.0
+#: Longest blocking read of the stream: bounds how long stop() takes.
+_STOP_CHECK = 0.5
 QUEUED = frozenset({TaskStatus.WAITING, TaskStatus.PENDING, TaskStatus.RETRYING})
 
 
@@ -79,8 +88,10 @@ class ProgressAggregator:
         estimates: Mapping[str, float] | None = None,
         dependencies: Mapping[str, Sequence[str]] | None = None,
         reconcile_interval: float = 1.0,
+        history: EventLog | None = None,
     ) -> None:
         self.bus = bus
+        self.history = history
         self.registry = registry
         self.queue = queue
         self.task_ids = list(task_ids)
@@ -89,6 +100,7 @@ class ProgressAggregator:
         self.dependencies = {k: tuple(v) for k, v in (dependencies or {}).items()}
         self.reconcile_interval = reconcile_interval
         self.completion_order: list[str] = []
+        self._final: set[str] = set()
         self._tasks: dict[str, TaskProgress] = {}
         self._workers: dict[str, WorkerProgress] = {}
         self._live_workers = 0
@@ -100,15 +112,23 @@ class ProgressAggregator:
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        """Subscribe to task events, read the current state, keep reconciling in the background."""
-        self.bus.psubscribe(Channels.TASK_EVENTS, self.handle_event)
-        self.reconcile()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="shim-progress")
+        """Read the current state and follow the task events in the background (the event
+        stream from just before that read, else pub/sub with periodic reconciling)."""
+        if self.history is not None:
+            cursor = self.history.last_id()
+            self.reconcile()
+            target = lambda: self._follow(cursor)  # noqa: E731
+        else:
+            self.bus.psubscribe(Channels.TASK_EVENTS, self.handle_event)
+            self.reconcile()
+            target = self._loop
+        self._thread = threading.Thread(target=target, daemon=True, name="shim-progress")
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self.bus.punsubscribe(Channels.TASK_EVENTS)
+        if self.history is None:
+            self.bus.punsubscribe(Channels.TASK_EVENTS)
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -147,24 +167,28 @@ class ProgressAggregator:
                 message=message,
             )
             self._tasks[event.task_id] = entry
-            if event.status.is_final and event.task_id not in self.completion_order:
-                self.completion_order.append(event.task_id)
+            if event.status.is_final:
+                self._mark_final((event.task_id,))
             self._changed.notify_all()
         self._notify(event.task_id, entry)
 
     def reconcile(self) -> None:
         """Rebuild the view from Redis (tasks, then workers)."""
         tasks = self.queue.states(self.task_ids)
-        workers = self.registry.get_active_workers()
         now = time.monotonic()
         with self._lock:
             for task in tasks:
                 self._reconcile_task(task, now)
             newly_final = sorted(
-                (t for t in tasks if t.status.is_final and t.id not in self.completion_order),
+                (t for t in tasks if t.status.is_final and t.id not in self._final),
                 key=lambda t: (t.completed_at.timestamp() if t.completed_at else 0.0, t.id),
             )
-            self.completion_order += [t.id for t in newly_final]
+            self._mark_final(t.id for t in newly_final)
+        self._reconcile_workers()
+
+    def _reconcile_workers(self) -> None:
+        workers = self.registry.get_active_workers()
+        with self._lock:
             self._live_workers = len(workers)
             self._workers = {
                 w.id: WorkerProgress(
@@ -176,6 +200,13 @@ class ProgressAggregator:
                 for w in workers
             }
             self._changed.notify_all()
+
+    def _mark_final(self, task_ids: Iterable[str]) -> None:
+        """Append tasks that became final to ``completion_order`` (once each; lock held)."""
+        for task_id in task_ids:
+            if task_id not in self._final:
+                self._final.add(task_id)
+                self.completion_order.append(task_id)
 
     def wait_for_change(self, timeout: float) -> None:
         """Block until an event or a reconcile changed the view, or ``timeout`` seconds."""
@@ -272,6 +303,31 @@ class ProgressAggregator:
                 self.reconcile()
             except Exception:  # the next pass retries; the view stays event-driven meanwhile
                 continue
+
+    def _follow(self, cursor: str) -> None:
+        """Apply the stream's events after ``cursor`` as they come (blocking reads, no polling);
+        refresh the workers every ``reconcile_interval`` and everything every FULL_RECONCILE."""
+        assert self.history is not None
+        now = time.monotonic()
+        workers_due, full_due = now + self.reconcile_interval, now + FULL_RECONCILE
+        while not self._stop.is_set():
+            try:
+                wait = min(_STOP_CHECK, workers_due - time.monotonic())
+                batch = self.history.wait(cursor, max(0.05, wait))
+                for item in batch:
+                    self.handle_event(item.event, "")
+                if batch:
+                    cursor = batch[-1].stream_id
+                now = time.monotonic()
+                if now >= full_due:
+                    self.reconcile()
+                    full_due = now + FULL_RECONCILE
+                    workers_due = now + self.reconcile_interval
+                elif now >= workers_due:
+                    self._reconcile_workers()
+                    workers_due = now + self.reconcile_interval
+            except Exception:  # Redis away: wait a beat; the next read resumes at the cursor
+                self._stop.wait(self.reconcile_interval)
 
 
 def schedule_makespan(

@@ -14,6 +14,7 @@ from shim_core.checkpoints import CheckpointStore
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.errors import ShimError
+from shim_core.history import EventLog
 from shim_core.models import Task
 from shim_core.plugins import Plugins
 from shim_core.queue import TaskQueue
@@ -61,6 +62,7 @@ class Supervisor:
         self.queue = TaskQueue(connection, settings)
         self.registry = WorkerRegistry(connection, settings)
         self.bus = MessageBus(connection, settings)
+        self.history = EventLog(connection, settings)
         self.assigner = TaskAssigner(self.queue, self.registry)
         backend = self.plugins.backends.get("redis")
         store = (
@@ -124,7 +126,9 @@ class Supervisor:
 
     def _wait_for(self, task_id: str) -> Task | None:
         """Block until one task is final (driven by its events, reconciled from Redis)."""
-        view = ProgressAggregator(self.bus, self.registry, self.queue, [task_id])
+        view = ProgressAggregator(
+            self.bus, self.registry, self.queue, [task_id], history=self.history
+        )
         view.start()
         try:
             while not view.get_overall_progress().finished:
@@ -145,6 +149,7 @@ class Supervisor:
             run.task_ids,
             estimates=estimates,
             dependencies=run.dependencies(),
+            history=self.history,
         )
         self.aggregator.start()
         return self.aggregator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from click.testing import CliRunner, Result
 from pytest_shim import free_port
 from shim_core import cli
 from shim_core.cli import app, main
-from shim_core.cli._common import COMMAND_MODULES
+from shim_core.cli._common import COMMAND_MODULE_NAMES, COMMAND_MODULES
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.errors import ShimError
@@ -314,9 +315,9 @@ def test_other_errors_are_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None
 def test_every_command_is_mapped_to_its_module() -> None:
     """The lazy group imports the right module for each command (a stale map would still work,
     importing every module, but slowly)."""
-    from shim_core.cli import fleet, runs
-
-    modules = {"fleet": fleet.__name__, "runs": runs.__name__}
+    for module in COMMAND_MODULE_NAMES:
+        importlib.import_module(f"shim_core.cli.{module}")
+    modules = {module: f"shim_core.cli.{module}" for module in COMMAND_MODULE_NAMES}
     assert set(COMMAND_MODULES) == set(app.commands)
     for name, command in app.commands.items():
         assert command.callback is not None
