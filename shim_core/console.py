@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import IO
 
@@ -15,6 +16,11 @@ from shim_core.worktrees import MergeReport
 
 BAR_WIDTH = 24
 _MARK = {"complete": "ok", "failed": "FAIL", "cancelled": "skip"}
+_FINAL = frozenset(_MARK)
+#: Columns assumed when the output is not a terminal that can say.
+DEFAULT_WIDTH = 80
+#: Widest plan id column of the live view (longer ids are cut).
+ID_WIDTH = 24
 
 
 def bar(fraction: float, width: int = BAR_WIDTH) -> str:
@@ -57,11 +63,14 @@ def render_plan(d: DecompositionPlan, workers: int | None = None) -> str:
 
 
 def render_report(report: RunReport) -> str:
-    lines = [
-        f"Run {report.run_id} ({report.name}): "
-        + ("all tasks complete" if report.ok else "NOT complete")
-        + f" in {seconds(report.duration_ms / 1000)}"
-    ]
+    finished = sum(n for status, n in report.summary.items() if status in _FINAL)
+    total = sum(report.summary.values())
+    if finished < total:  # still queued or running: no verdict, no duration yet
+        state = f"in progress, {finished}/{total} finished"
+    else:
+        verdict = "all tasks complete" if report.ok else "NOT complete"
+        state = f"{verdict} in {seconds(report.duration_ms / 1000)}"
+    lines = [f"Run {report.run_id} ({report.name}): {state}"]
     for t in report.tasks:
         took = seconds(t.duration_ms / 1000) if t.duration_ms is not None else "-"
         detail = ""
@@ -96,13 +105,55 @@ def render_merge(merge: MergeReport) -> str:
     return "\n".join(lines)
 
 
-class LiveProgress:
-    """Progress while a run executes: a redrawn panel on a terminal, one line per change
-    otherwise (logs, CI)."""
+def finished_count(p: OverallProgress) -> int:
+    """Tasks that reached an end (complete, failed or cancelled): what the bar's 100 % means."""
+    return p.completed_tasks + p.failed_tasks + p.cancelled_tasks
 
-    def __init__(self, out: IO[str] | None = None, *, interactive: bool | None = None) -> None:
+
+def progress_line(p: OverallProgress, width: int = DEFAULT_WIDTH) -> str:
+    """The one-line summary of a run, fitted to ``width`` columns: the bar shrinks first, then
+    goes; the counters always agree with it (100 % is every task finished)."""
+    counts = (
+        f"{p.percent_complete:4.0%}  {finished_count(p)}/{p.total_tasks} finished, "
+        f"{p.running_tasks} running, {p.queued_tasks} queued"
+    )
+    if p.failed_tasks:
+        counts += f", {p.failed_tasks} failed"
+    if not p.finished:
+        counts += f"  ETA {seconds(p.estimated_time_remaining)}  workers {p.live_workers}"
+    room = width - 1 - len(counts) - 3  # the bar's brackets and a space; one column spare
+    if room >= 8:
+        return f"{bar(p.percent_complete, min(room, BAR_WIDTH))} {counts}"
+    return fit(counts, width)
+
+
+def fit(line: str, width: int) -> str:
+    """``line`` cut to ``width - 1`` columns (a full last column makes some terminals wrap)."""
+    return line if len(line) < width else line[: max(width - 2, 0)] + "~"
+
+
+def terminal_width(out: IO[str]) -> int:
+    """Columns of the terminal behind ``out`` (DEFAULT_WIDTH when it cannot say)."""
+    try:
+        return os.get_terminal_size(out.fileno()).columns or DEFAULT_WIDTH
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_WIDTH
+
+
+class LiveProgress:
+    """Progress while a run executes: a redrawn panel on a terminal, fitted to its width so a
+    redraw never wraps, one line per change otherwise (logs, CI)."""
+
+    def __init__(
+        self,
+        out: IO[str] | None = None,
+        *,
+        interactive: bool | None = None,
+        width: int | None = None,
+    ) -> None:
         self.out = out or sys.stderr
         self.interactive = self.out.isatty() if interactive is None else interactive
+        self._width = width
         self._drawn = 0
         self._seen: dict[str, tuple[TaskStatus, int]] = {}
 
@@ -117,19 +168,23 @@ class LiveProgress:
             self.out.write("\n")
             self.out.flush()
 
+    def panel(self, p: OverallProgress, width: int) -> list[str]:
+        """The lines of one redraw: the summary, then one aligned line per running task."""
+        active = sorted((k, e) for k, e in p.task_breakdown.items() if e.status.is_active)
+        ids = {k: plan_id_of(k) for k, _ in active}
+        id_width = min(max((len(i) for i in ids.values()), default=4), ID_WIDTH)
+        workers = max((len(e.worker_id or "") for _, e in active), default=0)
+        lines = [progress_line(p, width)]
+        for task_id, entry in active:
+            line = (
+                f"  {fit(ids[task_id], id_width + 1):<{id_width}} {bar(entry.progress, 10)} "
+                f"{entry.progress:4.0%}  {entry.worker_id or '':<{workers}}  {entry.message}"
+            )
+            lines.append(fit(line.rstrip(), width))
+        return lines
+
     def _redraw(self, p: OverallProgress) -> None:
-        lines = [
-            f"{bar(p.percent_complete)} {p.percent_complete:4.0%}  "
-            f"{p.completed_tasks}/{p.total_tasks} done, {p.running_tasks} running, "
-            f"{p.queued_tasks} queued, {p.failed_tasks} failed  ETA "
-            f"{seconds(p.estimated_time_remaining)}  workers {p.live_workers}"
-        ]
-        for task_id, entry in sorted(p.task_breakdown.items()):
-            if entry.status.is_active:
-                lines.append(
-                    f"  {plan_id_of(task_id):<16} {bar(entry.progress, 16)} "
-                    f"{entry.progress:4.0%} {entry.worker_id or ''}  {entry.message}"
-                )
+        lines = self.panel(p, self._width or terminal_width(self.out))
         if self._drawn:
             self.out.write(f"\x1b[{self._drawn}F\x1b[J")
         self.out.write("\n".join(lines) + "\n")
@@ -151,6 +206,6 @@ class LiveProgress:
             who = f" on {entry.worker_id}" if entry.worker_id and entry.status.is_active else ""
             click.echo(
                 f"  {entry.status.value:<9} {plan_id_of(task_id)} (attempt "
-                f"{entry.attempts}){who}  [{p.completed_tasks}/{p.total_tasks} done]",
+                f"{entry.attempts}){who}  [{finished_count(p)}/{p.total_tasks} finished]",
                 file=self.out,
             )

@@ -18,7 +18,14 @@ from shim_core.cli._common import (
 )
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
-from shim_core.console import LiveProgress, bar, render_merge, render_plan, render_report
+from shim_core.console import (
+    LiveProgress,
+    progress_line,
+    render_merge,
+    render_plan,
+    render_report,
+    terminal_width,
+)
 from shim_core.errors import ShimError
 from shim_core.queue import TaskQueue
 from shim_core.supervisor.plan import Plan, plan_to_data
@@ -148,8 +155,10 @@ def run(
     )
     if not as_json:
         click.echo(render_plan(decomposition, max(count, 1)), err=True)
-    if not yes and not as_json and sys.stdin.isatty():
-        click.confirm("Run this plan?", default=True, abort=True, err=True)
+    asked = not yes and not as_json and sys.stdin.isatty()
+    if asked and not click.confirm("Run this plan?", default=True, err=True):
+        click.echo("not started: nothing was queued", err=True)
+        raise click.exceptions.Exit(1)
     live = None if as_json else LiveProgress()
     # The person running the plan wrote it: the local workers run the executors it names.
     named = {executor, *(t.executor for t in decomposition.plan.tasks if t.executor)}
@@ -291,11 +300,7 @@ def status(queue: TaskQueue, run_id: str | None, watch: bool, as_json: bool) -> 
             )
         )
     else:
-        click.echo(
-            f"{bar(progress.percent_complete)} {progress.percent_complete:.0%}  "
-            f"{progress.completed_tasks}/{progress.total_tasks} done, "
-            f"{progress.running_tasks} running, {progress.queued_tasks} queued"
-        )
+        click.echo(progress_line(progress, terminal_width(sys.stdout)))
         click.echo(render_report(report))
     if progress.finished and not report.ok:  # as `shim run` of the same run would exit
         sys.exit(1)

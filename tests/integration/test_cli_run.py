@@ -495,7 +495,7 @@ def test_submit_status_and_wait_with_a_fleet(
     assert (status["finished"], status["percent_complete"]) == (False, 0.0)
     assert status["report"]["summary"] == {"pending": 1, "waiting": 7}
     code, out, _ = shim("status", run_id, *target)
-    assert "0/8 done, 0 running, 8 queued" in out
+    assert "0/8 finished, 0 running, 8 queued" in out
 
     threads(3)
     code, out, err = shim("status", run_id, *target, "--watch")
@@ -539,7 +539,7 @@ def test_status_watch_prints_the_final_progress(
     code, out, _ = shim("status", run_id.strip(), *target, "--watch")
     assert code == 0
     assert "Summary: 1 complete" in out
-    assert out.startswith("[########################] 100%  1/1 done, 0 running, 0 queued")
+    assert out.startswith("[########################] 100%  1/1 finished, 0 running, 0 queued")
 
 
 def test_status_of_a_finished_failed_run_exits_1(
@@ -750,3 +750,34 @@ def test_ctrl_c_cancels_the_run_and_exits_130_quietly(monkeypatch):
     assert time.monotonic() - started < 10
     assert "interrupted: run" in rest
     assert "Traceback" not in rest
+
+
+def test_declining_the_prompt_in_a_terminal_exits_1_with_nothing_queued(monkeypatch):
+    """In a terminal, ``shim run`` shows the plan and asks; "n" queues nothing and exits 1
+    (the run did not happen), not 130 (nothing was interrupted)."""
+    import pty
+
+    monkeypatch.delenv("SHIM_REDIS_URL", raising=False)
+    command = [sys.executable, "-m", "shim_core.cli", "run", "examples/auth_system.yaml"]
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        command, stdin=follower, stdout=follower, stderr=follower, cwd=ROOT
+    ) as run:
+        os.close(follower)
+        seen = b""
+        while b"Run this plan?" not in seen:
+            chunk = os.read(leader, 4096)
+            assert chunk, seen
+            seen += chunk
+        os.write(leader, b"n\n")
+        try:
+            while chunk := os.read(leader, 4096):
+                seen += chunk
+        except OSError:  # the terminal closed with the process
+            pass
+        code = run.wait(timeout=30)
+    os.close(leader)
+    text = seen.decode(errors="replace")
+    assert code == 1, text
+    assert "not started: nothing was queued" in text
+    assert "Traceback" not in text
