@@ -210,6 +210,12 @@ def worker(
     runner = Worker(connection, settings, config)
     for problem in runner.plugins.errors:
         click.echo(f"warning: {problem}", err=True)
+    for task_type in runner.policy.unknown_types:
+        click.echo(
+            f"warning: type {task_type!r} is neither built in nor declared by an installed "
+            "executor: no plan can use it (tasks added through the Python API can)",
+            err=True,
+        )
     click.echo(
         f"worker {runner.id} joined {mask_url(settings.redis_url)} namespace "
         f"{settings.namespace!r} (types: {','.join(runner.capabilities.supported_task_types)}; "

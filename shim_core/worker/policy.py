@@ -15,7 +15,8 @@ import attrs
 
 from shim_core.contracts import runs_code
 from shim_core.errors import ShimError
-from shim_core.models import Task
+from shim_core.keys import check_name
+from shim_core.models import Task, TaskType
 from shim_core.plugins import Plugins
 
 #: ``--allow all``: every installed executor.
@@ -31,6 +32,9 @@ class ExecutorPolicy:
     #: The task types whose tasks run on a denied executor when they name none (an executor
     #: that declares the type, else the worker's default executor).
     denied_types: tuple[str, ...] = ()
+    #: The worker's types that are neither built in nor declared by an installed executor: a plan
+    #: cannot use them (tasks added through the Python API can).
+    unknown_types: tuple[str, ...] = ()
 
     @classmethod
     def build(
@@ -45,6 +49,13 @@ class ExecutorPolicy:
         for a name no installed executor has, and for a default executor that is not allowed
         (every task it would run would be left)."""
         installed = plugins.executors
+        for task_type in types:
+            check_name("task type", task_type)
+        if default_executor is not None and default_executor not in installed:
+            raise ShimError(
+                f"--default-executor names no installed executor: {default_executor!r} "
+                f"(installed: {', '.join(sorted(installed))})"
+            )
         unknown = sorted(set(allow) - set(installed) - {ALL})
         if unknown:
             raise ShimError(
@@ -73,7 +84,9 @@ class ExecutorPolicy:
             is not None
             and found.name in denied
         )
-        return cls(allowed, denied, denied_types)
+        known = {*TaskType.BUILTIN, *(t for ex in installed.values() for t in ex.task_types)}
+        unknown_types = tuple(t for t in types if t not in known)
+        return cls(allowed, denied, denied_types, unknown_types)
 
     def refusal(self, executor: str) -> str | None:
         """Why this worker may not run ``executor`` (None: it may)."""

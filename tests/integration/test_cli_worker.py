@@ -254,6 +254,8 @@ def test_worker_process_runs_a_task_and_stops_on_sigterm(
         "sim",
         "--id",
         "cli-worker-1",
+        "--types",
+        "code,docs",
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -283,6 +285,7 @@ def test_worker_process_runs_a_task_and_stops_on_sigterm(
     assert worker.stats.tasks_completed == 1
     assert "cli-worker-1" not in registry.live_worker_ids()
     assert "joined" in log_path.read_text()
+    assert "warning: type 'docs' is neither built in nor declared" in log_path.read_text()
 
 
 def test_an_empty_answer_from_the_embedded_store_says_where_it_looked(runner: CliRunner) -> None:

@@ -164,6 +164,18 @@ def test_bad_allow_lists_are_refused_before_joining() -> None:
     assert some.denied_types == ()
 
 
+def test_bad_types_and_default_executors_are_refused_and_unknown_types_named() -> None:
+    """A default executor that is not installed and a type that is no valid name are refused;
+    a valid type nothing declares is named (a plan cannot use it), not refused."""
+    plugins = Plugins()
+    with pytest.raises(ShimError, match="--default-executor names no installed executor: 'nosu"):
+        ExecutorPolicy.build(plugins, {"all"}, default_executor="nosuch")
+    with pytest.raises(ShimError, match="invalid task type 'bad type'"):
+        ExecutorPolicy.build(plugins, {"all"}, types=("code", "bad type"))
+    policy = ExecutorPolicy.build(plugins, {"all"}, types=("code", "docs"))
+    assert policy.unknown_types == ("docs",)
+
+
 @pytest.mark.shim_real_redis
 def test_the_worker_command_names_a_bad_allow_list(shim_settings: Settings) -> None:
     args = ["worker", "--redis", shim_settings.redis_url, "--allow", "shell,nosuch"]
