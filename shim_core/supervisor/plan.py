@@ -64,6 +64,7 @@ TASK_KEYS = (
     "files",
     "estimate",
     "acceptance",
+    "workdir",
 )
 DEFAULT_KEYS = TASK_KEYS[1:]  # every task key but the id
 MAX_CYCLES = 10  # cycles named in one PlanError; more would repeat the same fix
@@ -91,6 +92,11 @@ class PlanTask:
     estimate: float | None = None
     #: What "done" means, one criterion each (agent prompts carry them).
     acceptance: tuple[str, ...] = ()
+    #: The directory a shell task runs in (``ctx.workdir`` of any executor), made if missing and
+    #: kept after the task; relative to the plan file, or to the current directory for a
+    #: request. Without it a task gets a temporary directory that goes with it. Agent tasks
+    #: work in the run's repository.
+    workdir: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -212,7 +218,10 @@ def parse_plan(
     name = _field(where, problems, _text, "name", data.get("name", Path(source).stem or "plan"))
     on_failure = _field(where, problems, _text, "on_failure", data.get("on_failure", ON_FAILURE[0]))
     defaults = _parse_defaults(data.get("defaults"), where, problems)
-    tasks = _parse_tasks(data.get("tasks"), defaults, where, problems)
+    tasks = [
+        _with_workdir(task, source, where, problems)
+        for task in _parse_tasks(data.get("tasks"), defaults, where, problems)
+    ]
     extra = {
         key: _field(where, problems, parse, key, data[key])
         for key, parse in _RUN_FIELDS.items()
@@ -510,6 +519,24 @@ def _relative(key: str, value: Any, source: str) -> Any:
     return str((Path(source).parent / Path(value).expanduser()).resolve())
 
 
+def _with_workdir(task: PlanTask, source: str, where: str, problems: list[str]) -> PlanTask:
+    """``task`` with its ``workdir`` made absolute: relative to the plan file, or to the current
+    directory for a request (the worker may run elsewhere: it gets the path as written here)."""
+    if task.workdir is None:
+        return task
+    if task.executor == "agent":
+        problems.append(
+            f"{where}: task {task.id!r}: 'workdir' is not for agent tasks: they work in the "
+            "run's repository (see 'repo' and 'workspace')"
+        )
+        return task
+    path = Path(task.workdir).expanduser()
+    if not path.is_absolute():
+        base = Path(source).parent if Path(source).suffix else Path.cwd()
+        path = base / path
+    return attrs.evolve(task, workdir=str(path.resolve()))
+
+
 _RUN_FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "repo": _name,
     "workspace": _workspace,
@@ -531,6 +558,7 @@ _FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "files": _strings,
     "estimate": _seconds(0.0, inclusive=True),
     "acceptance": _strings,
+    "workdir": _name,
 }
 
 

@@ -79,7 +79,7 @@ def _params(plan: Plan, task: PlanTask) -> dict[str, Any]:
 def _context(plan: Plan, task: PlanTask, run_id: str, repo: RepoInfo | None) -> TaskContext:
     context = TaskContext(files=task.files, session_id=run_id, acceptance=task.acceptance)
     if task.executor != AGENT_EXECUTOR:
-        return context
+        return attrs.evolve(context, project_path=task.workdir) if task.workdir else context
     if repo is None:  # no git repository: the agents work in the submitter's directory
         return attrs.evolve(context, workspace="shared", project_path=str(Path.cwd()))
     workspace = plan.workspace or "worktree"

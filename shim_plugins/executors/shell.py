@@ -8,11 +8,12 @@ Params:
 * ``env`` — variables added to the worker's environment (a ``null`` value removes one); the
   worker's own ``SHIM_*`` settings (its Redis URL and password, the signing keys) are left out
 
-The command runs in ``task.context.project_path`` if set, else in ``ctx.workdir``, in a process
-group of its own. Its output (stdout and stderr, merged in order) goes line by line to
-``ctx.log``; a line ``::progress 0.4 some message`` reports progress instead. On timeout or
-cancellation the whole group gets SIGTERM, then SIGKILL after two seconds; processes the command
-leaves behind in its group are ended the same way when it exits.
+The command runs in ``ctx.workdir`` (the task's ``context.project_path``, which a plan's
+``workdir`` sets, else a temporary directory), in a process group of its own. Its output (stdout
+and stderr, merged in order) goes line by line to ``ctx.log``; a line ``::progress 0.4 some
+message`` reports progress instead. On timeout or cancellation the whole group gets SIGTERM, then
+SIGKILL after two seconds; processes the command leaves behind in its group are ended the same
+way when it exits.
 
 Result: success iff the exit code is 0; ``output = {"exit_code": n, "tail": [last 20 lines]}``;
 ``files_modified`` lists the git-status entries that are new or changed after the run when the
@@ -25,7 +26,6 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Mapping
-from pathlib import Path
 
 import attrs
 
@@ -109,7 +109,7 @@ class ShellExecutor:
             return TaskResult(success=False, error=str(exc))
         if ctx.cancelled.is_set():
             return TaskResult(success=False, error="cancelled before the command started")
-        cwd = Path(task.context.project_path) if task.context.project_path else ctx.workdir
+        cwd = ctx.workdir
         before = _git.snapshot(cwd)
         supervisor = Supervisor(ctx, self.kill_grace, self.poll_interval, self.tail_lines)
         try:

@@ -781,3 +781,19 @@ def test_declining_the_prompt_in_a_terminal_exits_1_with_nothing_queued(monkeypa
     assert code == 1, text
     assert "not started: nothing was queued" in text
     assert "Traceback" not in text
+
+
+def test_a_shell_tasks_workdir_keeps_what_it_wrote(shim: Shim, plan_file, tmp_path: Path) -> None:
+    """With ``workdir`` (relative to the plan file, made if missing) the files a shell task
+    writes are still there after the run; without it they went with a temporary folder."""
+    command = "echo hello > out.txt"
+    path = plan_file(
+        {
+            "tasks": [
+                {"id": "w", "executor": "shell", "params": {"command": command}, "workdir": "o"}
+            ]
+        }
+    )
+    code, _, err = shim("run", path, "--yes")
+    assert code == 0, err
+    assert (tmp_path / "o" / "out.txt").read_text() == "hello\n"

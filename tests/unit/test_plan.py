@@ -19,7 +19,7 @@ from shim_core.supervisor import (
 EXAMPLE = Path(__file__).parents[2] / "examples" / "auth_system.yaml"
 ALLOWED_TASK_KEYS = (
     "id, title, type, executor, params, description, priority, deps, dependencies, "
-    "max_attempts, timeout, files, estimate, acceptance"
+    "max_attempts, timeout, files, estimate, acceptance, workdir"
 )
 
 
@@ -81,6 +81,29 @@ def test_every_task_key_is_parsed():
         files=("a.py", "b.py"),
         estimate=0.0,
     )
+
+
+def test_workdir_is_made_absolute_and_refused_for_agent_tasks(tmp_path, monkeypatch):
+    """A task's ``workdir`` is relative to the plan file (to the current directory for a
+    request); agent tasks work in the run's repository and may not set one."""
+    monkeypatch.chdir(tmp_path)
+    plan_file = tmp_path / "plans" / "p.yaml"
+    tasks = [
+        {"id": "rel", "executor": "shell", "workdir": "out"},
+        {"id": "abs", "executor": "shell", "workdir": "/srv/data"},
+    ]
+    plan = parse_plan({"tasks": tasks}, str(plan_file))
+    assert plan.task("rel").workdir == str(tmp_path / "plans" / "out")
+    assert plan.task("abs").workdir == "/srv/data"
+    request = parse_plan({"tasks": tasks[:1]}, "request")
+    assert request.task("rel").workdir == str(tmp_path / "out")
+    assert problems_of({"tasks": [{"id": "a", "executor": "agent", "workdir": "x"}]}) == [
+        "p.yaml: task 'a': 'workdir' is not for agent tasks: they work in the run's repository "
+        "(see 'repo' and 'workspace')"
+    ]
+    assert problems_of({"tasks": [{"id": "a", "workdir": ""}]}) == [
+        "p.yaml: task 'a': 'workdir' must be a non-empty string, got ''"
+    ]
 
 
 def test_omitted_keys_take_plan_task_defaults():
