@@ -21,6 +21,7 @@ import attrs
 from shim_core.errors import CorruptTask
 from shim_core.keys import Keys
 from shim_core.models import TaskStatus
+from shim_core.queue import EVENT_TOTALS
 from shim_core.serde import task_from_hash
 
 _ZSETS = {
@@ -76,7 +77,13 @@ def check_invariants(client: Any, keys: Keys) -> list[Violation]:
             problems.append(Violation(task_id, "is waiting with no dependencies left"))
     for task_id, sets in sorted(membership.items()):
         problems.append(Violation(task_id, f"is in {sets} but has no task hash"))
-    stored = Counter({k: int(v) for k, v in client.hgetall(keys.counts).items() if int(v)})
+    stored = Counter(
+        {
+            k: int(v)
+            for k, v in client.hgetall(keys.counts).items()
+            if int(v) and k.partition(":")[0] != EVENT_TOTALS
+        }
+    )
     if stored != counted:
         problems.append(Violation("*", f"counts {dict(stored)} != actual {dict(counted)}"))
     return problems

@@ -217,6 +217,9 @@ class Claim:
 
     task: Task
     token: int
+    #: When the task became claimable, in server ms, as stored (its ``ready_at`` field; not
+    #: decoded: only the claim-latency metric reads it, and it may be anything).
+    ready_at_ms: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -152,6 +152,10 @@ class TaskState:
     completed_at: datetime | None
 
 
+#: The ``counts`` fields ``event:<type>`` hold totals of events by type (the metrics read them),
+#: not tasks.
+EVENT_TOTALS = "event"
+
 _STATE_FIELDS = ("status", "progress", "progress_message", "worker_id", "attempts", "completed_at")
 
 
@@ -487,7 +491,8 @@ class TaskQueue:
         for i in range(first, len(reply), 2):
             token, fields = int(reply[i]), _pairs(reply[i + 1])
             try:
-                claims.append(Claim(task=task_from_hash(fields), token=token))
+                task = task_from_hash(fields)
+                claims.append(Claim(task=task, token=token, ready_at_ms=fields.get("ready_at")))
             except CorruptTask as exc:
                 task_id = str(fields.get("id", exc.task_id))
                 log.warning("task %s failed at once, not run: %s", task_id, exc)
@@ -937,7 +942,7 @@ class TaskQueue:
         by_type: dict[str, dict[str, int]] = {}
         for field, value in counts.items():
             status, _, task_type = field.partition(":")
-            if int(value):
+            if status != EVENT_TOTALS and int(value):
                 by_type.setdefault(task_type, {})[status] = int(value)
         return QueueStats(by_type=by_type, paused=bool(paused))
 
@@ -987,6 +992,7 @@ def _status_detail(reply: list[Any]) -> str:
 
 
 __all__ = [
+    "EVENT_TOTALS",
     "FINAL_STATUSES",
     "EncodedResult",
     "FailOutcome",

@@ -199,6 +199,11 @@ local function enter(prefix, id, status, queue, ttype, score, more)
   local key = state_key(prefix, status, queue)
   if status == 'waiting' then rcall('SADD', key, id) else rcall('ZADD', key, score, id) end
   bump(prefix, status .. ':' .. ttype, 1)
+  if status == 'pending' then -- when it became claimable: where its claim latency starts
+    more = more or {}
+    table.insert(more, 'ready_at')
+    table.insert(more, now_ms())
+  end
   if more then
     rcall('HSET', prefix .. 'task:' .. id, 'status', status, unpack(more))
   else
@@ -212,6 +217,8 @@ end
 -- decoded and re-encoded.
 local function emit(prefix, etype, id, worker, status, attempt, now, tail)
   acc.prefix = prefix
+  -- Totals per event type (counts field 'event:<type>', read by the metrics), progress aside.
+  if etype ~= 'progress' then bump(prefix, 'event:' .. etype, 1) end
   table.insert(acc.events, {channel = prefix .. 'task:' .. etype, tail = tail, body = {
     type = etype, task_id = id, worker_id = worker or '',
     status = status, attempt = attempt, timestamp = now,
