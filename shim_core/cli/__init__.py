@@ -21,14 +21,14 @@ from shim_core.errors import ConnectionFailed, ShimError
 from shim_core.redact import mask_url
 
 if TYPE_CHECKING:
-    from shim_core.cli import fleet, runs
+    from shim_core.cli import fleet, metrics, runs
 
-__all__ = ["app", "fleet", "main", "runs"]
+__all__ = ["app", "fleet", "main", "metrics", "runs"]
 
 
 def __getattr__(name: str) -> ModuleType:
     """``cli.fleet`` / ``cli.runs``: the command modules, imported on first use."""
-    if name in ("fleet", "runs"):
+    if name in ("fleet", "metrics", "runs"):
         return _importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

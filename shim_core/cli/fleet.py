@@ -150,6 +150,20 @@ def resume(queue: TaskQueue) -> None:
     metavar="SECONDS",
     help="On SIGTERM/SIGINT, time to finish running tasks.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Serve this worker's own Prometheus metrics at http://HOST:PORT/metrics (0: any free "
+    "port, printed at start). Default: off.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="HOST",
+    help="Address the --metrics-port server listens on.",
+)
 def worker(
     *,
     redis_url: str | None,
@@ -164,6 +178,8 @@ def worker(
     allow: tuple[str, ...],
     reap_interval: float,
     grace: float,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Join a fleet: claim, execute and report tasks until stopped (SIGTERM / Ctrl-C).
 
@@ -207,7 +223,14 @@ def worker(
     if risk:
         click.echo(f"warning: {risk}", err=True)
     configure_logging()
-    runner = Worker(connection, settings, config)
+    metrics = None
+    if metrics_port is not None:
+        from shim_core.metrics.worker import WorkerMetrics
+
+        metrics = WorkerMetrics()
+        port = metrics.serve(metrics_host, metrics_port)
+        click.echo(f"worker metrics at http://{metrics_host}:{port}/metrics", err=True)
+    runner = Worker(connection, settings, config, metrics=metrics)
     for problem in runner.plugins.errors:
         click.echo(f"warning: {problem}", err=True)
     for task_type in runner.policy.unknown_types:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import attrs
@@ -62,9 +63,12 @@ class ProgressReporter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: When the registry last took a heartbeat (or the worker registered), monotonic s.
+        self.last_beat = time.monotonic()
 
     def start(self) -> None:
         self._stop.clear()
+        self.last_beat = time.monotonic()  # the worker has just registered
         self._thread = threading.Thread(
             target=self._loop, name=f"shim-heartbeat-{self.worker_id}", daemon=True
         )
@@ -93,6 +97,7 @@ class ProgressReporter:
             self._on_refused(exc)
             return exc.lost
         self.stats.heartbeats += 1
+        self.last_beat = time.monotonic()
         sent = dict(leases)
         with self._lock:  # a lease taken again meanwhile (a new claim of the task) is not lost
             lost = [t for t in lost if self._leases.get(t) == sent.get(t)]

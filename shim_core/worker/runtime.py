@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -43,6 +43,9 @@ from shim_core.worker.feed import Completion, Finished, TaskFeed
 from shim_core.worker.policy import ExecutorPolicy
 from shim_core.worker.recovery import WorkerCrashRecovery
 from shim_core.worker.reporter import ProgressReporter
+
+if TYPE_CHECKING:
+    from shim_core.metrics.worker import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,7 @@ class Worker:
         config: WorkerConfig | None = None,
         *,
         plugins: Plugins | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.connection = connection
         self.settings = settings
@@ -172,6 +176,10 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
         self._stopping = False
+        #: This process's own metrics (``--metrics-port``); None: none kept, nothing imported.
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.watch_heartbeat(self.reporter)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -261,6 +269,8 @@ class Worker:
         """Hold the leases of new claims in the heartbeat from now on."""
         for claim in claims:
             self.reporter.report_task_start(claim.task.id, claim.token)
+        if self.metrics is not None:
+            self.metrics.claimed(claims)
 
     def _run_claim(self, claim: Claim) -> Finished:
         started = time.monotonic()
@@ -271,6 +281,8 @@ class Worker:
             with contextlib.suppress(ShimError):  # else the lease expires and is reaped
                 self.queue.fail(claim.task.id, claim.token, f"could not prepare: {exc}")
             self.reporter.report_task_complete(claim.task.id, 0, "failed", token=claim.token)
+            if self.metrics is not None:
+                self.metrics.finished(claim.task, "failed", 0)
             return Finished(time.monotonic() - started)
         return self._execute(execution, started)
 
@@ -296,6 +308,8 @@ class Worker:
             log.exception("task %s could not be run or recorded", task_id)
             self._record_crash(execution, exc)
             self.reporter.report_task_complete(task_id, 0, "failed", token=execution.token)
+            if self.metrics is not None:
+                self.metrics.finished(execution.task, "failed", 0)
         finally:
             with self._lock:
                 self._running.pop(task_id, None)
@@ -315,6 +329,10 @@ class Worker:
         self.reporter.report_task_complete(
             outcome.task_id, outcome.duration_ms, outcome.status, token=execution.token
         )
+        if self.metrics is not None:
+            self.metrics.finished(
+                execution.task, outcome.status, outcome.duration_ms, outcome.result
+            )
         if outcome.refuse_agent:
             self._refuse_agent(execution, outcome)
 

@@ -1,0 +1,174 @@
+"""The namespace's Prometheus collector: each scrape reads the state the scripts keep in Redis
+(three round trips, see ``_snapshot.py``) and turns it into metric families. Nothing is kept
+between scrapes, so any number of exporters may watch one namespace."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest, make_asgi_app
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from shim_core.config import Settings
+from shim_core.connection import RedisConnectionManager
+from shim_core.errors import ShimError
+from shim_core.metrics._snapshot import Snapshot, SnapshotReader
+from shim_core.models import WorkerStatus
+
+log = logging.getLogger(__name__)
+
+#: Event type counted by the scripts -> (metric name, help).
+EVENT_COUNTERS = {
+    "started": ("shim_tasks_started", "Task attempts started (claimed to run)."),
+    "failed": ("shim_tasks_failed", "Tasks that failed for good (no attempt left)."),
+    "retrying": (
+        "shim_tasks_retried",
+        "Tasks sent back to wait before another attempt (a failed attempt, a rate limit).",
+    ),
+    "stalled": (
+        "shim_tasks_reaped",
+        "Tasks whose lease expired (their worker stalled or died), put back in the queue.",
+    ),
+    "cancelled": ("shim_tasks_cancelled", "Tasks cancelled (by hand, or a dependency failed)."),
+    "released": (
+        "shim_tasks_released",
+        "Tasks made pending again: dependencies done, backoff over, handed back, retried.",
+    ),
+}
+
+
+class NamespaceCollector(Collector):
+    """A ``prometheus_client`` collector for one namespace; reads Redis on each scrape."""
+
+    def __init__(self, connection: RedisConnectionManager, settings: Settings) -> None:
+        self.namespace = settings.namespace
+        self._reader = SnapshotReader(connection, settings)
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric families of one scrape; ``shim_up 0`` alone when Redis cannot be read."""
+        started = time.perf_counter()
+        try:
+            snapshot = self._reader.read()
+        except ShimError as exc:
+            log.warning("metrics of namespace %r not read: %s", self.namespace, exc)
+            yield _gauge("shim_up", "Whether the namespace could be read from Redis.", 0)
+            return
+        yield _gauge("shim_up", "Whether the namespace could be read from Redis.", 1)
+        yield from _families(snapshot)
+        yield _gauge(
+            "shim_scrape_duration_seconds",
+            "Seconds this scrape took to read the namespace from Redis.",
+            time.perf_counter() - started,
+        )
+
+
+def _families(s: Snapshot) -> Iterator[Metric]:
+    yield _labelled(
+        GaugeMetricFamily,
+        "shim_tasks",
+        "Tasks by type and status (queue depth: waiting, pending, retrying; claimed, running; "
+        "complete, failed, cancelled until cleaned).",
+        ["type", "status"],
+        {key: float(n) for key, n in sorted(s.tasks.items())},
+    )
+    yield _gauge("shim_queue_paused", "1 while the namespace is paused (no claims).", s.paused)
+    yield _labelled(
+        CounterMetricFamily,
+        "shim_tasks_completed",
+        "Tasks completed, by type.",
+        ["type"],
+        {(t,): float(n) for t, (n, _) in sorted(s.completed.items())},
+    )
+    duration = SummaryMetricFamily(
+        "shim_task_duration_seconds",
+        "Time from claim to completion of completed tasks, by type.",
+        labels=["type"],
+    )
+    for task_type, (n, ms) in sorted(s.completed.items()):
+        duration.add_metric([task_type], count_value=n, sum_value=ms / 1000)
+    yield duration
+    for event, (name, doc) in EVENT_COUNTERS.items():
+        yield CounterMetricFamily(name, doc, value=s.events.get(event, 0))
+    yield _labelled(
+        GaugeMetricFamily,
+        "shim_queue_latency_seconds",
+        "Seconds the next task of each ready queue has been waiting to be claimed (0: empty).",
+        ["queue"],
+        {(q,): v for q, v in sorted(s.queue_latency.items())},
+    )
+    workers = dict.fromkeys((w.value for w in WorkerStatus), 0) | s.workers
+    yield _labelled(
+        GaugeMetricFamily,
+        "shim_workers",
+        "Registered workers by status.",
+        ["status"],
+        {(status,): float(n) for status, n in workers.items()},
+    )
+    yield _labelled(
+        GaugeMetricFamily,
+        "shim_heartbeat_age_seconds",
+        "Seconds since each live worker's last heartbeat.",
+        ["worker"],
+        {(w,): age for w, age in sorted(s.heartbeat_age.items())},
+    )
+    yield _gauge(
+        "shim_agent_cost_usd",
+        "USD the agents reported spending, summed over the newest 1,000 runs still recorded.",
+        s.cost_usd,
+    )
+    yield _labelled(
+        GaugeMetricFamily,
+        "shim_agent_cooldown_seconds",
+        "Seconds left of each agent's fleet-wide rate-limit cooldown (agents cooling down).",
+        ["agent"],
+        {(a,): v for a, v in sorted(s.cooldowns.items())},
+    )
+    yield _gauge(
+        "shim_metrics_invalid_values",
+        "Values in Redis this scrape could not read (not a number, an unknown status...).",
+        s.invalid,
+    )
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=float(value))
+
+
+def _labelled(
+    family: Callable[..., Any],
+    name: str,
+    doc: str,
+    labels: list[str],
+    values: dict[tuple[str, ...], float],
+) -> Metric:
+    metric: Any = family(name, doc, labels=labels)
+    for label_values, value in values.items():
+        metric.add_metric(list(label_values), value)
+    return metric  # type: ignore[no-any-return]
+
+
+def namespace_registry(connection: RedisConnectionManager, settings: Settings) -> CollectorRegistry:
+    """A registry of its own holding only the namespace's collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NamespaceCollector(connection, settings))
+    return registry
+
+
+def metrics_asgi_app(connection: RedisConnectionManager, settings: Settings) -> Any:
+    """An ASGI app answering every request with the namespace's metrics (Prometheus text
+    format), read on each request. Mount it at ``/metrics``."""
+    return make_asgi_app(namespace_registry(connection, settings))
+
+
+def render(connection: RedisConnectionManager, settings: Settings) -> str:
+    """The namespace's metrics now, in the Prometheus text format."""
+    return generate_latest(namespace_registry(connection, settings)).decode()
