@@ -92,9 +92,9 @@ class PlanTask:
     estimate: float | None = None
     #: What "done" means, one criterion each (agent prompts carry them).
     acceptance: tuple[str, ...] = ()
-    #: The directory a shell task runs in (``ctx.workdir`` of any executor), made if missing and
-    #: kept after the task; relative to the plan file, or to the current directory for a
-    #: request. Without it a task gets a temporary directory that goes with it. Agent tasks
+    #: The directory a shell task runs in (the task's ``context.project_path``), made if
+    #: missing and kept after the task; relative to the plan file, or to the current directory
+    #: for a request. Without it a task gets a temporary directory that goes with it. Agent tasks
     #: work in the run's repository.
     workdir: str | None = None
 

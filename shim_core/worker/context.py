@@ -151,13 +151,11 @@ class TaskExecution:
 
     @property
     def workdir(self) -> Path:
-        """The task's ``context.project_path`` (made if missing: a plan's ``workdir``), else a
-        private temporary directory made on first use (most executors never ask: no directory
-        is made for them)."""
+        """The task's ``context.project_path``, else a private temporary directory made on
+        first use (most executors never ask: no directory is made for them)."""
         if self._workdir is None:
             if self.task.context.project_path:
                 self._workdir = Path(self.task.context.project_path)
-                self._workdir.mkdir(parents=True, exist_ok=True)
             else:
                 self._tmp = tempfile.TemporaryDirectory(prefix=f"shim-{self.task.id[:40]}-")
                 self._workdir = Path(self._tmp.name)

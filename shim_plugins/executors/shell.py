@@ -8,8 +8,8 @@ Params:
 * ``env`` — variables added to the worker's environment (a ``null`` value removes one); the
   worker's own ``SHIM_*`` settings (its Redis URL and password, the signing keys) are left out
 
-The command runs in ``ctx.workdir`` (the task's ``context.project_path``, which a plan's
-``workdir`` sets, else a temporary directory), in a process group of its own. Its output (stdout
+The command runs in the task's ``context.project_path`` (a plan's ``workdir``, made if missing),
+else in ``ctx.workdir`` (a temporary directory), in a process group of its own. Its output (stdout
 and stderr, merged in order) goes line by line to ``ctx.log``; a line ``::progress 0.4 some
 message`` reports progress instead. On timeout or cancellation the whole group gets SIGTERM, then
 SIGKILL after two seconds; processes the command leaves behind in its group are ended the same
@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Mapping
+from pathlib import Path
 
 import attrs
 
@@ -109,10 +110,12 @@ class ShellExecutor:
             return TaskResult(success=False, error=str(exc))
         if ctx.cancelled.is_set():
             return TaskResult(success=False, error="cancelled before the command started")
-        cwd = ctx.workdir
-        before = _git.snapshot(cwd)
+        project = task.context.project_path
+        cwd = Path(project) if project else ctx.workdir
         supervisor = Supervisor(ctx, self.kill_grace, self.poll_interval, self.tail_lines)
         try:
+            cwd.mkdir(parents=True, exist_ok=True)  # a plan's workdir is made on first use
+            before = _git.snapshot(cwd)
             outcome = supervisor.run(argv, cwd=cwd, env=env, timeout=timeout)
         except OSError as exc:
             return TaskResult(success=False, error=f"cannot start {argv[0]!r} in {cwd}: {exc}")

@@ -237,11 +237,16 @@ def test_bad_params_fail_cleanly(params, message):
 
 
 def test_missing_program_or_directory_fails_cleanly(tmp_path):
-    """A program that does not exist, or a missing project path, gives a failed result."""
+    """A program that does not exist, or a project path that cannot be made, gives a failed
+    result; a missing project path (a plan's ``workdir``) is made."""
     result, _ = run(shell_task(["/nonexistent/program-xyz"]))
     assert "cannot start '/nonexistent/program-xyz'" in result.error
-    result, _ = run(shell_task("true", project_path=tmp_path / "missing"))
+    (tmp_path / "a-file").write_text("")
+    result, _ = run(shell_task("true", project_path=tmp_path / "a-file" / "sub"))
     assert "cannot start" in result.error
+    result, _ = run(shell_task("true", project_path=tmp_path / "made" / "here"))
+    assert result.success
+    assert (tmp_path / "made" / "here").is_dir()
 
 
 def git(repo, *args):
