@@ -1,0 +1,46 @@
+"""Each script carries only the part of the Lua library it uses: Redis runs that prelude on every
+call."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from shim_core.scripts import library_for, sources
+
+LIB = """-- header
+local rcall = redis.call
+
+local A, B = 1, 2
+local function uses_a()
+  return A
+end
+
+-- a comment naming nothing in particular
+local function uses_helper()
+  return uses_a() + 1
+end
+local unused = {x = 1,
+  y = 2}
+local function flush()
+  rcall('PING')
+end
+"""
+
+
+def test_a_script_gets_what_it_names_and_what_that_needs_in_order() -> None:
+    kept = library_for(LIB, "return uses_helper()\nflush()")
+    assert "local function uses_helper" in kept
+    assert "local function uses_a" in kept  # needed by uses_helper
+    assert "local A, B = 1, 2" in kept  # needed by uses_a
+    assert "local rcall" in kept  # needed by flush
+    assert "unused" not in kept
+    assert kept.index("local A, B") < kept.index("uses_a()") < kept.index("uses_helper()")
+    assert kept.startswith("-- header")
+
+
+def test_every_script_is_smaller_than_the_library_and_keeps_flush() -> None:
+    lib = (resources.files("shim_core") / "lua" / "_lib.lua").read_text(encoding="utf-8")
+    for verb, src in sources().items():
+        prelude = src.source.split("\nlocal function main()")[0]
+        assert len(prelude) < len(lib), verb
+        assert "local function flush()" in prelude, verb
