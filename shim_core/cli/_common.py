@@ -22,7 +22,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The modules of :mod:`shim_core.cli` that define commands, and which one defines each command
 #: (imported when the command is first looked up). A command missing here still works: an
 #: unknown name imports every command module.
-COMMAND_MODULE_NAMES = ("fleet", "runs", "events", "metrics")
+COMMAND_MODULE_NAMES = ("fleet", "runs", "events", "metrics", "dashboard")
 COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(("doctor", "pause", "resume", "worker", "workers", "plugins"), "fleet"),
     "metrics": "metrics",
@@ -30,6 +30,7 @@ COMMAND_MODULES: dict[str, str] = {
         ("plan", "run", "submit", "status", "cancel", "retry", "merge", "clean"), "runs"
     ),
     "events": "events",
+    "dashboard": "dashboard",
 }
 
 
