@@ -150,13 +150,23 @@ class TaskState:
     worker_id: str | None
     attempts: int
     completed_at: datetime | None
+    #: When its current attempt was claimed (None before the first claim).
+    claimed_at: datetime | None = None
 
 
 #: The ``counts`` fields ``event:<type>`` hold totals of events by type (the metrics read them),
 #: not tasks.
 EVENT_TOTALS = "event"
 
-_STATE_FIELDS = ("status", "progress", "progress_message", "worker_id", "attempts", "completed_at")
+_STATE_FIELDS = (
+    "status",
+    "progress",
+    "progress_message",
+    "worker_id",
+    "attempts",
+    "completed_at",
+    "claimed_at",
+)
 
 
 @attrs.frozen
@@ -359,7 +369,7 @@ class TaskQueue:
         for task_id in ids:
             pipe.hmget(self.keys.task(task_id), *_STATE_FIELDS)
         states = []
-        for task_id, (status, progress, message, worker, attempts, done) in zip(
+        for task_id, (status, progress, message, worker, attempts, done, claimed) in zip(
             ids, pipe.execute(), strict=True
         ):
             if status is None:
@@ -374,6 +384,7 @@ class TaskQueue:
                         worker_id=worker,
                         attempts=int(attempts or 0),
                         completed_at=from_ms(done) if done else None,
+                        claimed_at=from_ms(claimed) if claimed else None,
                     )
                 )
             except ValueError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -25,7 +25,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from shim_core.dashboard.events import batch_json
 from shim_core.dashboard.state import DashboardState
 from shim_core.errors import ShimError
-from shim_core.history import START, StreamedEvent
+from shim_core.history import START
 
 #: Most seconds between two ticks; a tick also follows worker events within a second.
 TICK_S = 5.0
@@ -83,30 +83,34 @@ class Hub:
         return False
 
     async def run(self) -> None:
-        """Follow the history until cancelled (the app's lifespan runs it)."""
-        cursor = await anyio.to_thread.run_sync(self.state.log.last_id)
+        """Follow the history until cancelled (the app's lifespan runs it). While Redis is
+        away the pages keep what they show, and the hub tries again every second."""
+        cursor = None
         last_tick, moved = time.monotonic(), False
         while True:
             due = (1.0 if moved else self.tick_s) - (time.monotonic() - last_tick)
             if due <= 0:  # a tick: at least every tick_s, and a second after any event
-                with contextlib.suppress(Exception):  # Redis away: the next tick tries again
-                    self._publish(("tick", "", await anyio.to_thread.run_sync(self.state.tick)))
+                tick = await self._call(self.state.tick)
+                if tick is not None:
+                    self._publish(("tick", "", tick))
                 last_tick, moved = time.monotonic(), False
                 continue
-            batch = await self._wait(cursor, due)
-            if batch:
+            if cursor is None:
+                cursor = await self._call(self.state.log.last_id)
+            batch = None if cursor is None else await self._call(self.state.log.wait, cursor, due)
+            if batch is None:
+                await anyio.sleep(min(due, 1.0))
+            elif batch:
                 cursor = batch[-1].stream_id
                 self._publish(("events", cursor, batch))
                 moved = True
 
-    async def _wait(self, cursor: str, timeout: float) -> list[StreamedEvent]:
+    async def _call(self, read: Callable[..., Any], *args: Any) -> Any:
+        """``read(*args)`` in a worker thread; None when it failed (Redis away)."""
         try:
-            return await anyio.to_thread.run_sync(
-                self.state.log.wait, cursor, timeout, abandon_on_cancel=True
-            )
-        except Exception:  # Redis away: the pages keep their view; try again shortly
-            await anyio.sleep(min(timeout, 1.0))
-            return []
+            return await anyio.to_thread.run_sync(read, *args, abandon_on_cancel=True)
+        except Exception:
+            return None
 
     def _publish(self, message: Message) -> None:
         for page in list(self._pages):
@@ -114,18 +118,12 @@ class Hub:
                 page.send_nowait(message)
             except anyio.WouldBlock:
                 self._lagging.add(page)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._pages.discard(page)
 
 
 def sse(kind: str, data: Any, stream_id: str = "") -> bytes:
     """One server-sent event (JSON data on one line)."""
     head = f"id: {stream_id}\n" if stream_id else ""
-    return f"{head}event: {kind}\ndata: {json.dumps(data, default=_json_default)}\n\n".encode()
-
-
-def _json_default(value: Any) -> Any:
-    return str(value)
+    return f"{head}event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
 
 
 @attrs.frozen
@@ -158,6 +156,7 @@ async def page_stream(hub: Hub, view: View, last_event_id: str | None) -> AsyncI
             yield chunk
         async for kind, stream_id, payload in receive:
             if hub.lagging(send):
+                _drain(receive)  # older than the snapshot that replaces them
                 cursor, chunks = await anyio.to_thread.run_sync(_start, state, view, None)
                 for chunk in chunks:
                     yield chunk
@@ -171,6 +170,12 @@ async def page_stream(hub: Hub, view: View, last_event_id: str | None) -> AsyncI
     finally:
         hub.unsubscribe(send)
         receive.close()
+
+
+def _drain(receive: MemoryObjectReceiveStream[Any]) -> None:
+    with contextlib.suppress(anyio.WouldBlock):
+        while True:
+            receive.receive_nowait()
 
 
 def _start(state: DashboardState, view: View, last: str | None) -> tuple[str, list[bytes]]:

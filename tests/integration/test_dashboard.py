@@ -4,6 +4,10 @@ how a page follows the event history."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ from shim_core.errors import ConfigError
 from shim_core.history import EventLog
 from shim_core.plugins import Plugins
 from tests.dashboard_support import serving, sim_plan, submit
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.shim_real_redis
 
@@ -65,7 +70,31 @@ def test_runs_and_a_run_show_totals_waves_and_tasks(shim_settings, shim_queue, t
 def test_a_finished_run_has_a_duration_cost_and_no_eta(shim_settings, shim_queue, tmp_path):
     """A run whose tasks all completed is finished and ok, with each task's worker, attempts,
     start and end, and the cost its agents reported."""
-    record = submit(shim_settings, sim_plan("done", 1), tmp_path)
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(repo),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "start",
+        ],
+        check=True,
+    )
+    plan = {
+        "name": "done",
+        "repo": str(repo),
+        "tasks": [{"id": "a", "executor": "agent", "params": {"agent": "claude"}}],
+    }
+    record = submit(shim_settings, plan, tmp_path)
     task_id = record.task_ids[0]
     token = _claim(shim_queue, task_id)
     shim_queue.complete(task_id, token, TaskResult(success=True, output="ok", cost_usd=0.25))
@@ -306,3 +335,31 @@ def test_ticks_carry_the_workers_and_metrics_are_served(shim_settings, shim_flee
         assert metrics.status == 200
         assert "shim_" in metrics.body
         assert dash.call("api/workers").json()["workers"][0]["id"] == worker["id"]
+
+
+def test_shim_dashboard_serves_until_interrupted(shim_settings, capsys, monkeypatch):
+    """`shim dashboard` says where it serves, answers there, and Ctrl-C stops it (exit 130)."""
+    monkeypatch.delenv("SHIM_DASHBOARD_TOKEN", raising=False)
+    probe = listen("127.0.0.1", 0)
+    port = probe.getsockname()[1]
+    probe.close()
+
+    def interrupt_once_up() -> None:
+        url = f"http://127.0.0.1:{port}/api/state"
+        wait_until(lambda: _answers(url), timeout=10)
+        signal.raise_signal(signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_up, daemon=True).start()
+    with pytest.raises(SystemExit) as stop:
+        main(["dashboard", "--redis", shim_settings.redis_url, "--port", str(port)])
+    assert stop.value.code == 130
+    err = capsys.readouterr().err
+    assert f"on http://127.0.0.1:{port}/" in err
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False

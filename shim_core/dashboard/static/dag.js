@@ -96,8 +96,10 @@
     const nodes = new Map();
     const group = svg("g", { class: "nodes" });
     for (const [id, pos] of plan.at) {
+      const task = tasks.get(id);
       const node = full ? fullNode(pos) : svg("rect", {
-        x: pos.x, y: pos.y, width: dims.w, height: dims.h, rx: 2, class: "node",
+        x: pos.x, y: pos.y, width: dims.w, height: dims.h, rx: 2, class: "node s-" + task.status,
+        "data-status": task.status, "data-worker": task.worker || "",
       });
       node.dataset.id = id;
       group.appendChild(node);
@@ -118,7 +120,7 @@
     });
     container.replaceChildren(root);
 
-    let dirty = new Set(tasks.keys());
+    let dirty = new Set(full ? tasks.keys() : []); // small squares are drawn painted
     let frame = 0;
     function paint() {
       frame = 0;
