@@ -164,6 +164,12 @@ def resume(queue: TaskQueue) -> None:
     metavar="HOST",
     help="Address the --metrics-port server listens on.",
 )
+@click.option(
+    "--otel",
+    is_flag=True,
+    help="Record an OpenTelemetry span per task attempt (needs the otel extra; the exporter is "
+    "set up as for any program, e.g. by running the worker under opentelemetry-instrument).",
+)
 def worker(
     *,
     redis_url: str | None,
@@ -180,6 +186,7 @@ def worker(
     grace: float,
     metrics_port: int | None,
     metrics_host: str,
+    otel: bool,
 ) -> None:
     """Join a fleet: claim, execute and report tasks until stopped (SIGTERM / Ctrl-C).
 
@@ -223,14 +230,10 @@ def worker(
     if risk:
         click.echo(f"warning: {risk}", err=True)
     configure_logging()
-    metrics = None
-    if metrics_port is not None:
-        from shim_core.metrics.worker import WorkerMetrics
-
-        metrics = WorkerMetrics()
-        port = metrics.serve(metrics_host, metrics_port)
-        click.echo(f"worker metrics at http://{metrics_host}:{port}/metrics", err=True)
-    runner = Worker(connection, settings, config, metrics=metrics)
+    observers, metrics = _observers(config.worker_id, metrics_port, metrics_host, otel)
+    runner = Worker(connection, settings, config, observers=observers)
+    if metrics is not None:
+        metrics.watch_heartbeat(runner.reporter)
     for problem in runner.plugins.errors:
         click.echo(f"warning: {problem}", err=True)
     for task_type in runner.policy.unknown_types:
@@ -255,6 +258,28 @@ def worker(
         runner.run()
     finally:
         connection.disconnect()
+
+
+def _observers(
+    worker_id: str, metrics_port: int | None, metrics_host: str, otel: bool
+) -> tuple[list[Any], Any]:
+    """The worker's observers (its metrics server, started here; its spans) and its metrics."""
+    observers: list[Any] = []
+    metrics = None
+    if metrics_port is not None:
+        from shim_core.metrics.worker import WorkerMetrics
+
+        metrics = WorkerMetrics()
+        port = metrics.serve(metrics_host, metrics_port)
+        click.echo(f"worker metrics at http://{metrics_host}:{port}/metrics", err=True)
+        observers.append(metrics)
+    if otel:
+        try:
+            from shim_core.metrics.tracing import TaskSpans
+        except ImportError:
+            raise ShimError("--otel needs OpenTelemetry: pip install 'shim[otel]'") from None
+        observers.append(TaskSpans(worker_id))
+    return observers, metrics
 
 
 @app.command()

@@ -20,8 +20,8 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import attrs
 
@@ -31,7 +31,15 @@ from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.errors import ShimError, TaskError
 from shim_core.keys import check_name
-from shim_core.models import Claim, TaskType, WorkerCapabilities, WorkerRegistration, new_id
+from shim_core.models import (
+    Claim,
+    Task,
+    TaskResult,
+    TaskType,
+    WorkerCapabilities,
+    WorkerRegistration,
+    new_id,
+)
 from shim_core.outage import OutageLog
 from shim_core.outcomes import Action
 from shim_core.plugins import Plugins
@@ -44,10 +52,20 @@ from shim_core.worker.policy import ExecutorPolicy
 from shim_core.worker.recovery import WorkerCrashRecovery
 from shim_core.worker.reporter import ProgressReporter
 
-if TYPE_CHECKING:
-    from shim_core.metrics.worker import WorkerMetrics
-
 log = logging.getLogger(__name__)
+
+
+class TaskObserver(Protocol):
+    """What a worker tells its observers (its metrics, its tracing spans: see
+    :mod:`shim_core.metrics`) about the tasks it claims and runs."""
+
+    def claimed(self, claims: list[Claim]) -> None:
+        """Tasks this worker just claimed."""
+
+    def finished(
+        self, task: Task, outcome: str, duration_ms: int, result: TaskResult | None = None
+    ) -> None:
+        """An execution of ``task`` ran to ``outcome`` (an ExecutionOutcome status)."""
 
 
 def default_worker_id() -> str:
@@ -106,7 +124,7 @@ class Worker:
         config: WorkerConfig | None = None,
         *,
         plugins: Plugins | None = None,
-        metrics: WorkerMetrics | None = None,
+        observers: Sequence[TaskObserver] = (),
     ) -> None:
         self.connection = connection
         self.settings = settings
@@ -176,10 +194,8 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
         self._stopping = False
-        #: This process's own metrics (``--metrics-port``); None: none kept, nothing imported.
-        self.metrics = metrics
-        if metrics is not None:
-            metrics.watch_heartbeat(self.reporter)
+        #: Told of every claim and outcome (``--metrics-port``, ``--otel``); none by default.
+        self.observers = tuple(observers)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -269,8 +285,8 @@ class Worker:
         """Hold the leases of new claims in the heartbeat from now on."""
         for claim in claims:
             self.reporter.report_task_start(claim.task.id, claim.token)
-        if self.metrics is not None:
-            self.metrics.claimed(claims)
+        for observer in self.observers:
+            observer.claimed(claims)
 
     def _run_claim(self, claim: Claim) -> Finished:
         started = time.monotonic()
@@ -281,8 +297,6 @@ class Worker:
             with contextlib.suppress(ShimError):  # else the lease expires and is reaped
                 self.queue.fail(claim.task.id, claim.token, f"could not prepare: {exc}")
             self.reporter.report_task_complete(claim.task.id, 0, "failed", token=claim.token)
-            if self.metrics is not None:
-                self.metrics.finished(claim.task, "failed", 0)
             return Finished(time.monotonic() - started)
         return self._execute(execution, started)
 
@@ -308,8 +322,6 @@ class Worker:
             log.exception("task %s could not be run or recorded", task_id)
             self._record_crash(execution, exc)
             self.reporter.report_task_complete(task_id, 0, "failed", token=execution.token)
-            if self.metrics is not None:
-                self.metrics.finished(execution.task, "failed", 0)
         finally:
             with self._lock:
                 self._running.pop(task_id, None)
@@ -329,10 +341,8 @@ class Worker:
         self.reporter.report_task_complete(
             outcome.task_id, outcome.duration_ms, outcome.status, token=execution.token
         )
-        if self.metrics is not None:
-            self.metrics.finished(
-                execution.task, outcome.status, outcome.duration_ms, outcome.result
-            )
+        for observer in self.observers:
+            observer.finished(execution.task, outcome.status, outcome.duration_ms, outcome.result)
         if outcome.refuse_agent:
             self._refuse_agent(execution, outcome)
 

@@ -34,6 +34,7 @@ from shim_core.metrics.worker import WorkerMetrics
 from shim_core.models import Claim, Task, TaskResult, WorkerRegistration
 from shim_core.queue import TaskQueue
 from shim_core.registry import WorkerRegistry
+from shim_core.worker import Worker, WorkerConfig
 from tests.helpers import run_perf_script, wait_until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -363,3 +364,80 @@ def test_the_scrape_benchmark_runs() -> None:
     done = run_perf_script(args, 60)
     assert done.returncode == 0, done.stderr
     assert "40 tasks, 5 types, 2 workers, 2 runs: one scrape" in done.stdout
+
+
+def test_an_in_process_worker_tells_its_observers(
+    shim_connection: RedisConnectionManager, shim_settings: Settings, shim_queue: TaskQueue
+) -> None:
+    """A Worker's observers hear of its claims and of each outcome, with the task."""
+    metrics = WorkerMetrics()
+    config = WorkerConfig(default_executor="sim", heartbeat_interval=0.2, claim_block=0.1)
+    worker = Worker(shim_connection, shim_settings, config, observers=[metrics])
+    worker.start()
+    try:
+        shim_queue.add_many(
+            [Task(id="ok", type="code"), Task(id="bad", type="test", params={"fail_first": 9})]
+        )
+        done = {"type": "code", "outcome": "complete"}
+        failed = {"type": "test", "outcome": "retrying"}
+        wait_until(lambda: metrics.registry.get_sample_value("shim_worker_tasks_total", done))
+        wait_until(lambda: metrics.registry.get_sample_value("shim_worker_tasks_total", failed))
+    finally:
+        worker.stop(grace=1)
+    assert (metrics.registry.get_sample_value("shim_worker_claim_latency_seconds_count") or 0) >= 2
+
+
+def test_each_attempt_becomes_a_span_with_the_task_and_its_outcome() -> None:
+    """With OpenTelemetry installed, TaskSpans records one span per execution: the run's time,
+    the task's attributes, ERROR for a failed attempt."""
+    sdk = pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    from shim_core.metrics.tracing import TaskSpans
+
+    exporter = InMemorySpanExporter()
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans = TaskSpans("w1", tracer_provider=provider)
+    ok = Task(id="ok", type="code", run_id="r1", executor="sim", attempts=1)
+    spans.claimed([Claim(task=ok, token=1)])
+    spans.finished(ok, "complete", 1500, TaskResult(success=True))
+    spans.finished(Task(id="bad", type="test", attempts=2), "retrying", 10)
+
+    good, bad = exporter.get_finished_spans()
+    assert good.name == "shim.task code"
+    assert dict(good.attributes or {}) == {
+        "shim.task.id": "ok",
+        "shim.task.type": "code",
+        "shim.task.attempt": 1,
+        "shim.worker.id": "w1",
+        "shim.outcome": "complete",
+        "shim.run.id": "r1",
+        "shim.executor": "sim",
+    }
+    assert (good.end_time or 0) - (good.start_time or 0) == 1_500_000_000
+    assert good.status.status_code is StatusCode.UNSET
+    assert (bad.status.status_code, bad.status.description) == (StatusCode.ERROR, "retrying")
+
+
+def test_the_worker_command_builds_the_observers_it_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--metrics-port starts the metrics server, --otel adds the spans, and --otel without
+    OpenTelemetry installed is a one-line error."""
+    pytest.importorskip("opentelemetry.trace")
+    from shim_core.cli.fleet import _observers
+    from shim_core.metrics.tracing import TaskSpans
+
+    assert _observers("w1", None, "127.0.0.1", otel=False) == ([], None)
+    observers, metrics = _observers("w1", 0, "127.0.0.1", otel=True)
+    try:
+        assert [type(o) for o in observers] == [WorkerMetrics, TaskSpans]
+        assert "worker metrics at http://127.0.0.1:" in capsys.readouterr().err
+    finally:
+        metrics.close()
+    monkeypatch.setitem(sys.modules, "shim_core.metrics.tracing", None)
+    with pytest.raises(ShimError, match=r"pip install 'shim\[otel\]'"):
+        _observers("w1", None, "127.0.0.1", otel=True)
