@@ -42,7 +42,7 @@ def test_a_run_progresses_live_while_a_fleet_works(
             "wave 2 (3)",
             "wave 3 (3)",
         ]
-        assert page.text_content("[data-id='t0'] .title") == HOSTILE[:26] + "…"
+        assert page.text_content("[data-id='t0'] .title") == HOSTILE[:24] + "…"
         shot(page, "run-before")
         shim_fleet_factory(workers=2, heartbeat=0.5)
         done = "+document.querySelector('#run-summary').dataset.complete"

@@ -119,6 +119,7 @@
     toggle.hidden = false;
     toggle.textContent = data.paused ? "Resume" : "Pause";
     toggle.dataset.paused = data.paused ? "1" : "";
+    window.shimWorkerNames = Object.fromEntries((data.workers || []).map((w) => [w.id, w.name]));
     renderWorkers(data.workers || []);
   }
 

@@ -9,7 +9,7 @@
   const SVG = "http://www.w3.org/2000/svg";
   const FULL_LIMIT = 400; // tasks drawn with labels and edges
   const EDGE_LIMIT = 1500; // edges drawn at most
-  const FULL = { w: 190, h: 46, gapX: 56, gapY: 10, rows: 24, top: 28 };
+  const FULL = { w: 176, h: 46, gapX: 44, gapY: 10, rows: 24, top: 28 };
   const COMPACT = { w: 11, h: 11, gapX: 24, gapY: 3, rows: 60, top: 28 };
 
   function svg(tag, attrs) {
@@ -54,7 +54,8 @@
 
   function nodeLine(task, now) {
     const parts = [];
-    if (task.worker) parts.push(clip(task.worker, 14));
+    const names = window.shimWorkerNames || {};
+    if (task.worker) parts.push(clip(names[task.worker] || task.worker, 16));
     if (task.attempts > 1) parts.push("try " + task.attempts);
     const end = task.finished_at || (task.started_at ? now : null);
     if (task.started_at && end) parts.push(seconds(end - task.started_at));
@@ -162,7 +163,7 @@
     if (!full) return;
     const [, bar, title, line] = node.childNodes;
     bar.setAttribute("width", String(Math.round(FULL.w * Math.min(1, task.progress || 0))));
-    title.textContent = clip(task.title || task.id, 27);
+    title.textContent = clip(task.title || task.id, 25);
     line.textContent = nodeLine(task, now);
   }
 
