@@ -4,11 +4,14 @@ between scrapes, so any number of exporters may watch one namespace."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
+import attrs
 from prometheus_client import CollectorRegistry, generate_latest, make_asgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -46,6 +49,19 @@ EVENT_COUNTERS = {
 }
 
 
+@attrs.frozen
+class Scrape:
+    """One read of the namespace: its snapshot (None: Redis did not answer) and how long the
+    read took."""
+
+    snapshot: Snapshot | None
+    seconds: float
+
+
+#: A read made before prometheus_client asks the collector (see :func:`metrics_asgi_app`).
+_PREFETCHED: ContextVar[Scrape | None] = ContextVar("shim_metrics_prefetched", default=None)
+
+
 class NamespaceCollector(Collector):
     """A ``prometheus_client`` collector for one namespace; reads Redis on each scrape."""
 
@@ -53,21 +69,29 @@ class NamespaceCollector(Collector):
         self.namespace = settings.namespace
         self._reader = SnapshotReader(connection, settings)
 
-    def collect(self) -> Iterator[Metric]:
-        """The metric families of one scrape; ``shim_up 0`` alone when Redis cannot be read."""
+    def read(self) -> Scrape:
+        """Read the namespace now (blocking); a Redis failure is logged and read as None."""
         started = time.perf_counter()
         try:
-            snapshot = self._reader.read()
+            snapshot: Snapshot | None = self._reader.read()
         except ShimError as exc:
             log.warning("metrics of namespace %r not read: %s", self.namespace, exc)
-            yield _gauge("shim_up", "Whether the namespace could be read from Redis.", 0)
+            snapshot = None
+        return Scrape(snapshot, time.perf_counter() - started)
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric families of one scrape; ``shim_up 0`` alone when Redis cannot be read."""
+        scrape = _PREFETCHED.get() or self.read()
+        up = "Whether the namespace could be read from Redis."
+        if scrape.snapshot is None:
+            yield _gauge("shim_up", up, 0)
             return
-        yield _gauge("shim_up", "Whether the namespace could be read from Redis.", 1)
-        yield from _families(snapshot)
+        yield _gauge("shim_up", up, 1)
+        yield from _families(scrape.snapshot)
         yield _gauge(
             "shim_scrape_duration_seconds",
             "Seconds this scrape took to read the namespace from Redis.",
-            time.perf_counter() - started,
+            scrape.seconds,
         )
 
 
@@ -158,15 +182,37 @@ def _labelled(
 
 def namespace_registry(connection: RedisConnectionManager, settings: Settings) -> CollectorRegistry:
     """A registry of its own holding only the namespace's collector."""
+    return _registry(NamespaceCollector(connection, settings))
+
+
+def _registry(collector: NamespaceCollector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NamespaceCollector(connection, settings))
+    registry.register(collector)
     return registry
 
 
 def metrics_asgi_app(connection: RedisConnectionManager, settings: Settings) -> Any:
-    """An ASGI app answering every request with the namespace's metrics (Prometheus text
-    format), read on each request. Mount it at ``/metrics``."""
-    return make_asgi_app(namespace_registry(connection, settings))
+    """An ASGI app answering every request with the namespace's metrics, read on each request
+    (``prometheus_client.make_asgi_app``: the text or OpenMetrics format, gzip when asked).
+    Mount it at ``/metrics``.
+
+    Redis is read in a worker thread before prometheus_client builds the answer from that read,
+    so the event loop that serves the app never waits on Redis (nor on its retries when Redis is
+    away)."""
+    collector = NamespaceCollector(connection, settings)
+    exposition = make_asgi_app(_registry(collector))
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            return
+        scrape = await asyncio.get_running_loop().run_in_executor(None, collector.read)
+        token = _PREFETCHED.set(scrape)
+        try:
+            await exposition(scope, receive, send)
+        finally:
+            _PREFETCHED.reset(token)
+
+    return app
 
 
 def render(connection: RedisConnectionManager, settings: Settings) -> str:

@@ -174,12 +174,8 @@ def test_an_unreachable_redis_reads_as_shim_up_0(shim_settings: Settings) -> Non
     assert [(f.name, f.samples[0].value) for f in families] == [("shim_up", 0.0)]
 
 
-def test_the_asgi_app_serves_the_text_format(
-    shim_connection: RedisConnectionManager, shim_settings: Settings, shim_queue: TaskQueue
-) -> None:
-    """metrics_asgi_app answers a GET with 200 and the namespace's metrics."""
-    shim_queue.add(Task(id="a", type="x"))
-    asgi = metrics_asgi_app(shim_connection, shim_settings)
+def asgi_get(app: Any) -> tuple[int, str]:
+    """GET /metrics from an ASGI app: the status and the body."""
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -189,11 +185,28 @@ def test_the_asgi_app_serves_the_text_format(
         sent.append(message)
 
     scope = {"type": "http", "method": "GET", "path": "/metrics", "headers": []}
-    asyncio.run(asgi(scope, receive, send))
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], sent[1]["body"].decode()
 
-    assert sent[0]["status"] == 200
-    scrape = samples(sent[1]["body"].decode())
-    assert value(scrape, "shim_tasks", type="x", status="pending") == 1
+
+def test_the_asgi_app_serves_the_text_format(
+    shim_connection: RedisConnectionManager, shim_settings: Settings, shim_queue: TaskQueue
+) -> None:
+    """metrics_asgi_app answers a GET with 200 and the namespace's metrics (read in a worker
+    thread), shim_up 0 when Redis is away, and ignores the lifespan protocol."""
+    shim_queue.add(Task(id="a", type="x"))
+    status, body = asgi_get(metrics_asgi_app(shim_connection, shim_settings))
+    assert status == 200
+    assert value(samples(body), "shim_tasks", type="x", status="pending") == 1
+
+    away = RedisConnectionManager(f"redis://127.0.0.1:{free_port()}/0", retries=0)
+    status, body = asgi_get(metrics_asgi_app(away, shim_settings))
+    assert (status, value(samples(body), "shim_up")) == (200, 0)
+
+    async def never(*_args: Any) -> Any:
+        raise AssertionError("a lifespan scope is not answered")
+
+    asyncio.run(metrics_asgi_app(away, shim_settings)({"type": "lifespan"}, never, never))
 
 
 def test_shim_metrics_once_prints_the_text(
@@ -323,7 +336,7 @@ def test_a_worker_without_metrics_does_not_import_prometheus_client() -> None:
 
 def test_worker_metrics_count_agent_spending_and_ignore_odd_output() -> None:
     """Cost and tokens reported by an agent are counted per agent; output of another shape is
-    ignored; a port that cannot be bound is a ShimError."""
+    ignored; claims are observed when they carry when the task became claimable."""
     metrics = WorkerMetrics()
     task = Task(id="t", type="code")
     usage = {"agent": "claude", "tokens": {"input": 120, "output": 30, "cached": 5}}
@@ -350,11 +363,7 @@ def test_worker_metrics_count_agent_spending_and_ignore_odd_output() -> None:
     assert registry.get_sample_value("shim_worker_claim_latency_seconds_count") == 1
     assert registry.get_sample_value("shim_worker_claim_latency_seconds_sum") == 2
     assert 3 <= (registry.get_sample_value("shim_worker_heartbeat_age_seconds") or 0) < 60
-    port = metrics.serve("127.0.0.1", 0)
-    with pytest.raises(ShimError, match="cannot serve metrics"):
-        WorkerMetrics().serve("127.0.0.1", port)
-    metrics.close()
-    metrics.close()
+    metrics.close()  # never served: nothing to stop
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary")
@@ -425,8 +434,8 @@ def test_each_attempt_becomes_a_span_with_the_task_and_its_outcome() -> None:
 def test_the_worker_command_builds_the_observers_it_is_asked_for(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--metrics-port starts the metrics server, --otel adds the spans, and --otel without
-    OpenTelemetry installed is a one-line error."""
+    """--metrics-port starts the metrics server (a port already taken is a one-line error),
+    --otel adds the spans, and --otel without OpenTelemetry installed is a one-line error."""
     pytest.importorskip("opentelemetry.trace")
     from shim_core.cli.fleet import _observers
     from shim_core.metrics.tracing import TaskSpans
@@ -435,7 +444,10 @@ def test_the_worker_command_builds_the_observers_it_is_asked_for(
     observers, metrics = _observers("w1", 0, "127.0.0.1", otel=True)
     try:
         assert [type(o) for o in observers] == [WorkerMetrics, TaskSpans]
-        assert "worker metrics at http://127.0.0.1:" in capsys.readouterr().err
+        port = re.search(r"http://127.0.0.1:(\d+)/metrics", capsys.readouterr().err)
+        assert port is not None
+        with pytest.raises(ShimError, match=r"cannot serve metrics on 127\.0\.0\.1:"):
+            _observers("w2", int(port.group(1)), "127.0.0.1", otel=False)  # the port is taken
     finally:
         metrics.close()
     monkeypatch.setitem(sys.modules, "shim_core.metrics.tracing", None)
