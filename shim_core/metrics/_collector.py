@@ -1,5 +1,5 @@
 """The namespace's Prometheus collector: each scrape reads the state the scripts keep in Redis
-(three round trips, see ``_snapshot.py``) and turns it into metric families. Nothing is kept
+(four round trips, see ``_snapshot.py``) and turns it into metric families. Nothing is kept
 between scrapes, so any number of exporters may watch one namespace."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
+from redis.exceptions import RedisClusterException
 
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
@@ -74,7 +75,7 @@ class NamespaceCollector(Collector):
         started = time.perf_counter()
         try:
             snapshot: Snapshot | None = self._reader.read()
-        except ShimError as exc:
+        except (ShimError, RedisClusterException) as exc:  # the latter: a cluster without slots
             log.warning("metrics of namespace %r not read: %s", self.namespace, exc)
             snapshot = None
         return Scrape(snapshot, time.perf_counter() - started)

@@ -1,11 +1,12 @@
-"""One read of a namespace's state for a metrics scrape: three pipelined round trips.
+"""One read of a namespace's state for a metrics scrape: the server's clock, then three
+pipelined round trips.
 
 Everything comes from what the scripts keep up to date, so the work is bounded by the number of
 task types, queues, workers and runs, never by the number of tasks:
 
 1. the ``counts`` hash (tasks per status and type, and ``event:<type>`` totals per event type),
    the ``history`` hash (completed tasks and their total milliseconds per type), the cooldowns,
-   the pause flag, the server clock, and the names of the queues, workers and newest runs;
+   the pause flag, and the names of the queues, workers and newest runs;
 2. the head of each ready queue, each worker's status and last heartbeat, each run's cost;
 3. when each queue head became claimable (``ready_at``).
 
@@ -108,13 +109,13 @@ class SnapshotReader:
 
     @redis_errors
     def read(self) -> Snapshot:
-        """The namespace's metrics now (three round trips)."""
+        """The namespace's metrics now (four round trips)."""
         keys, parse = self.keys, _Parser()
         # Connected on first use: an exporter may start before Redis does. redis-py types
         # replies as bytes | str; with decode_responses they are always str.
         client: Any = self._connection.get_client()
+        secs, micros = client.time()  # alone: a cluster pipeline takes no keyless command
         pipe = client.pipeline(transaction=False)
-        pipe.time()
         pipe.hgetall(keys.counts)
         pipe.hgetall(keys.history)
         pipe.hgetall(keys.cooldowns)
@@ -122,7 +123,7 @@ class SnapshotReader:
         pipe.smembers(keys.queues)
         pipe.smembers(keys.worker_ids)
         pipe.zrange(keys.runs, 0, MAX_RUNS - 1, desc=True)
-        (secs, micros), *replies = pipe.execute(raise_on_error=False)
+        replies = pipe.execute(raise_on_error=False)
         counts, history, cooldowns = (parse.reply(r, dict) for r in replies[:3])
         paused = replies[3] == 1
         queues = sorted(parse.reply(replies[4], set))[:MAX_QUEUES]

@@ -17,6 +17,7 @@ from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.doctor import check_invariants
 from shim_core.keys import Keys
+from shim_core.metrics import render
 from shim_core.models import Task, TaskResult, TaskStatus, WorkerRegistration, WorkerStatus
 from shim_core.queue import TaskQueue
 from shim_core.registry import WorkerRegistry
@@ -72,6 +73,10 @@ def test_every_script_runs_through_the_cluster_client(
     queue.clean(0)
     queue.drain()
     assert check_invariants(queue.client, queue.keys) == []
+    # The metrics read the namespace through the cluster client too.
+    scrape = render(cluster_manager, settings)
+    assert "shim_up 1.0" in scrape
+    assert 'shim_workers{status="offline"} 1.0' in scrape
     # Each script was loaded on the master of the namespace's slot, which is where it ran.
     master = redis.Redis(port=shim_redis_cluster.master_of(Keys("scripts").prefix))
     loaded = dict(zip(sources(), master.script_exists(*(s.sha for s in _shas(queue))), strict=True))
