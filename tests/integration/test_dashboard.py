@@ -20,7 +20,9 @@ from shim_core.dashboard import check_binding, listen
 from shim_core.dashboard.guard import COOKIE, is_loopback
 from shim_core.errors import ConfigError
 from shim_core.history import EventLog
+from shim_core.models import WorkerRegistration
 from shim_core.plugins import Plugins
+from shim_core.registry import WorkerRegistry
 from tests.dashboard_support import serving, sim_plan, submit
 from tests.helpers import wait_until
 
@@ -315,26 +317,26 @@ def test_the_live_stream_sends_a_snapshot_then_the_events_after_it(
         task_page.close()
 
 
-def test_ticks_carry_the_workers_and_metrics_are_served(shim_settings, shim_fleet_factory):
-    """A worker's events are followed by a tick with the fleet (status, current tasks, heartbeat
-    age), and /metrics answers in the Prometheus text format."""
+def test_ticks_carry_the_workers_and_metrics_are_served(shim_settings, shim_connection):
+    """A worker joining is followed within a second by a tick with the fleet (status, current
+    tasks, heartbeat age), and /metrics answers in the Prometheus text format."""
+    registry = WorkerRegistry(shim_connection, shim_settings)
     with serving(shim_settings) as dash:
         page = dash.stream("api/live")
         assert page.next_of("snapshot").data["runs"] == []
-        fleet = shim_fleet_factory(workers=1, heartbeat=0.5)
+        registry.register_worker(WorkerRegistration(id="w-tick", name="ticker"))
         tick = page.next_of("tick").data
-        while not tick["workers"]:
-            tick = page.next_of("tick").data
         (worker,) = tick["workers"]
-        assert worker["id"] == fleet.workers[0].id
-        assert worker["status"] in ("idle", "busy")
+        assert worker["id"] == "w-tick"
+        assert worker["name"] == "ticker"
+        assert worker["status"] == "idle"
         assert worker["age_s"] is not None
         assert not worker["gone"]
         page.close()
         metrics = dash.call("metrics")
         assert metrics.status == 200
         assert "shim_" in metrics.body
-        assert dash.call("api/workers").json()["workers"][0]["id"] == worker["id"]
+        assert dash.call("api/workers").json()["workers"][0]["id"] == "w-tick"
 
 
 def test_shim_dashboard_serves_until_interrupted(shim_settings, capsys, monkeypatch):

@@ -75,6 +75,7 @@
       });
       const body = await r.json().catch(() => ({}));
       if (!r.ok) throw new Error(body.error || r.status + " " + r.statusText);
+      if (current && current.refresh) current.refresh(); // at once, not after the events
       return body;
     } catch (e) {
       toast(String(e.message || e));
@@ -83,7 +84,6 @@
   }
 
   const enc = encodeURIComponent;
-  const runOf = (taskId) => (taskId.includes(":") ? taskId.split(":")[0] : null);
   const taskLink = (id, text) => el("a", { href: "#/task/" + enc(id), text: text || id });
 
   // -------------------------------------------------------------- live stream
@@ -154,9 +154,10 @@
     view.replaceChildren(el("h1", { text: "Runs" }), el("table", { class: "grid runs" },
       el("thead", {}, el("tr", {}, ...["run", "progress", "tasks", "time left", "cost", "started", ""]
         .map((h) => el("th", { text: h })))), body));
-    const refresh = debounce(async () => {
+    const load = async () => {
       try { draw((await api("/api/runs")).runs); } catch (e) { toast(e.message); }
-    }, 1000);
+    };
+    const refresh = debounce(load, 1000);
     function draw(runs) {
       const rows = runs.map((r) => el("tr", { "data-run": r.run_id },
         el("td", {}, el("a", { href: "#/run/" + enc(r.run_id), text: r.name || r.run_id }),
@@ -170,7 +171,7 @@
       if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 7, class: "muted", text: "no runs yet" })));
       body.replaceChildren(...rows);
     }
-    return { snapshot: (d) => draw(d.runs || []), events: refresh };
+    return { snapshot: (d) => draw(d.runs || []), events: refresh, refresh: load };
   }
 
   function counts(summary) {
@@ -264,14 +265,15 @@
     view.replaceChildren(box);
     let data = null;
     let timer = 0;
-    const reload = debounce(async () => {
+    const load = async () => {
       try {
         const [detail, history] = await Promise.all([
           api("/api/tasks/" + enc(taskId)), api("/api/tasks/" + enc(taskId) + "/history")]);
         data = detail;
         draw(detail, history.events);
       } catch (e) { box.replaceChildren(el("p", { class: "error", text: e.message })); }
-    }, 300);
+    };
+    const reload = debounce(load, 300);
     function draw(t, history) {
       clearTimeout(timer);
       // The log has no events of its own: a running task's tail is read again every 2 s.
@@ -279,7 +281,8 @@
       box.replaceChildren(...taskSections(t, history));
     }
     return {
-      snapshot: reload,
+      snapshot: load,
+      refresh: load,
       events(events) {
         const mine = data ? new Set([taskId, ...data.dependencies.map((d) => d.id)]) : new Set([taskId]);
         if (events.some((e) => e.task && mine.has(e.task))) reload();
