@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from shim_core import _lazy_redis
 from shim_core._lazy import lazy_exports
+
+# Before any SHIM module imports redis: what SHIM does not use of it is then loaded only if used.
+_lazy_redis.install()
 
 if TYPE_CHECKING:
     from shim_core.bus import Channels, EventStats, MessageBus

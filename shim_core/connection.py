@@ -697,6 +697,7 @@ class RedisConnectionManager:
             "retry_on_error": [redis.ConnectionError, redis.TimeoutError, ConnectionResetError],
             "socket_connect_timeout": self._connect_timeout,
             "health_check_interval": self._health_check_interval,
+            **_driver_info(),
             **parsed.options,
             **self._tls_options,
         }
@@ -774,6 +775,17 @@ class RedisConnectionManager:
         )
         for pool in list(self._sentinel_pools):
             pool.disconnect(inuse_connections=True)
+
+
+def _driver_info() -> dict[str, Any]:
+    """What a connection tells the server about its client library (``CLIENT SETINFO``): the
+    version redis-py states itself. Without it, redis-py 7.1+ looks its version up in the
+    installed packages' metadata for every connection it opens (milliseconds each, a few of them
+    before a worker is ready). Older versions take no ``driver_info`` and look it up once."""
+    driver_info = getattr(redis, "DriverInfo", None)
+    if driver_info is None:
+        return {}
+    return {"driver_info": driver_info(lib_version=redis.__version__)}
 
 
 def _tls_options(parsed: RedisURL, tls: TLSOptions, url: str) -> dict[str, Any]:
