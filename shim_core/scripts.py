@@ -69,24 +69,24 @@ def library_for(lib: str, code: str) -> str:
     A definition runs from its ``local`` line at the start of a line to the next one. Names are
     matched as words, comments and strings included: a false match only keeps a definition that
     was not needed, never drops one that was."""
-    head, chunks, defines, words = _definitions(lib)
+    head, chunks, defines, uses = _definitions(lib)
     needed: set[int] = set()
-    todo = [frozenset(_WORD.findall(code))]
+    todo = [defines[word] for word in set(_WORD.findall(code)) if word in defines]
     while todo:
-        for word in todo.pop():
-            n = defines.get(word, -1)
-            if n >= 0 and n not in needed:
-                needed.add(n)
-                todo.append(words[n])
+        n = todo.pop()
+        if n not in needed:
+            needed.add(n)
+            todo.extend(uses[n])
     return head + "".join(chunks[n] for n in sorted(needed))
 
 
 @cache
 def _definitions(
     lib: str,
-) -> tuple[str, tuple[str, ...], dict[str, int], tuple[frozenset[str], ...]]:
+) -> tuple[str, tuple[str, ...], dict[str, int], tuple[frozenset[int], ...]]:
     """``lib`` cut once (not once per script: a process starts faster) into the text before its
-    first definition, its definitions, the definition of each name and the words of each."""
+    first definition, its definitions, the definition of each name, and the definitions each
+    definition names."""
     starts = [m.start() for m in _DEFINITION.finditer(lib)]
     chunks = tuple(lib[a:b] for a, b in zip(starts, [*starts[1:], len(lib)], strict=True))
     defines: dict[str, int] = {}
@@ -95,8 +95,11 @@ def _definitions(
         assert match is not None
         for name in (match[1] or match[2]).split(","):
             defines[name.strip()] = n
-    words = tuple(frozenset(_WORD.findall(chunk)) for chunk in chunks)
-    return lib[: starts[0]], chunks, defines, words
+    uses = tuple(
+        frozenset(defines[word] for word in set(_WORD.findall(chunk)) if word in defines)
+        for chunk in chunks
+    )
+    return lib[: starts[0]], chunks, defines, uses
 
 
 class Scripts:
