@@ -772,10 +772,8 @@ class TaskQueue:
     @redis_errors
     def cooldowns(self) -> dict[str, datetime]:
         """Agents cooling down after a rate limit, with the end of each cooldown (server time)."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(self.keys.cooldowns)
-        pipe.time()
-        raw, (now_s, now_us) = pipe.execute()
+        raw = self.client.hgetall(self.keys.cooldowns)
+        now_s, now_us = self.client.time()  # alone: a cluster refuses keyless TIME in a pipeline
         now_ms = int(now_s) * 1000 + int(now_us) // 1000
         return {agent: from_ms(end) for agent, end in raw.items() if int(float(end)) > now_ms}
 

@@ -294,7 +294,7 @@ BAD_PLANS: dict[str, tuple[dict[str, Any], str]] = {
         {"tasks": [{"id": "a", "executor": "sim", "dep": ["b"]}, {"id": "b"}]},
         "task 'a': unknown key 'dep' (allowed: id, title, type, executor, params, "
         "description, priority, deps, dependencies, max_attempts, timeout, files, estimate, "
-        "acceptance); "
+        "acceptance, workdir); "
         "did you mean 'deps'?",
     ),
     "cycle": (

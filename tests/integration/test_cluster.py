@@ -65,6 +65,7 @@ def test_every_script_runs_through_the_cluster_client(
     claimed = queue.claim(["code"], worker_id="w2", count=10)
     agent = next(c for c in [*settled.claims, *claimed] if c.task.id == "ag")
     queue.throttle(agent.task.id, agent.token, "claude", TaskResult(success=False, error="429"))
+    assert set(queue.cooldowns()) == {"claude"}  # read as shim status does
     queue.pause()
     queue.resume()
     queue.reap_stalled()
