@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,3 +51,17 @@ def run_perf_script(args: list[str], timeout: float) -> subprocess.CompletedProc
         timeout=timeout,
         check=False,
     )
+
+
+def run_python(code: str, timeout: float = 60) -> str:
+    """The stdout of a fresh interpreter running ``code`` (dedented): for what a process loads
+    on its own, which this one, having imported everything long ago, cannot show."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()

@@ -8,14 +8,15 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from shim_core import __version__
-from shim_core.config import Settings
-from shim_core.connection import RedisConnectionManager
 from shim_core.redact import mask_url
+
+if TYPE_CHECKING:
+    from shim_core.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,8 +68,9 @@ def redis_options(func: F) -> F:
     def wrapper(*args: Any, redis_url: str | None, namespace: str | None, **kwargs: Any) -> Any:
         from shim_core.queue import TaskQueue
 
-        settings = Settings.load(redis_url=redis_url, namespace=namespace)
-        connection = RedisConnectionManager.for_settings(settings)
+        common = sys.modules[__name__]  # its Settings and RedisConnectionManager: see __getattr__
+        settings = common.Settings.load(redis_url=redis_url, namespace=namespace)
+        connection = common.RedisConnectionManager.for_settings(settings)
         try:
             connection.connect()
             return func(*args, queue=TaskQueue(connection, settings), **kwargs)
@@ -76,6 +78,21 @@ def redis_options(func: F) -> F:
             connection.disconnect()
 
     return wrapper  # type: ignore[return-value]
+
+
+def __getattr__(name: str) -> Any:
+    """``Settings`` and ``RedisConnectionManager``, imported when first read: the help of a
+    command needs no Redis client (``shim worker --help`` loads a third of what it did). Read
+    through the module, so that tests can replace them."""
+    if name == "Settings":
+        from shim_core.config import Settings
+
+        return Settings
+    if name == "RedisConnectionManager":
+        from shim_core.connection import RedisConnectionManager
+
+        return RedisConnectionManager
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _LazyGroup(click.Group):

@@ -15,9 +15,6 @@ from shim_core.cli._common import (
     redis_options,
     where,
 )
-from shim_core.config import Settings
-from shim_core.connection import RedisConnectionManager
-from shim_core.doctor import check_invariants
 from shim_core.errors import ShimError
 from shim_core.redact import mask_url
 
@@ -37,6 +34,8 @@ def doctor(queue: TaskQueue, as_json: bool) -> None:
     Example:
       shim doctor --redis redis://localhost:6379/0 --namespace team-a
     """
+    from shim_core.doctor import check_invariants
+
     violations = check_invariants(queue.client, queue.keys)
     stats = queue.stats()
     if as_json:
@@ -197,6 +196,8 @@ def worker(
     Example:
       shim worker --redis redis://localhost:6379/0 --types code,test -c 2 --allow shell,agent
     """
+    from shim_core.config import Settings
+    from shim_core.connection import RedisConnectionManager
     from shim_core.permissions import check_permissions, eviction_risk
     from shim_core.worker import Worker, WorkerConfig
 

@@ -7,11 +7,11 @@ Each case runs in a fresh interpreter: this one imported redis long ago.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from tests.helpers import run_python
 
 #: Prints the state of ``redis.asyncio`` in the child: ``deferred`` or ``loaded``.
 _STATE = """
@@ -25,12 +25,7 @@ def state():
 
 def run(code: str) -> str:
     """Run ``code`` (with ``sys``, ``state()``) in a fresh interpreter; its stdout."""
-    script = "import sys\n" + _STATE + textwrap.dedent(code)
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return run_python("import sys\n" + _STATE + textwrap.dedent(code))
 
 
 def test_a_worker_s_imports_leave_redis_asyncio_unrun_and_metadata_unimported() -> None:

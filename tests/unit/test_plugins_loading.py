@@ -6,9 +6,7 @@ which plugins are found nor which provider of a name wins."""
 from __future__ import annotations
 
 import functools
-import subprocess
 import sys
-import textwrap
 import types
 import zipfile
 from collections.abc import Callable, Iterable
@@ -21,25 +19,13 @@ from shim_core import plugins as plugins_module
 from shim_core.hookspecs import hookimpl
 from shim_core.plugins import KINDS, EntryPoint, Plugins
 from shim_plugins.decomposers import LinesDecomposer, PlanFileDecomposer
-
-
-def run(code: str) -> list[str]:
-    """Run ``code`` in a fresh interpreter (nothing of SHIM imported yet); its stdout lines."""
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()
+from tests.helpers import run_python
 
 
 def test_what_a_worker_reads_imports_no_strategy_nor_package_metadata() -> None:
     """Executors, backends, adapters and errors: no strategy module, no plan reader, and no
     METADATA file read; ``decomposers`` then imports them, ``provided`` reads the metadata once."""
-    out = run(
+    out = run_python(
         """
         import sys
         from importlib import metadata
@@ -67,7 +53,7 @@ def test_what_a_worker_reads_imports_no_strategy_nor_package_metadata() -> None:
         print(packages, reads.count("METADATA") - before)
         """
     )
-    assert out == [
+    assert out.splitlines() == [
         "[] False ['agent', 'python', 'shell', 'sim']",
         "['agent', 'lines', 'plan'] True",
         "{'shim'} 1",
