@@ -42,6 +42,25 @@ class StreamedEvent:
     event: ProgressEvent
 
 
+@attrs.frozen
+class EventBatch:
+    """The events of one read, oldest first, and the cursor to read on from: the id of the
+    last entry read, also when it did not decode (``after`` when nothing was read). Iterating
+    a batch gives its events."""
+
+    events: tuple[StreamedEvent, ...]
+    cursor: str
+
+    def __iter__(self) -> Iterator[StreamedEvent]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getitem__(self, index: int) -> StreamedEvent:
+        return self.events[index]
+
+
 class EventLog:
     """Read the durable event history of one namespace."""
 
@@ -63,21 +82,18 @@ class EventLog:
         return str(newest[0][0]) if newest else START
 
     @redis_errors
-    def read(self, after: str = START, limit: int = READ_BATCH) -> list[StreamedEvent]:
-        """The events of up to ``limit`` entries after entry ``after`` (exclusive), oldest
-        first."""
+    def read(self, after: str = START, limit: int = READ_BATCH) -> EventBatch:
+        """The events of up to ``limit`` entries after entry ``after`` (exclusive)."""
         entries = self._client.xrange(self._key, min=f"({after}", count=limit)
-        return self._decode(entries)
+        return self._batch(entries, after)
 
     @redis_errors
-    def wait(self, after: str, timeout: float, limit: int = READ_BATCH) -> list[StreamedEvent]:
+    def wait(self, after: str, timeout: float, limit: int = READ_BATCH) -> EventBatch:
         """Like :meth:`read`, but when nothing is newer than ``after`` block until an entry
-        arrives or ``timeout`` seconds pass (then ``[]``): a follower never polls."""
+        arrives or ``timeout`` seconds pass (then an empty batch): a follower never polls."""
         block = max(1, int(timeout * 1000))
         reply = self._client.xread({self._key: after}, count=limit, block=block)
-        if not reply:
-            return []
-        return self._decode(_entries_of(reply))
+        return self._batch(_entries_of(reply) if reply else [], after)
 
     def follow(
         self, after: str = START, stop: threading.Event | None = None, timeout: float = 1.0
@@ -89,30 +105,24 @@ class EventLog:
         while not stop.is_set():
             batch = self.wait(cursor, timeout)
             yield from batch
-            if batch:
-                cursor = batch[-1].stream_id
+            cursor = batch.cursor
 
     @redis_errors
     def of_run(self, run_id: str, after: str = START) -> list[StreamedEvent]:
         """The history of run ``run_id`` still in the stream: the events of its tasks (whose ids
-        are ``<run_id>:<plan id>``), oldest first."""
+        are ``<run_id>:<plan id>``), oldest first. Stream ids start with the server's clock in
+        ms: ``after`` = just before the run was created skips everything older."""
         prefix = f"{run_id}:"
         found: list[StreamedEvent] = []
-        cursor: str | None = after
-        while cursor is not None:
-            batch, cursor = self._read_entries(cursor)
+        cursor = after
+        while True:
+            batch = self.read(cursor)
             found.extend(e for e in batch if e.event.task_id.startswith(prefix))
-        return found
+            if batch.cursor == cursor:
+                return found
+            cursor = batch.cursor
 
-    def _read_entries(self, after: str) -> tuple[list[StreamedEvent], str | None]:
-        """One batch after ``after`` and the cursor to go on from (None: the end)."""
-        entries = self._client.xrange(self._key, min=f"({after}", count=READ_BATCH)
-        if not entries:
-            return [], None
-        last = str(entries[-1][0])
-        return self._decode(entries), (last if len(entries) == READ_BATCH else None)
-
-    def _decode(self, entries: list[Any]) -> list[StreamedEvent]:
+    def _batch(self, entries: list[Any], after: str) -> EventBatch:
         out: list[StreamedEvent] = []
         for entry_id, fields in entries:
             payload = fields.get("e") if isinstance(fields, dict) else None
@@ -125,7 +135,8 @@ class EventLog:
                 log.warning("skipped event history entry %s: %s", entry_id, exc)
                 continue
             out.extend(StreamedEvent(str(entry_id), event) for event in events)
-        return out
+        cursor = str(entries[-1][0]) if entries else after
+        return EventBatch(tuple(out), cursor)
 
 
 def _entries_of(reply: Any) -> list[Any]:

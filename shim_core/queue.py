@@ -46,6 +46,7 @@ from shim_core.serde import (
     compact_json,
     dumps,
     evolve_task,
+    finite,
     from_ms,
     loads,
     task_from_hash,
@@ -379,7 +380,7 @@ class TaskQueue:
                     TaskState(
                         id=task_id,
                         status=TaskStatus(status),
-                        progress=float(progress or 0),
+                        progress=finite(progress or 0),
                         progress_message=message or "",
                         worker_id=worker,
                         attempts=int(attempts or 0),

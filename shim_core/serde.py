@@ -36,6 +36,8 @@ def _make_converter(*, detailed: bool) -> Converter:
     )
     made.register_unstructure_hook(datetime, lambda dt: to_ms(dt))  # noqa: PLW0108 (forward ref)
     made.register_structure_hook(datetime, lambda v, _t: from_ms(v))
+    # JSON from Redis may say NaN or Infinity (Python's json reads both): no field takes them.
+    made.register_structure_hook(float, lambda v, _t: finite(v))
     return made
 
 
@@ -51,6 +53,15 @@ def to_ms(dt: datetime) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
+
+
+def finite(value: Any) -> float:
+    """``float(value)``, refusing NaN and the infinities (ValueError): data read from Redis is
+    untrusted, and one NaN would break every JSON view of it."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
 
 
 def from_ms(value: int | float | str) -> datetime:

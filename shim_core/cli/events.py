@@ -39,8 +39,7 @@ def events(queue: TaskQueue, run_id: str | None, follow: bool, as_json: bool) ->
     log = EventLog(queue.connection, queue.settings)
     task_ids: frozenset[str] = frozenset()
     if run_id is None:
-        history = log.read(START)
-        cursor = _print_all(log, history, run_id, as_json)
+        cursor = _print_all(log, as_json)
     else:
         from shim_core.supervisor.runs import RunNotFound, load_run
 
@@ -61,16 +60,17 @@ def events(queue: TaskQueue, run_id: str | None, follow: bool, as_json: bool) ->
         _follow(queue, log, cursor, run_id=run_id, task_ids=task_ids, as_json=as_json)
 
 
-def _print_all(log: EventLog, first: list[StreamedEvent], run_id: str | None, as_json: bool) -> str:
-    """Print the whole history (``first`` is its first batch); returns the last entry id."""
-    cursor, batch = START, first
-    if not batch:
-        click.echo(f"no events in {where(log.settings)}", err=True)
-    while batch:
-        _print(batch, run_id, as_json)
-        cursor = batch[-1].stream_id
+def _print_all(log: EventLog, as_json: bool) -> str:
+    """Print the whole history; returns the cursor after it."""
+    cursor = START
+    while True:
         batch = log.read(cursor)
-    return cursor
+        if batch.cursor == cursor:  # nothing more
+            if cursor == START:
+                click.echo(f"no events in {where(log.settings)}", err=True)
+            return cursor
+        _print(list(batch), None, as_json)
+        cursor = batch.cursor
 
 
 def _follow(
@@ -86,8 +86,8 @@ def _follow(
     prefix = f"{run_id}:" if run_id else ""
     while True:
         batch = log.wait(cursor, _FOLLOW_WAIT)
+        cursor = batch.cursor
         if batch:
-            cursor = batch[-1].stream_id
             mine = [e for e in batch if e.event.task_id.startswith(prefix)]
             _print(mine, run_id, as_json)
             ended = any(e.event.status is not None and e.event.status.is_final for e in mine)

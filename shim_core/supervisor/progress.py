@@ -316,8 +316,7 @@ class ProgressAggregator:
                 batch = self.history.wait(cursor, max(0.05, wait))
                 for item in batch:
                     self.handle_event(item.event, "")
-                if batch:
-                    cursor = batch[-1].stream_id
+                cursor = batch.cursor
                 now = time.monotonic()
                 if now >= full_due:
                     self.reconcile()

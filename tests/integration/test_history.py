@@ -16,7 +16,7 @@ from pytest_shim.fleet import Fleet
 from shim_core import cli
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
-from shim_core.history import START, EventLog
+from shim_core.history import START, EventBatch, EventLog
 from shim_core.keys import Keys
 from shim_core.models import (
     EventType,
@@ -98,7 +98,7 @@ def test_transitions_are_appended_in_order_and_heartbeats_are_not(
     """A claim and a completion append their events in the order they happened; a worker's
     registration is history, its heartbeats are not; adding a task appends nothing."""
     assert log.last_id() == START
-    assert log.read() == []
+    assert log.read() == EventBatch((), START)
     registry = WorkerRegistry(shim_connection, shim_settings)
     registry.register_worker(WorkerRegistration(id="w1"))
     shim_queue.add(sim("a"))
@@ -119,7 +119,7 @@ def test_transitions_are_appended_in_order_and_heartbeats_are_not(
     assert history[2].event.progress.message == "half"
     assert history[-1].event.status is TaskStatus.COMPLETE
     assert log.last_id() == history[-1].stream_id
-    assert log.read(history[1].stream_id) == history[2:]  # exclusive of the cursor
+    assert log.read(history[1].stream_id).events == history.events[2:]  # exclusive
 
 
 def test_a_batch_of_transitions_is_one_entry(shim_queue: TaskQueue, log: EventLog) -> None:
@@ -137,7 +137,7 @@ def test_wait_blocks_until_an_event_arrives_and_times_out_empty(
     shim_queue: TaskQueue, log: EventLog
 ) -> None:
     """``wait`` returns as soon as a transition is appended, and [] when none comes."""
-    assert log.wait(log.last_id(), 0.05) == []
+    assert not log.wait(log.last_id(), 0.05)
     shim_queue.add(sim("late"))
     cursor = log.last_id()
     timer = threading.Timer(0.2, shim_queue.cancel, args=("late",))
@@ -170,6 +170,21 @@ def test_follow_replays_the_history_then_new_events(shim_queue: TaskQueue, log: 
         stop.set()
         thread.join(5)
     assert not thread.is_alive()
+
+
+def test_entries_that_do_not_decode_still_move_the_cursor(
+    shim_queue: TaskQueue, shim_settings: Settings, log: EventLog
+) -> None:
+    """A reader past the newest decodable event is past the bad entries after it too: a
+    follower never reads them again (it span on them at full speed before)."""
+    shim_queue.add(sim("ok"))
+    shim_queue.cancel("ok")
+    good = log.read()
+    bad = shim_queue.client.xadd(Keys(shim_settings.namespace).events(), {"e": "[]"})
+    batch = log.read(good.cursor)
+    assert (batch.events, batch.cursor) == ((), bad)
+    assert not log.wait(batch.cursor, 0.05)
+    assert log.of_run("ok") == []
 
 
 def test_an_entry_that_does_not_decode_is_skipped_and_counted(

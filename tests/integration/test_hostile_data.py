@@ -17,7 +17,7 @@ from shim_core.checkpoints import CheckpointStore
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.doctor import check_invariants
-from shim_core.errors import ValidationError
+from shim_core.errors import CorruptTask, ValidationError
 from shim_core.models import EventType, ProgressEvent, Task, TaskStatus
 from shim_core.queue import TaskQueue
 from shim_core.worker import Worker, WorkerConfig, WorkExecutor
@@ -133,3 +133,12 @@ def test_a_checkpoint_over_the_limit_is_refused_and_the_task_goes_on(
     assert outcome.status == "complete"
     assert outcome.result.output == "refused"
     assert store.latest("c1") is None
+
+
+def test_a_non_finite_progress_in_a_task_is_named_corrupt(shim_queue: TaskQueue) -> None:
+    """``progress nan`` written behind SHIM's back makes the task corrupt, named, not a NaN
+    handed to every view."""
+    shim_queue.add(Task(id="t", type="code"))
+    shim_queue.client.hset(shim_queue.keys.task("t"), "progress", "nan")
+    with pytest.raises(CorruptTask, match="'t' is corrupt: not a finite number"):
+        shim_queue.states(["t"])

@@ -24,6 +24,7 @@ from shim_core.redact import mask_url
 from shim_core.serde import (
     dumps,
     event_from_json,
+    finite,
     from_ms,
     loads,
     task_from_hash,
@@ -459,3 +460,18 @@ def test_mask_url_of_an_unparseable_url() -> None:
 def test_mask_url_hides_a_query_string_password() -> None:
     """A password given as ``?password=`` (accepted by redis-py) is hidden as well."""
     assert "s3cret" not in mask_url("redis://h:6379/0?password=s3cret")
+
+
+@pytest.mark.parametrize("word", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_from_json_are_refused(word: str) -> None:
+    """Python's json reads NaN and Infinity; no decoded field takes them (one would break
+    every JSON view of the data: the browser's JSON.parse refuses NaN)."""
+    raw = (
+        '{"id":"1","type":"progress","task_id":"t",'
+        f'"progress":{{"current":1,"total":2,"percentage":{word}}}}}'
+    )
+    with pytest.raises(cattrs.ClassValidationError):
+        event_from_json(raw)
+    assert finite("0.25") == 0.25
+    with pytest.raises(ValueError, match="not a finite number"):
+        finite(word.lower())
