@@ -3,8 +3,6 @@ line, and the three ways SHIM ends it early (cancel, timeout, silence)."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
@@ -27,6 +25,9 @@ def _parent_death_signal() -> Callable[[], None] | None:
     SIGKILLed worker never leaves its agent editing a branch another worker now owns."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # here: a worker that runs no agent task does not load it
+    import ctypes.util
+
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     prctl = libc.prctl
     parent = os.getpid()

@@ -38,25 +38,22 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from shim_core.contracts import AgentAdapter, AgentInvocation, AgentState, ExecutionContext
 from shim_core.models import Task, TaskOutcome, TaskResult
-from shim_core.worktrees import (
-    WORKTREE_MARK,
-    Workspace,
-    WorkspaceError,
-    Worktrees,
-    conflict_markers,
-    git,
-)
 from shim_plugins.executors import _git
 from shim_plugins.executors._agent_process import AgentProcess, Ended, agent_environment
 from shim_plugins.executors._agent_prompt import RESUME, build_prompt, load_template
 from shim_plugins.executors._params import ParamError, integer, number
 from shim_plugins.executors.shell import command_env
+
+if TYPE_CHECKING:
+    # The functions import shim_core.worktrees when they run: a worker that runs no agent task
+    # does not load it (about 2 % of its start).
+    from shim_core.worktrees import Workspace, Worktrees
 
 #: Seconds of silence after which a headless agent is presumed hung and killed.
 DEFAULT_IDLE_TIMEOUT = 600.0
@@ -224,6 +221,8 @@ class AgentExecutor:
 
     def execute(self, task: Task, ctx: ExecutionContext) -> TaskResult:
         """Run the task's agent in its workspace and report a typed outcome."""
+        from shim_core.worktrees import WorkspaceError, conflict_markers
+
         try:
             params = AgentParams.parse(task)
             template = load_template(params.prompt_template)
@@ -286,6 +285,8 @@ class AgentExecutor:
 
     def _worktrees(self, task: Task) -> Worktrees | None:
         """The task's repository when it works in a worktree of its own."""
+        from shim_core.worktrees import Worktrees
+
         context = task.context
         if context.workspace != "worktree" or not context.repo or not task.run_id:
             return None
@@ -319,6 +320,8 @@ class AgentExecutor:
         return self._attempt(job, build_prompt(task, ctx.dependency_results, template), None)
 
     def _attempt(self, job: _Job, prompt: str, session: str | None) -> tuple[AgentState, Ended]:
+        from shim_core.worktrees import WORKTREE_MARK
+
         ctx, adapter, params, cwd = job.ctx, job.adapter, job.params, job.cwd
         with tempfile.TemporaryDirectory(prefix="shim-agent-") as scratch:
             prompt_file = Path(scratch) / "prompt.md"
@@ -392,6 +395,8 @@ def _resume_failed(state: AgentState, ended: Ended) -> bool:
 
 def _earlier_work(workspace: Workspace | None) -> str:
     """Notes for a fresh session after a failed resume: the commits already on the branch."""
+    from shim_core.worktrees import git
+
     note = "An earlier attempt at this task was interrupted and its session is lost."
     if workspace is None:
         return note + " Check the current state of the files before you start."
