@@ -10,8 +10,14 @@
    one real worker start; the self time of every imported module is summed per top-level package
    (``redis``, ``click``, ``asyncio``, ``shim_core``...) and the biggest are printed, with the
    modules of largest cumulative time.
+3. ``shim --help`` and ``shim worker --help``: wall and CPU time of ``--runs`` runs each.
+4. With ``--instructions`` (needs valgrind): the instructions the CPU executes, counted by
+   cachegrind, for a worker start up to its ``joined`` line (in one process, its loop replaced by
+   a no-op) and for the two ``--help``. They hardly move between runs, unlike the times on a
+   machine shared with other jobs: the figure to compare two trees by. About 10 s each.
 
-Run: ``PYTHONPATH=. python perf/worker_startup.py [--runs 5] [--top 12] [--json out.json]``.
+Run: ``PYTHONPATH=. python perf/worker_startup.py [--runs 5] [--top 12] [--instructions]
+[--json out.json]``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import argparse
 import json
 import os
 import re
+import resource
 import selectors
+import shutil
 import signal
 import statistics
 import subprocess
@@ -157,6 +165,79 @@ def help_import_rows() -> list[tuple[str, int, int]]:
     return parse_importtime(done.stderr.splitlines())
 
 
+def time_command(*argv: str) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system) of ``python -m shim_core.cli argv...``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "shim_core.cli", *argv],
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+#: A worker start in one process, up to its ``joined`` line: the loop is replaced by a no-op.
+_START_IN_PROCESS = """
+import sys
+import shim_core.worker.runtime as runtime
+runtime.Worker.run = lambda self: None
+from shim_core.cli import main
+main(sys.argv[1:])
+"""
+_INSTRUCTIONS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def instructions(code: str, *argv: str) -> int:
+    """Instructions executed by ``python -c code argv...``, counted by valgrind's cachegrind."""
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+            sys.executable,
+            "-c",
+            code,
+            *argv,
+        ],
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    found = _INSTRUCTIONS.search(done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from valgrind:\n{done.stderr[-500:]}")
+    return int(found[1].replace(",", ""))
+
+
+def count_instructions(url: str, namespace: str) -> dict[str, int]:
+    """Instructions of a worker start (to ``joined``), ``shim worker --help``, ``shim --help``."""
+    main = "import sys\nfrom shim_core.cli import main\nmain(sys.argv[1:])\n"
+    commands = {
+        "worker start": (_START_IN_PROCESS, "worker", "--redis", url, "--namespace", namespace),
+        "shim worker --help": (main, "worker", "--help"),
+        "shim --help": (main, "--help"),
+    }
+    for code, *argv in commands.values():  # bytecode written first, as a real start finds it
+        subprocess.run(
+            [sys.executable, "-c", code, *argv],
+            env=_env(),
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+    return {what: instructions(*command) for what, command in commands.items()}
+
+
 def _print_costs(title: str, costs: dict[str, Any]) -> None:
     print(f"{title}: {costs['total_ms']:.0f} ms in {costs['modules']} modules")
     print("  self time per top-level package:")
@@ -172,14 +253,28 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="worker starts (default 5)")
     parser.add_argument("--top", type=int, default=12, help="import costs listed (default 12)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures here")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count the instructions executed, with valgrind (about 30 s)",
+    )
     add_server_args(parser)
     args = parser.parse_args()
+    if args.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind on the PATH")
+    counted: dict[str, int] = {}
     with redis_url(args.redis_url, args.redis_server) as url:
         print(describe(url))
         namespace = f"startup-{os.getpid()}"
         start_worker(url, namespace)  # warm the file cache; not counted
         starts = [start_worker(url, namespace) for _ in range(args.runs)]
         _, _, traced = start_worker(url, namespace, "-X", "importtime")
+        if args.instructions:
+            counted = count_instructions(url, f"{namespace}-counted")
+    helps = {
+        " ".join(("shim", *argv)): [time_command(*argv) for _ in range(args.runs)]
+        for argv in (("--help",), ("worker", "--help"))
+    }
     ready = [wall for wall, _, _ in starts]
     cpu = [used for _, used, _ in starts if used is not None]
     worker_costs = import_costs(parse_importtime(traced), args.top)
@@ -190,6 +285,14 @@ def main() -> None:
     if cpu:
         cpu_median = statistics.median(cpu) * 1000
         print(f"  CPU time used by then: median {cpu_median:.0f} ms, min {min(cpu) * 1000:.0f} ms")
+    for command, runs in helps.items():
+        walls, cpus = [w * 1000 for w, _ in runs], [c * 1000 for _, c in runs]
+        print(
+            f"{command}: median {statistics.median(walls):.0f} ms (min {min(walls):.0f}), "
+            f"CPU median {statistics.median(cpus):.0f} ms"
+        )
+    for what, count in counted.items():
+        print(f"instructions, {what}: {count / 1e6:,.1f} M")
     _print_costs("imports of a worker start (-X importtime)", worker_costs)
     _print_costs("imports of `shim worker --help`", help_costs)
     if args.json:
@@ -201,6 +304,8 @@ def main() -> None:
             "cpu_s": cpu,
             "worker_imports": worker_costs,
             "help_imports": help_costs,
+            "help_s": {command: [wall for wall, _ in runs] for command, runs in helps.items()},
+            "instructions": counted,
         }
         Path(args.json).write_text(json.dumps(figures, indent=2))
 
