@@ -8,6 +8,7 @@ every other field as JSON, ``None`` fields left out.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
 import operator
@@ -43,9 +44,14 @@ def _make_converter(*, detailed: bool) -> Converter:
 
 #: The converter; its errors name the field at fault.
 converter = _make_converter(detailed=True)
-#: The same without detailed validation: about twice as fast to structure a task (a worker
-#: decodes every task it claims). Decoding tries it first and asks ``converter`` why on failure.
-_fast = _make_converter(detailed=False)
+
+
+@functools.cache
+def _fast() -> Converter:
+    """The converter without detailed validation: about twice as fast to structure a value.
+    Decoding tries it first and asks ``converter`` why on failure. Made on first use: a worker
+    decodes its tasks' common fields without cattrs (see ``_DECODERS``), and may never need it."""
+    return _make_converter(detailed=False)
 
 
 def to_ms(dt: datetime) -> int:
@@ -87,7 +93,7 @@ def _structure(plain: Any, cls: type[T]) -> T:
     """``plain`` structured into ``cls``; on failure, the detailed converter's error (it names
     the field at fault)."""
     try:
-        return _fast.structure(plain, cls)
+        return _fast().structure(plain, cls)
     except Exception:
         return converter.structure(plain, cls)
 
@@ -185,7 +191,7 @@ def _json_object(value: str) -> dict[str, Any]:
 
 
 def _structured(cls: type[T]) -> Callable[[str], T]:
-    return lambda value: _fast.structure(_json_object(value), cls)
+    return lambda value: _fast().structure(_json_object(value), cls)
 
 
 def _decoder(field: attrs.Attribute[Any]) -> Callable[[str], Any]:
