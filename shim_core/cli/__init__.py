@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from shim_core.cli import _common
 from shim_core.cli._common import app
 from shim_core.errors import ConnectionFailed, ShimError
 from shim_core.redact import mask_url
@@ -35,6 +36,7 @@ def __getattr__(name: str) -> ModuleType:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: SHIM errors become one line on stderr and an exit code."""
+    _common.standalone = True  # this process is the command: it may tune the whole process
     try:
         code = app.main(args=argv, prog_name="shim", standalone_mode=False)
         if isinstance(code, int) and code:  # click.exceptions.Exit(n) in non-standalone mode

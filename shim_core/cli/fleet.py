@@ -12,7 +12,9 @@ from shim_core.cli._common import (
     app,
     configure_logging,
     connection_options,
+    pause_gc,
     redis_options,
+    resume_gc,
     where,
 )
 from shim_core.errors import ShimError
@@ -196,6 +198,7 @@ def worker(
     Example:
       shim worker --redis redis://localhost:6379/0 --types code,test -c 2 --allow shell,agent
     """
+    pause_gc()  # until the worker is set up: see resume_gc below
     from shim_core.config import Settings
     from shim_core.connection import RedisConnectionManager
     from shim_core.permissions import check_permissions, eviction_risk
@@ -255,6 +258,7 @@ def worker(
             "(allow them with --allow)",
             err=True,
         )
+    resume_gc()
     try:
         runner.run()
     finally:
