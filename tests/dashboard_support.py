@@ -27,6 +27,15 @@ from tests.helpers import wait_until
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "dashboard"
 
 
+def strict_json(text: str) -> Any:
+    """``text`` decoded as a browser's JSON.parse does: NaN and the infinities refused."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 @attrs.frozen
 class Reply:
     status: int
@@ -34,7 +43,7 @@ class Reply:
     body: str
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        return strict_json(self.body)
 
 
 @attrs.define
@@ -97,7 +106,7 @@ class EventReader:
                 continue
             name, _, value = line.rstrip("\n").partition(": ")
             fields[name] = value
-        data = json.loads(fields["data"]) if "data" in fields else None
+        data = strict_json(fields["data"]) if "data" in fields else None
         return SSE(fields.get("id", ""), fields.get("event", ""), data)
 
     def next_of(self, kind: str, limit: int = 50) -> SSE:

@@ -23,7 +23,8 @@ from shim_core.redact import mask_url
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to serve on. Any address but loopback needs $SHIM_DASHBOARD_TOKEN.",
+    help="Address to serve on. Any address but loopback needs $SHIM_DASHBOARD_TOKEN "
+    "(16 characters or more).",
 )
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free."
@@ -34,12 +35,14 @@ def dashboard(redis_url: str | None, namespace: str | None, host: str, port: int
 
     With $SHIM_DASHBOARD_TOKEN set, every request must carry the token: open the page once as
     http://HOST:PORT/?token=TOKEN (it is kept in a cookie), or send it as
-    "Authorization: Bearer TOKEN".
+    "Authorization: Bearer TOKEN". The dashboard speaks plain HTTP: beyond loopback, reach it
+    through an SSH tunnel or a TLS reverse proxy rather than serving --host 0.0.0.0 on an open
+    network (the token would travel in clear).
 
     \b
     Examples:
       shim dashboard --redis redis://localhost:6379/0
-      SHIM_DASHBOARD_TOKEN=$(openssl rand -hex 16) shim dashboard --host 0.0.0.0 --port 8765
+      ssh -L 8765:127.0.0.1:8765 fleet-host     # then http://127.0.0.1:8765/ here
     """
     from shim_core.dashboard import TOKEN_ENV, DashboardServer, check_binding, listen
 

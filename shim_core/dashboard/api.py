@@ -2,21 +2,25 @@
 library the CLI uses (``shim cancel``, ``shim retry``, ``shim pause``, ``shim resume``).
 
 Every route answers JSON; a SHIM error becomes ``{"error": "<one line>"}`` with 404 (no such run
-or task), 409 (the state does not allow it), 503 (Redis unreachable) or 400.
+or task), 409 (the state does not allow it), 503 (Redis unreachable) or 400, and anything else
+a logged 500 with one line, never a traceback.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from shim_core.dashboard.encoding import JSON
 from shim_core.dashboard.state import DashboardState
 from shim_core.errors import ConnectionFailed, InvalidTransition, ShimError, TaskNotFound
 from shim_core.supervisor.runs import RunNotFound, cancel_run, retry_run
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[DashboardState, Request], Any]
 
@@ -37,11 +41,14 @@ def _status_of(exc: ShimError) -> int:
 def _route(state: DashboardState, path: str, handler: Handler, method: str) -> Route:
     """A route whose handler runs in a worker thread (the library blocks on Redis)."""
 
-    def endpoint(request: Request) -> JSONResponse:
+    def endpoint(request: Request) -> JSON:
         try:
-            return JSONResponse(handler(state, request))
+            return JSON(handler(state, request))
         except ShimError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=_status_of(exc))
+            return JSON({"error": str(exc)}, status_code=_status_of(exc))
+        except Exception:
+            log.exception("dashboard: %s %s failed", method, request.url.path)
+            return JSON({"error": "internal error (see the dashboard's log)"}, status_code=500)
 
     return Route(path, endpoint, methods=[method])
 
@@ -100,6 +107,7 @@ def api_routes(state: DashboardState) -> list[Route]:
             "/api/tasks/{task_id}/history",
             lambda s, r: {"events": s.task_history(_param(r, "task_id"))},
         ),
+        ("/api/tasks/{task_id}/log", lambda s, r: {"log": s.task_log(_param(r, "task_id"))}),
     ]
     actions: list[tuple[str, Handler]] = [
         ("/api/tasks/{task_id}/cancel", _cancel_task),

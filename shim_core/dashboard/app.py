@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, StreamingResponse
+from starlette.responses import FileResponse, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -21,9 +19,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.dashboard.api import api_routes
-from shim_core.dashboard.guard import Guard
+from shim_core.dashboard.guard import Guard, check_token
 from shim_core.dashboard.live import TICK_S, Hub, View, page_stream
 from shim_core.dashboard.state import DashboardState
+from shim_core.metrics import metrics_asgi_app
 
 #: The page's HTML, scripts and styles (plain files: no build step, nothing from the network).
 STATIC = Path(__file__).parent / "static"
@@ -39,9 +38,11 @@ def create_app(
     """The dashboard of ``settings.namespace`` over ``connection``.
 
     ``token`` None serves loopback requests only and asks for no token; with a token every
-    request must carry it (see :mod:`shim_core.dashboard.guard`). ``tick_s`` is the most
-    seconds between two updates of the workers' heartbeats on the page.
+    request must carry it (see :mod:`shim_core.dashboard.guard`; ConfigError when it is shorter
+    than 16 characters). ``tick_s`` is the most seconds between two updates of the workers'
+    heartbeats on the page.
     """
+    check_token(token)
     state = DashboardState.open(connection, settings)
     hub = Hub(state, tick_s)
 
@@ -57,35 +58,22 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as group:
-            group.start_soon(hub.run)
+        await hub.start()  # before the first request: no page starts before the hub's cursor
+        try:
             yield
-            group.cancel_scope.cancel()
+        finally:
+            await anyio.to_thread.run_sync(hub.stop)
 
     routes: list[BaseRoute] = [
         Route("/", lambda _request: FileResponse(STATIC / "index.html")),
         Route("/api/live", live),
         *api_routes(state),
         Mount("/static", StaticFiles(directory=STATIC)),
-        metrics_route(connection, settings),
+        Route("/metrics", _Asgi(metrics_asgi_app(connection, settings))),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(Guard, token=token)])
     app.state.hub = hub  # the server ends the pages' streams with hub.close() when it stops
     return app
-
-
-def metrics_route(connection: RedisConnectionManager, settings: Settings) -> BaseRoute:
-    """``/metrics``: the Prometheus exposition of :mod:`shim_core.metrics` when that module is
-    installed, else a 404 saying so."""
-    app = _metrics_app(connection, settings)
-    if app is None:
-        return Route(
-            "/metrics",
-            lambda _request: PlainTextResponse(
-                "metrics are not available here: shim_core.metrics is not installed\n", 404
-            ),
-        )
-    return Route("/metrics", _Asgi(app))
 
 
 class _Asgi:
@@ -96,12 +84,3 @@ class _Asgi:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
-
-
-def _metrics_app(connection: RedisConnectionManager, settings: Settings) -> ASGIApp | None:
-    try:
-        module: Any = importlib.import_module("shim_core.metrics")
-    except ImportError:
-        return None
-    factory = getattr(module, "metrics_asgi_app", None)
-    return None if factory is None else factory(connection, settings)

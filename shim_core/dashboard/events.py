@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from shim_core.dashboard.encoding import finite
 from shim_core.dashboard.runs import ms
 from shim_core.history import EventLog, StreamedEvent
-from shim_core.models import ProgressEvent
+from shim_core.models import ProgressEvent, Task
+
+#: Slack (ms) after a finished task's end within which its history is still read.
+_END_SLACK_MS = 1000
 
 
 def event_json(event: ProgressEvent) -> dict[str, Any]:
@@ -22,7 +27,7 @@ def event_json(event: ProgressEvent) -> dict[str, Any]:
         "ts": ms(event.timestamp),
     }
     if event.progress is not None:
-        out["progress"] = event.progress.percentage
+        out["progress"] = finite(event.progress.percentage)
         out["message"] = event.progress.message
     result = event.completion
     if result is not None:
@@ -30,21 +35,45 @@ def event_json(event: ProgressEvent) -> dict[str, Any]:
             "success": result.success,
             "error": result.error,
             "duration_ms": result.duration_ms,
-            "cost_usd": result.cost_usd,
+            "cost_usd": finite(result.cost_usd),
         }
     return {k: v for k, v in out.items() if v is not None}
 
 
-def task_history(log: EventLog, task_id: str) -> list[dict[str, Any]]:
-    """The events of one task still in the history, oldest first (a task of a run: its run's
-    events are read; a task outside any run has none kept apart, so none are shown)."""
-    if ":" not in task_id:
-        return []
-    run_id = task_id.split(":", 1)[0]
-    return [event_json(e.event) for e in log.of_run(run_id) if e.event.task_id == task_id]
+def stream_key(stream_id: str) -> tuple[int, int]:
+    """A stream entry id as a comparable pair (``"0-0"`` for anything malformed)."""
+    head, _, seq = stream_id.partition("-")
+    try:
+        return int(head), int(seq or 0)
+    except ValueError:
+        return 0, 0
 
 
-def batch_json(batch: list[StreamedEvent], run_id: str | None) -> list[dict[str, Any]]:
+def task_history(log: EventLog, task: Task, until: str | None = None) -> list[dict[str, Any]]:
+    """The events of ``task`` still in the history, oldest first, up to entry ``until`` (None:
+    the newest). Stream ids start with the server's clock in ms, as the task's creation and end
+    times do: only the entries of the task's lifetime are read, not the whole history."""
+    created = ms(task.created_at)
+    cursor = f"{max((created or 0) - 1, 0)}-0"
+    last = stream_key(until) if until is not None else None
+    end = ms(task.completed_at) if task.status.is_final else None
+    if end is not None:
+        bound = (end + _END_SLACK_MS, 0)
+        last = bound if last is None else min(last, bound)
+    found: list[dict[str, Any]] = []
+    while True:
+        batch = log.read(cursor)
+        for item in batch:
+            if last is not None and stream_key(item.stream_id) > last:
+                return found
+            if item.event.task_id == task.id:
+                found.append(event_json(item.event))
+        if batch.cursor == cursor or (last is not None and stream_key(batch.cursor) >= last):
+            return found
+        cursor = batch.cursor
+
+
+def batch_json(batch: Iterable[StreamedEvent], run_id: str | None) -> list[dict[str, Any]]:
     """The events of ``batch`` a page scoped to ``run_id`` (None: the whole namespace) wants:
     its run's task events and every worker event."""
     prefix = f"{run_id}:" if run_id else ""

@@ -9,18 +9,18 @@ import uvicorn
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.dashboard.app import create_app
-from shim_core.dashboard.guard import is_loopback
+from shim_core.dashboard.guard import TOKEN_ENV, check_token, is_loopback
 from shim_core.dashboard.live import Hub
 from shim_core.errors import ConfigError
 
-#: The environment variable holding the dashboard's token.
-TOKEN_ENV = "SHIM_DASHBOARD_TOKEN"
 #: Seconds open live streams get to end when the server stops.
 SHUTDOWN_GRACE_S = 1
 
 
 def check_binding(host: str, token: str | None) -> None:
-    """Refuse (ConfigError) to serve on a non-loopback address without a token."""
+    """Refuse (ConfigError) to serve on a non-loopback address without a token, or with a
+    token shorter than 16 characters."""
+    check_token(token)
     if not is_loopback(host) and not token:
         raise ConfigError(
             f"the dashboard serves {host} only with a token: set {TOKEN_ENV} "
@@ -42,7 +42,6 @@ def listen(host: str, port: int) -> socket.socket:
         if sock is not None:
             sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.set_inheritable(True)
     return sock
 
 
@@ -60,7 +59,10 @@ class _Server(uvicorn.Server):
 
 
 class DashboardServer:
-    """A dashboard served on one socket; :meth:`run` blocks until :meth:`stop` (or a signal)."""
+    """A dashboard served on one socket; :meth:`run` blocks until :meth:`stop` (or a signal).
+
+    The socket's own address is checked as ``shim dashboard --host`` is: any address but
+    loopback (0.0.0.0 too) needs a token (ConfigError otherwise)."""
 
     def __init__(
         self,
@@ -70,6 +72,7 @@ class DashboardServer:
         *,
         token: str | None = None,
     ) -> None:
+        check_binding(sock.getsockname()[0], token)
         self.socket = sock
         app = create_app(connection, settings, token=token)
         config = uvicorn.Config(
@@ -82,7 +85,9 @@ class DashboardServer:
             access_log=False,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         )
-        self.server = _Server(config, app.state.hub)
+        #: The app's live hub (what follows the event history for the pages).
+        self.hub: Hub = app.state.hub
+        self.server = _Server(config, self.hub)
 
     @property
     def url(self) -> str:

@@ -12,8 +12,10 @@ from shim_core.checkpoints import CheckpointStore
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.dashboard import runs as run_views
+from shim_core.dashboard.encoding import finite
 from shim_core.dashboard.events import task_history
-from shim_core.dashboard.tasks import task_detail
+from shim_core.dashboard.tasks import LOG_TAIL, task_detail
+from shim_core.errors import TaskNotFound
 from shim_core.history import EventLog
 from shim_core.queue import TaskQueue
 from shim_core.registry import WorkerRegistry
@@ -61,12 +63,17 @@ class DashboardState:
         """The state a page starts from: the tick, plus that run's tasks (RunNotFound when there
         is no such run), or without a run the run summaries (unless ``runs`` is false)."""
         data = self.tick()
-        live = sum(1 for w in data["workers"] if not w["gone"])
+        live = live_workers(data["workers"])
         if run_id is None and runs:
             data["runs"] = run_views.run_summaries(self.queue, live)
         elif run_id is not None:
             data["run"] = run_views.run_detail(self.queue, run_id, live)
         return data
+
+    def task_snapshot(self, task_id: str, until: str) -> dict[str, Any]:
+        """The state a task's page starts from: the tick and the task's events up to history
+        entry ``until`` (TaskNotFound when there is no such task)."""
+        return self.tick() | {"history": self.task_history(task_id, until)}
 
     def runs(self, limit: int = run_views.RUNS_LISTED) -> list[dict[str, Any]]:
         """Summaries of the runs submitted last, newest first."""
@@ -81,15 +88,23 @@ class DashboardState:
         return run_views.run_summary(self.queue, run_id, self._live())
 
     def _live(self) -> int:
-        return len(self.registry.live_worker_ids())
+        return live_workers(self.workers())
 
     def task(self, task_id: str) -> dict[str, Any]:
         """Everything the task page shows (TaskNotFound when there is no such task)."""
         return task_detail(self.queue, task_id, self.checkpoints())
 
-    def task_history(self, task_id: str) -> list[dict[str, Any]]:
-        """The task's events still in the history (its attempts, retries, stalls)."""
-        return task_history(self.log, task_id)
+    def task_log(self, task_id: str) -> list[str]:
+        """The newest lines of the task's log (what a running task's page polls)."""
+        return self.queue.log_tail(task_id, LOG_TAIL)
+
+    def task_history(self, task_id: str, until: str | None = None) -> list[dict[str, Any]]:
+        """The task's events still in the history (its attempts, retries, stalls), up to entry
+        ``until`` (None: the newest); TaskNotFound when there is no such task."""
+        task = self.queue.get(task_id)
+        if task is None:
+            raise TaskNotFound(task_id)
+        return task_history(self.log, task, until)
 
     def checkpoints(self) -> CheckpointStore | None:
         """The namespace's checkpoint store (the ``redis`` backend plugin), made on first use
@@ -101,6 +116,12 @@ class DashboardState:
             backend = factory.create(self.connection, self.queue.settings) if factory else None
             self._checkpoints.append(CheckpointStore(backend, self.queue) if backend else None)
         return self._checkpoints[0]
+
+
+def live_workers(workers: list[dict[str, Any]]) -> int:
+    """How many of ``workers`` (as :meth:`DashboardState.workers` gives them) are live: the one
+    count the ETAs of every view use."""
+    return sum(1 for w in workers if not w["gone"])
 
 
 def _worker_json(view: WorkerView) -> dict[str, Any]:
@@ -116,7 +137,7 @@ def _worker_json(view: WorkerView) -> dict[str, Any]:
         "age_s": None if view.age is None else round(view.age, 1),
         "completed": w.stats.tasks_completed,
         "failed": w.stats.tasks_failed,
-        "avg_ms": round(w.stats.avg_duration, 1),
+        "avg_ms": round(finite(w.stats.avg_duration, 0.0) or 0.0, 1),
         "concurrency": w.capabilities.max_concurrent_tasks,
         "types": list(w.capabilities.supported_task_types),
         "refused_agents": dict(w.refused_agents),

@@ -9,6 +9,7 @@ import contextlib
 from typing import Any
 
 from shim_core.checkpoints import CheckpointStore
+from shim_core.dashboard.encoding import finite
 from shim_core.dashboard.runs import ms
 from shim_core.errors import ShimError, TaskNotFound
 from shim_core.models import Task, TaskResult
@@ -48,7 +49,7 @@ def task_detail(
         "executor": task.executor,
         "priority": task.priority.value,
         "status": task.status.value,
-        "progress": task.progress,
+        "progress": finite(task.progress, 0.0),
         "message": task.progress_message,
         "worker": task.worker_id,
         "attempts": task.attempts,
@@ -74,7 +75,7 @@ def _checkpoint(store: CheckpointStore | None, task_id: str) -> dict[str, Any] |
     return {
         "id": found.id,
         "attempt": found.attempt,
-        "progress": found.progress,
+        "progress": finite(found.progress, 0.0),
         "created_at": found.created_at_ms,
         "state": found.state,
     }
@@ -90,7 +91,7 @@ def _result(result: TaskResult | None) -> dict[str, Any] | None:
         "outcome": result.outcome.value if result.outcome is not None else None,
         "files_modified": list(result.files_modified),
         "duration_ms": result.duration_ms,
-        "cost_usd": result.cost_usd,
+        "cost_usd": finite(result.cost_usd),
     }
 
 

@@ -85,6 +85,7 @@ def test_the_retry_button_requeues_a_failed_task(page, shim_settings, shim_queue
         page.wait_for_selector("text=exploded")
         page.click("#retry-task:not([disabled])")
         page.wait_for_selector(".facts .badge.s-pending")
+        page.wait_for_selector(".history >> text=released")  # from the stream, not a poll
         shot(page, "task-retried")
     assert shim_queue.get("flaky").status is TaskStatus.PENDING
 
@@ -99,7 +100,33 @@ def test_the_cancel_button_cancels_a_run(page, shim_settings, shim_queue, tmp_pa
         page.once("dialog", lambda dialog: dialog.accept())
         page.click(f"{row} .cancel-run")
         page.wait_for_selector(f"{row} >> text=3 cancelled")
+        assert "3/3 finished" in page.text_content(row)  # failed and cancelled ones count
         shot(page, "run-cancelled")
     wait_until(
         lambda: {t.status for t in shim_queue.get_many(record.task_ids)} == {TaskStatus.CANCELLED}
     )
+
+
+def test_the_pages_run_under_their_own_content_security_policy(browser, shim_settings, tmp_path):
+    """With the policy enforced (the other tests bypass it for their waits), a run's page and
+    a task's page draw, and the browser refuses nothing of theirs."""
+    record = submit(shim_settings, sim_plan("strict", 2), tmp_path)
+    context = browser.new_context()
+    context.add_init_script(
+        "document.addEventListener('securitypolicyviolation', (e) =>"
+        " console.error('refused by the policy: ' + e.violatedDirective + ' ' + e.blockedURI))"
+    )
+    tab = context.new_page()
+    tab.set_default_timeout(20_000)
+    refused: list[str] = []
+    tab.on("console", lambda message: message.type == "error" and refused.append(message.text))
+    tab.on("pageerror", lambda exc: refused.append(str(exc)))
+    try:
+        with serving(shim_settings) as dash:
+            tab.goto(f"{dash.url}#/run/{record.run_id}")
+            tab.wait_for_selector("#run-summary[data-total='2'] .progress")
+            tab.click("[data-id='t1']")
+            tab.wait_for_selector("#task-title >> text=step 1")
+    finally:
+        context.close()
+    assert not refused

@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ import pytest
 from shim_core import Task, TaskResult
 from shim_core.checkpoints import CheckpointStore
 from shim_core.cli import main
-from shim_core.dashboard import check_binding, listen
-from shim_core.dashboard.guard import COOKIE, is_loopback
-from shim_core.errors import ConfigError
+from shim_core.dashboard import TOKEN_ENV, DashboardServer, check_binding, create_app, listen
+from shim_core.dashboard.guard import cookie_name, cookie_value, is_loopback
+from shim_core.dashboard.state import DashboardState
+from shim_core.errors import ConfigError, TaskNotFound
 from shim_core.history import EventLog
 from shim_core.models import WorkerRegistration
 from shim_core.plugins import Plugins
@@ -29,6 +31,7 @@ from tests.helpers import wait_until
 pytestmark = pytest.mark.shim_real_redis
 
 STATIC = Path(__file__).parents[2] / "shim_core" / "dashboard" / "static"
+TOKEN = "s3cret-token-0123456789"
 
 
 def _claim(queue: Any, task_id: str) -> int:
@@ -55,6 +58,11 @@ def test_runs_and_a_run_show_totals_waves_and_tasks(shim_settings, shim_queue, t
         assert summary["counts"] == {"pending": 3, "waiting": 4}
         assert summary["eta_s"] is None
         assert not summary["finished"]
+        assert (summary["finished_tasks"], summary["running_tasks"], summary["queued_tasks"]) == (
+            0,
+            0,
+            7,
+        )
         assert dash.call("api/runs?limit=x").json()["runs"] == [summary]
         run = dash.call(f"api/runs/{record.run_id}").json()
         assert run["waves"] == [["t0", "t1", "t2"], ["t3", "t4", "t5"], ["t6"]]
@@ -106,6 +114,7 @@ def test_a_finished_run_has_a_duration_cost_and_no_eta(shim_settings, shim_queue
     assert run["summary"]["ok"]
     assert run["summary"]["eta_s"] == 0
     assert run["summary"]["cost_usd"] == 0.25
+    assert run["summary"]["finished_tasks"] == 1
     (row,) = run["tasks"]
     assert row["worker"] == "tester"
     assert row["attempts"] == 1
@@ -116,48 +125,77 @@ def test_a_finished_run_has_a_duration_cost_and_no_eta(shim_settings, shim_queue
 
 def test_a_token_is_needed_for_every_request_and_sets_a_cookie_once(shim_settings, shim_queue):
     """With a token, requests without it are refused; the Bearer header or the HttpOnly cookie
-    that `/?token=` sets lets them through, and a wrong token never does."""
-    with serving(shim_settings, token="s3cret-token") as dash:
+    that `/?token=` sets lets them through, and a wrong token never does. The cookie holds an
+    HMAC of the token, is named after the port, is Secure over https, and is found among any
+    other cookies of the host."""
+    with serving(shim_settings, token=TOKEN) as dash:
         for path in ("", "api/state", "static/app.js", "api/live", "metrics"):
             refused = dash.call(path)
             assert refused.status == 401
             assert "\n" not in refused.body.strip()
-        bearer = {"Authorization": "Bearer s3cret-token"}
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
         assert dash.call("api/state", headers=bearer).status == 200
         assert dash.call("api/state", headers={"Authorization": "Bearer wrong"}).status == 401
         assert dash.call("?token=wrong").status == 401
-        login = dash.call("?token=s3cret-token&x=1")
+        login = dash.call(f"?token={TOKEN}&x=1")
         assert login.status == 303
         assert login.headers["location"] == "/?x=1"
+        mine = f"{cookie_name(dash.port)}={cookie_value(TOKEN)}"
         cookie = login.headers["set-cookie"]
+        assert cookie.startswith(mine + ";")
+        assert TOKEN not in cookie
         assert "HttpOnly" in cookie
         assert "SameSite=strict" in cookie
-        with_cookie = {"Cookie": f"{COOKIE}=s3cret-token"}
+        assert "secure" not in cookie.lower()
+        proxied = dash.call(f"?token={TOKEN}", headers={"X-Forwarded-Proto": "https"})
+        assert "Secure" in proxied.headers["set-cookie"]
+        with_cookie = {"Cookie": f'prefs={{"theme":"dark"}}; note="a b"; {mine}'}
         assert dash.call("", headers=with_cookie).status == 200
         assert dash.call("api/pause", "POST", headers=with_cookie).json() == {"paused": True}
+        for wrong in (
+            f"{cookie_name(dash.port)}={TOKEN}",  # the token itself is not the cookie
+            f"{cookie_name(dash.port + 1)}={cookie_value(TOKEN)}",  # another port's
+        ):
+            assert dash.call("api/state", headers={"Cookie": wrong}).status == 401
         unmarked = dash.call("api/resume", "POST", headers={**bearer, "X-Shim-Action": ""})
         assert unmarked.status == 403
     assert shim_queue.is_paused()
 
 
 def test_without_a_token_only_loopback_requests_and_marked_actions_pass(shim_settings, shim_queue):
-    """Without a token the dashboard answers only requests addressed to loopback names, and
-    takes actions only with the X-Shim-Action header from its own origin."""
+    """Without a token the dashboard answers only requests addressed to loopback names, takes
+    actions only with the X-Shim-Action header, and refuses whatever another site sends (but a
+    link that opens the page); every response is for its own origin only."""
     with serving(shim_settings) as dash:
         assert dash.call("api/state", headers={"Host": "evil.example:8765"}).status == 421
         assert dash.call("api/state", headers={"Host": f"localhost:{dash.port}"}).status == 200
         assert dash.call("api/pause", "POST", headers={"X-Shim-Action": ""}).status == 403
         foreign = {"Origin": "http://evil.example"}
         assert dash.call("api/pause", "POST", headers=foreign).status == 403
+        assert dash.call("api/state", headers=foreign).status == 403
+        own = {"Origin": f"http://127.0.0.1:{dash.port}"}
+        assert dash.call("api/state", headers=own).status == 200
+        for site in ("cross-site", "same-site"):
+            for path in ("api/state", "api/live", "static/app.js", "metrics", ""):
+                assert dash.call(path, headers={"Sec-Fetch-Site": site}).status == 403
+        for site in ("same-origin", "none"):
+            assert dash.call("api/state", headers={"Sec-Fetch-Site": site}).status == 200
+        link = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+        link["Sec-Fetch-Dest"] = "document"
+        assert dash.call("", headers=link).status == 200
+        assert dash.call("api/state", headers=link).status == 403
         page = dash.call("")
         assert page.status == 200
         assert "<title>SHIM dashboard</title>" in page.body
         assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert page.headers["cross-origin-resource-policy"] == "same-origin"
     assert not shim_queue.is_paused()
 
 
-def test_serving_beyond_loopback_needs_a_token(shim_settings, capsys, monkeypatch):
-    """Any address but loopback is refused without a token, with one line and exit 2."""
+def test_serving_beyond_loopback_needs_a_token(shim_settings, shim_connection, capsys, monkeypatch):
+    """Any address but loopback is refused without a token, also when the server is given a
+    socket bound to all addresses; a token must have 16 characters or more; each refusal is one
+    line and exit 2, and never shows the token."""
     assert is_loopback("127.0.0.2")
     assert is_loopback("::1")
     assert is_loopback("localhost")
@@ -165,21 +203,40 @@ def test_serving_beyond_loopback_needs_a_token(shim_settings, capsys, monkeypatc
     assert not is_loopback("example.org")
     with pytest.raises(ConfigError, match="SHIM_DASHBOARD_TOKEN"):
         check_binding("0.0.0.0", None)
-    check_binding("0.0.0.0", "token")
-    monkeypatch.delenv("SHIM_DASHBOARD_TOKEN", raising=False)
-    taken = listen("127.0.0.1", 0)
-    for args in (
-        ["--host", "0.0.0.0", "--redis", shim_settings.redis_url],
-        ["--redis", "embedded://"],
-        ["--redis", shim_settings.redis_url, "--port", str(taken.getsockname()[1])],
+    check_binding("0.0.0.0", TOKEN)
+    for refused in (
+        lambda: check_binding("127.0.0.1", "short-token"),
+        lambda: create_app(shim_connection, shim_settings, token="short-token"),
     ):
-        with pytest.raises(SystemExit) as stop:
-            main(["dashboard", *args])
-        assert stop.value.code == 2
-        err = capsys.readouterr().err
-        assert err.startswith("error: ")
-        assert err.count("\n") == 1
-    taken.close()
+        with pytest.raises(ConfigError, match="at least 16 characters") as short:
+            refused()
+        assert "short-token" not in str(short.value)
+    everywhere = listen("0.0.0.0", 0)
+    try:
+        with pytest.raises(ConfigError, match="SHIM_DASHBOARD_TOKEN"):
+            DashboardServer(shim_connection, shim_settings, everywhere)
+    finally:
+        everywhere.close()
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    taken = listen("127.0.0.1", 0)
+    try:
+        for env, args in (
+            (None, ["--host", "0.0.0.0", "--redis", shim_settings.redis_url]),
+            (None, ["--redis", "embedded://"]),
+            (None, ["--redis", shim_settings.redis_url, "--port", str(taken.getsockname()[1])]),
+            ("short-token", ["--redis", shim_settings.redis_url]),
+        ):
+            if env:
+                monkeypatch.setenv(TOKEN_ENV, env)
+            with pytest.raises(SystemExit) as stop:
+                main(["dashboard", *args])
+            assert stop.value.code == 2
+            err = capsys.readouterr().err
+            assert err.startswith("error: ")
+            assert err.count("\n") == 1
+            assert "short-token" not in err
+    finally:
+        taken.close()
 
 
 def test_actions_cancel_retry_pause_and_resume(shim_settings, shim_queue, tmp_path):
@@ -223,6 +280,7 @@ def test_a_task_page_has_log_checkpoint_dependencies_result_and_history(
     with serving(shim_settings) as dash:
         task = dash.call(f"api/tasks/{child}").json()
         history = dash.call(f"api/tasks/{child}/history").json()["events"]
+        assert dash.call(f"api/tasks/{child}/log").json() == {"log": ["line 1", "line 2"]}
         assert dash.call("api/tasks/nosuchtask").status == 404
     assert task["status"] == "failed"
     assert task["result"]["error"] == "it broke"
@@ -246,11 +304,32 @@ def test_an_agent_task_shows_branch_session_summary_and_files(shim_settings, shi
     shim_queue.complete("solo", token, result)
     with serving(shim_settings) as dash:
         agent = dash.call("api/tasks/solo").json()["agent"]
-        assert dash.call("api/tasks/solo/history").json() == {"events": []}
+        history = dash.call("api/tasks/solo/history").json()["events"]
+    assert [e["type"] for e in history][-1] == "completed"  # a task outside any run too
     assert agent["branch"] == "shim/x"
     assert agent["session_id"] == "sess-1"
     assert agent["summary"] == "did it"
     assert agent["files_changed"] == ["a.py"]
+
+
+def test_a_task_history_is_read_from_its_creation_on(shim_settings, shim_queue, shim_connection):
+    """A task's history is read from its creation on (stream ids carry the server's clock, as
+    its created_at does), not from the start of the history: a task added again after `shim
+    clean` shows none of its predecessor's events."""
+    state = DashboardState.open(shim_connection, shim_settings)
+    task = Task(id="r9:again", type="manual", max_attempts=1, run_id="r9")
+    shim_queue.add(task)
+    (claim,) = shim_queue.claim(["manual"], worker_id="first")
+    shim_queue.fail(task.id, claim.token, "old failure")
+    shim_queue.clean(grace_ms=0)
+    time.sleep(0.005)  # the next ms of the server's clock
+    shim_queue.add(task)
+    shim_queue.claim(["manual"], worker_id="second")
+    history = state.task_history(task.id)
+    assert {e.get("worker") for e in history} == {"second"}
+    assert "failed" not in {e["type"] for e in history}
+    with pytest.raises(TaskNotFound):
+        state.task_history("r9:nosuchtask")
 
 
 def test_hostile_titles_are_only_ever_data(shim_settings, shim_queue, tmp_path):
@@ -281,6 +360,7 @@ def test_the_live_stream_sends_a_snapshot_then_the_events_after_it(
     log = EventLog(shim_connection, shim_settings)
     _claim(shim_queue, other.task_ids[0])  # another run: not sent to this page
     with serving(shim_settings) as dash:
+        assert dash.server.hub.cursor == log.last_id()  # read before the first request
         page = dash.stream(f"api/live?run={record.run_id}")
         snapshot = page.next_of("snapshot")
         assert snapshot.id == log.last_id() != "0-0"
@@ -302,6 +382,7 @@ def test_the_live_stream_sends_a_snapshot_then_the_events_after_it(
         assert replay.event == "events"
         assert replay.id == message.id
         assert [e["status"] for e in replay.data][-1] == "complete"
+        assert resumed.next().event == "tick"  # the workers, which events may have moved
         resumed.close()
         for stale in ("1-0", "99999999999999-0", "garbage"):
             fresh = dash.stream("api/live", {"Last-Event-ID": stale})
@@ -310,11 +391,19 @@ def test_the_live_stream_sends_a_snapshot_then_the_events_after_it(
         unknown = dash.stream("api/live?run=nosuchrun")
         assert unknown.next().data == {"error": "run 'nosuchrun' not found"}
         unknown.close()
-        task_page = dash.stream(f"api/live?task={record.task_ids[1]}")
+        task_page = dash.stream(f"api/live?task={record.task_ids[0]}")
         light = task_page.next_of("snapshot").data
         assert "run" not in light
         assert "runs" not in light
+        assert [e["type"] for e in light["history"]][-1] == "completed"
+        assert (
+            light["history"]
+            == dash.call(f"api/tasks/{record.task_ids[0]}/history").json()["events"]
+        )
         task_page.close()
+        unknown = dash.stream("api/live?task=nosuchtask")
+        assert unknown.next().data == {"error": "task 'nosuchtask' not found"}
+        unknown.close()
 
 
 def test_ticks_carry_the_workers_and_metrics_are_served(shim_settings, shim_connection):
@@ -340,23 +429,42 @@ def test_ticks_carry_the_workers_and_metrics_are_served(shim_settings, shim_conn
 
 
 def test_shim_dashboard_serves_until_interrupted(shim_settings, capsys, monkeypatch):
-    """`shim dashboard` says where it serves, answers there, and Ctrl-C stops it (exit 130)."""
-    monkeypatch.delenv("SHIM_DASHBOARD_TOKEN", raising=False)
+    """`shim dashboard` says where it serves, answers there, and Ctrl-C stops it (exit 130) at
+    once, with a page open: every thread it started has ended when it returns (none is left
+    blocked on Redis, which would hold the process's exit)."""
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
     probe = listen("127.0.0.1", 0)
     port = probe.getsockname()[1]
     probe.close()
+    interrupted: list[float] = []
 
     def interrupt_once_up() -> None:
         url = f"http://127.0.0.1:{port}/api/state"
         wait_until(lambda: _answers(url), timeout=10)
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/live", timeout=5)
+        page.readline()  # its stream has started
+        interrupted.append(time.monotonic())
         signal.raise_signal(signal.SIGINT)
+        page.close()
 
-    threading.Thread(target=interrupt_once_up, daemon=True).start()
+    before = set(threading.enumerate())
+    helper = threading.Thread(target=interrupt_once_up, daemon=True)
+    helper.start()
     with pytest.raises(SystemExit) as stop:
         main(["dashboard", "--redis", shim_settings.redis_url, "--port", str(port)])
+    took = time.monotonic() - interrupted[0]
+    helper.join(timeout=5)
     assert stop.value.code == 130
+    assert took < 2.0
+    left = [t for t in set(threading.enumerate()) - before if not _ends(t, 1.0)]
+    assert not left, f"threads still running after shim dashboard returned: {left}"
     err = capsys.readouterr().err
     assert f"on http://127.0.0.1:{port}/" in err
+
+
+def _ends(thread: threading.Thread, timeout: float) -> bool:
+    thread.join(timeout)
+    return not thread.is_alive()
 
 
 def _answers(url: str) -> bool:

@@ -1,67 +1,144 @@
-"""The dashboard's live hub and data reads at their edges: a page that falls behind, a hub whose
-Redis is away, records and tasks that vanished, and routes a deployment may lack."""
+"""The dashboard's live hub and data reads at their edges: a page that falls behind, a Redis
+that goes away under the pages and the hub, records and tasks that vanished or do not decode."""
 
 from __future__ import annotations
 
-import sys
-import types
+import time
 from typing import Any
 
 import anyio
 import pytest
 
 from shim_core import Task
+from shim_core.config import Settings
+from shim_core.connection import RedisConnectionManager
 from shim_core.dashboard.api import _status_of
-from shim_core.dashboard.app import metrics_route
-from shim_core.dashboard.live import BACKLOG, RETRY, Hub, View, page_stream
+from shim_core.dashboard.live import (
+    BACKLOG,
+    RETRY,
+    Hub,
+    View,
+    page_stream,
+    with_socket_timeout,
+)
 from shim_core.dashboard.state import DashboardState
 from shim_core.errors import ConnectionFailed, ShimError
-from tests.dashboard_support import serving, sim_plan, submit
+from shim_core.models import WorkerRegistration
+from shim_core.queue import TaskQueue
+from shim_core.registry import WorkerRegistry
+from tests.dashboard_support import serving, sim_plan, strict_json, submit
 
 pytestmark = pytest.mark.shim_real_redis
 
 
-def test_a_page_that_falls_behind_gets_a_fresh_snapshot(shim_connection, shim_settings):
-    """A page whose queue overflowed is sent a new snapshot instead of the messages it lost,
-    and closing the hub ends every page's stream."""
+def _kinds(chunks: list[bytes]) -> list[str]:
+    """The event kinds of a page's messages (``id`` alone: a message that only moves its id)."""
+    kinds = []
+    for chunk in chunks:
+        lines = chunk.decode().splitlines()
+        kind = next((line[7:] for line in lines if line.startswith("event: ")), None)
+        kinds.append(kind or ("id" if lines and lines[0].startswith("id: ") else "retry"))
+    return kinds
+
+
+def test_a_page_that_falls_behind_catches_up_from_the_history(
+    shim_connection, shim_settings, shim_queue
+):
+    """A page whose queue overflowed is sent the events it missed, read from the history, and
+    a tick; once those are no longer all in the history, a fresh snapshot. Closing the hub ends
+    every page's stream."""
     hub = Hub(DashboardState.open(shim_connection, shim_settings))
 
-    async def scenario() -> list[bytes]:
-        stream = page_stream(hub, View(), None)
-        got = [await stream.__anext__(), await stream.__anext__()]
+    async def overflow(page: Any, messages: int) -> list[bytes]:
         for _ in range(BACKLOG + 1):
             hub._publish(("tick", "", {}))
-        got.append(await stream.__anext__())
-        hub.close()
-        got += [chunk async for chunk in stream]
-        return got
+        with anyio.fail_after(5):
+            return [await page.__anext__() for _ in range(messages)]
 
-    retry, first, again, *rest = anyio.run(scenario)
-    assert retry == RETRY
-    assert b"event: snapshot" in first
-    assert b"event: snapshot" in again
+    async def scenario() -> tuple[list[bytes], list[bytes], list[bytes], list[bytes]]:
+        _event(shim_queue, "seen")  # the page starts from a history entry
+        page = page_stream(hub, View(), None)
+        start = [await page.__anext__(), await page.__anext__()]
+        _event(shim_queue, "missed")
+        caught_up = await overflow(page, 2)
+        shim_connection.get_client().xtrim(shim_queue.keys.events(), maxlen=0)
+        _event(shim_queue, "after-a-trim")
+        fresh = await overflow(page, 1)
+        hub.close()
+        return start, caught_up, fresh, [chunk async for chunk in page]
+
+    start, caught_up, fresh, rest = anyio.run(scenario)
+    assert start[0] == RETRY
+    assert _kinds(start) == ["retry", "snapshot"]
+    assert _kinds(caught_up) == ["events", "tick"]
+    assert b'"task":"missed"' in caught_up[0]
+    assert _kinds(fresh) == ["snapshot"]
     assert rest == []
 
 
-class _Away:
-    """A state whose every read fails as when Redis is unreachable."""
-
-    def __getattr__(self, name: str) -> Any:
-        return self
-
-    def __call__(self, *args: Any) -> Any:
-        raise ConnectionFailed("cannot reach Redis")
+def _event(queue: TaskQueue, task_id: str) -> None:
+    """An entry in the history: a task added, then cancelled."""
+    queue.add(Task(id=task_id))
+    queue.cancel(task_id)
 
 
-def test_the_hub_outlives_redis_being_away():
-    """While Redis is away the hub keeps trying (no tick, no events) instead of dying."""
-    hub = Hub(_Away(), tick_s=0.05)  # type: ignore[arg-type]
+def test_pages_and_the_hub_outlive_redis_being_away(shim_redis_server_factory):
+    """With Redis away a page is told so and its stream ends (the browser reconnects), also
+    one that falls behind meanwhile: never a `failure`, which a page takes as final. The hub
+    keeps trying, follows the history again once Redis is back, and stops at once either way."""
+    server = shim_redis_server_factory()
+    settings = Settings(redis_url=server.url, namespace="away")
+    connection = RedisConnectionManager(server.url, retries=0)
+    connection.connect()
+    hub = Hub(DashboardState.open(connection, settings), tick_s=30)
+    hub.retry_s = 0.05
 
-    async def scenario() -> None:
-        with anyio.move_on_after(0.3):
-            await hub.run()
+    async def drained(page: Any) -> list[bytes]:
+        return [chunk async for chunk in page]
 
-    anyio.run(scenario)
+    async def scenario() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        await hub.start()
+        page = page_stream(hub, View(), None)
+        seen["start"] = [await page.__anext__(), await page.__anext__()]
+        server.kill()
+        for _ in range(BACKLOG + 1):
+            hub._publish(("tick", "", {}))
+        seen["lagging"] = await drained(page)
+        seen["new"] = await drained(page_stream(hub, View(run="some-run"), None))
+        await anyio.sleep(0.1)
+        seen["following"] = hub.running
+        server.start()
+        page = page_stream(hub, View(), None)
+        seen["back"] = [await page.__anext__(), await page.__anext__()]
+        writer = RedisConnectionManager(server.url)
+        _event(TaskQueue(writer, settings), "back")
+        writer.disconnect()
+        with anyio.fail_after(5):
+            seen["event"] = await page.__anext__()
+        await page.aclose()
+        began = time.monotonic()
+        await anyio.to_thread.run_sync(hub.stop)
+        seen["stop_s"] = time.monotonic() - began
+        return seen
+
+    try:
+        seen = anyio.run(scenario)
+    finally:
+        connection.disconnect()
+    assert _kinds(seen["start"]) == ["retry", "snapshot"]
+    for ended in (seen["lagging"], seen["new"][1:]):
+        assert _kinds(ended) == ["unavailable"]
+        assert "unreachable" in strict_json(ended[0].decode().split("data: ", 1)[1])["error"]
+    assert seen["following"]
+    assert _kinds(seen["back"]) == ["retry", "snapshot"]
+    assert b'"task":"back"' in seen["event"]
+    assert seen["stop_s"] < 1.0
+    assert not hub.running
+    # The hub's own client times its reads out (a partition ends a read, never hangs it).
+    assert with_socket_timeout(server.url, 10) == f"{server.url}?socket_timeout=10"
+    kept = with_socket_timeout("redis://:p@w@h:1/0?db=0&socket_timeout=60", 10)
+    assert kept == "redis://:p@w@h:1/0?db=0&socket_timeout=60"
 
 
 def test_vanished_records_and_tasks_are_left_out_or_counted(
@@ -81,6 +158,49 @@ def test_vanished_records_and_tasks_are_left_out_or_counted(
     assert summary["total"] == 2
 
 
+def test_corrupt_data_is_refused_one_item_at_a_time(
+    shim_settings, shim_queue, shim_connection, tmp_path
+):
+    """A task that does not decode is counted and drawn as corrupt (its run and the others
+    still shown); a run record that does not decode is listed with its error, and its page told
+    so; numbers that are not finite never reach a page (strict JSON); an unexpected error is a
+    one-line JSON 500."""
+    sick = submit(shim_settings, sim_plan("sick", 3), tmp_path)
+    odd = submit(shim_settings, sim_plan("odd", 1), tmp_path)
+    broken = submit(shim_settings, sim_plan("broken", 1), tmp_path)
+    client = shim_connection.get_client()
+    keys = shim_queue.keys
+    client.hset(keys.task(sick.task_ids[1]), "status", "bogus")
+    client.hset(keys.run(odd.run_id), mapping={"cost_usd": "nan", "budget_usd": "inf"})
+    client.hset(keys.run(broken.run_id), "task_ids", "not json")
+    with serving(shim_settings) as dash:
+        runs = {r["run_id"]: r for r in dash.call("api/runs").json()["runs"]}
+        assert runs[sick.run_id]["counts"] == {"pending": 2, "corrupt": 1}
+        assert runs[sick.run_id]["total"] == 3
+        assert (runs[odd.run_id]["cost_usd"], runs[odd.run_id]["budget_usd"]) == (0, None)
+        assert "corrupt record" in runs[broken.run_id]["error"]
+        rows = dash.call(f"api/runs/{sick.run_id}").json()["tasks"]
+        assert {r["id"]: r["status"] for r in rows} == {
+            "t0": "pending",
+            "t1": "corrupt",
+            "t2": "pending",
+        }
+        assert dash.call(f"api/runs/{broken.run_id}").status == 400
+        for path in ("api/live", f"api/live?run={odd.run_id}", f"api/live?run={broken.run_id}"):
+            page = dash.stream(path)
+            first = page.next()  # parsed strictly
+            page.close()
+            assert first.event == ("failure" if broken.run_id in path else "snapshot")
+        registry = WorkerRegistry(shim_connection, shim_settings)
+        registry.register_worker(WorkerRegistration(id="w-bad"))
+        client.hset(keys.worker("w-bad"), "tasks_completed", "many")
+        failed = dash.call("api/workers")
+        assert failed.status == 500
+        assert failed.json() == {"error": "internal error (see the dashboard's log)"}
+    assert _status_of(ConnectionFailed("down")) == 503
+    assert _status_of(ShimError("bad")) == 400
+
+
 def test_an_agent_task_without_a_result_shows_its_branch_from_its_run(shim_settings, shim_queue):
     """Before it has a result, an agent task in a worktree shows the branch it works on (none
     when its id cannot name a branch)."""
@@ -98,18 +218,3 @@ def _context(fields: dict[str, Any]) -> Any:
     from shim_core.models import TaskContext
 
     return TaskContext(**fields)
-
-
-def test_errors_map_to_statuses_and_a_missing_metrics_module_is_said(
-    shim_connection, shim_settings, monkeypatch
-):
-    """Redis away is 503 and other refusals 400; without shim_core.metrics (or its app),
-    /metrics answers 404 saying so."""
-    assert _status_of(ConnectionFailed("down")) == 503
-    assert _status_of(ShimError("bad")) == 400
-    for module in (None, types.ModuleType("shim_core.metrics")):
-        monkeypatch.setitem(sys.modules, "shim_core.metrics", module)
-        route: Any = metrics_route(shim_connection, shim_settings)
-        response = route.endpoint(None)
-        assert response.status_code == 404
-        assert b"not available" in response.body

@@ -8,11 +8,11 @@
 (function () {
   const { seconds, clip } = window.ShimDag;
   const FINAL = new Set(["complete", "failed", "cancelled"]);
+  const RUNNING = ["claimed", "running"];
+  const QUEUED = ["waiting", "pending", "retrying"];
   const view = document.getElementById("view");
-  let route = null;
   let source = null;
   let current = null; // the open view's live state
-  let clockTimer = 0;
   let lastTick = {};
 
   // ------------------------------------------------------------------ helpers
@@ -87,24 +87,40 @@
   const taskLink = (id, text) => el("a", { href: "#/task/" + enc(id), text: text || id });
 
   // -------------------------------------------------------------- live stream
+  // A stream that ends (the server stopped, Redis away: "unavailable") is reconnected by the
+  // EventSource a second later, and catches up from its last event id; one the browser gave up
+  // on (an HTTP error) is opened again every 5 s; "failure" (no such run or task) is final.
   function connect(query) {
     if (source) source.close();
     const conn = document.getElementById("conn");
-    const say = (state, text) => { conn.dataset.state = state; conn.textContent = text; };
-    source = new EventSource("/api/live" + query);
-    source.onopen = () => say("live", "live");
-    source.onerror = () => say("down", "reconnecting…");
-    source.addEventListener("snapshot", (e) => {
+    const say = (state, text, why) => {
+      conn.dataset.state = state;
+      conn.textContent = text;
+      conn.title = why || "";
+    };
+    const es = new EventSource("/api/live" + query);
+    source = es;
+    es.onopen = () => say("live", "live");
+    es.onerror = () => {
+      if (es.readyState !== EventSource.CLOSED) {
+        if (conn.dataset.state !== "down") say("down", "reconnecting…");
+        return;
+      }
+      say("down", "disconnected", "trying again in 5 s");
+      setTimeout(() => { if (source === es) connect(query); }, 5000);
+    };
+    es.addEventListener("snapshot", (e) => {
       const data = JSON.parse(e.data);
       onTick(data);
       if (current) current.snapshot(data);
     });
-    source.addEventListener("tick", (e) => onTick(JSON.parse(e.data)));
-    source.addEventListener("events", (e) => {
+    es.addEventListener("tick", (e) => onTick(JSON.parse(e.data)));
+    es.addEventListener("events", (e) => {
       if (current) current.events(JSON.parse(e.data));
     });
-    source.addEventListener("failure", (e) => {
-      source.close();
+    es.addEventListener("unavailable", (e) => say("down", "reconnecting…", JSON.parse(e.data).error));
+    es.addEventListener("failure", (e) => {
+      es.close();
       say("down", "stopped");
       view.replaceChildren(el("p", { class: "error", text: JSON.parse(e.data).error }));
     });
@@ -119,7 +135,7 @@
     toggle.hidden = false;
     toggle.textContent = data.paused ? "Resume" : "Pause";
     toggle.dataset.paused = data.paused ? "1" : "";
-    window.shimWorkerNames = Object.fromEntries((data.workers || []).map((w) => [w.id, w.name]));
+    window.shimWorkerNames = new Map((data.workers || []).map((w) => [w.id, w.name]));
     renderWorkers(data.workers || []);
   }
 
@@ -159,11 +175,11 @@
     };
     const refresh = debounce(load, 1000);
     function draw(runs) {
-      const rows = runs.map((r) => el("tr", { "data-run": r.run_id },
+      const rows = runs.map((r) => r.error ? broken(r) : el("tr", { "data-run": r.run_id },
         el("td", {}, el("a", { href: "#/run/" + enc(r.run_id), text: r.name || r.run_id }),
           el("div", { class: "muted", text: r.run_id })),
         el("td", {}, bar(r.percent), " ", pct(r.percent)),
-        el("td", { text: counts(r) }),
+        el("td", { text: countsLine(r) }),
         el("td", { text: r.finished ? (r.ok ? "done" : "finished") : eta(r.eta_s) }),
         el("td", { text: money(r.cost_usd) + (r.budget_usd ? " / " + money(r.budget_usd) : "") }),
         el("td", { text: new Date(r.created_at).toLocaleString() }),
@@ -171,19 +187,30 @@
       if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 7, class: "muted", text: "no runs yet" })));
       body.replaceChildren(...rows);
     }
+    const broken = (r) => el("tr", { "data-run": r.run_id, class: "broken" },
+      el("td", { text: r.run_id }), el("td", { colSpan: 5, class: "error", text: r.error }),
+      el("td", {}, runButtons(r.run_id)));
     return { snapshot: (d) => draw(d.runs || []), events: refresh, refresh: load };
   }
 
-  function counts(summary) {
-    const c = summary.counts || {};
-    const running = (c.running || 0) + (c.claimed || 0);
-    const queued = (c.waiting || 0) + (c.pending || 0) + (c.retrying || 0);
-    const parts = [(c.complete || 0) + "/" + summary.total + " done"];
-    if (running) parts.push(running + " running");
-    if (queued) parts.push(queued + " queued");
-    if (c.failed) parts.push(c.failed + " failed");
-    if (c.cancelled) parts.push(c.cancelled + " cancelled");
+  // "n/N finished, …": n counts every task that reached an end (complete, failed or
+  // cancelled), as the bar does and as the CLI's progress line says.
+  function countsLine(s) {
+    const c = s.counts || {};
+    const parts = [s.finished_tasks + "/" + s.total + " finished"];
+    if (s.running_tasks) parts.push(s.running_tasks + " running");
+    if (s.queued_tasks) parts.push(s.queued_tasks + " queued");
+    for (const k of ["failed", "cancelled", "corrupt"]) if (c[k]) parts.push(c[k] + " " + k);
     return parts.join(", ");
+  }
+
+  // The server's totals (runs.summarize), from a run's rows as its events move them.
+  function tally(tasks) {
+    const counts = {};
+    for (const t of tasks) counts[t.status] = (counts[t.status] || 0) + 1;
+    const sum = (names) => names.reduce((n, k) => n + (counts[k] || 0), 0);
+    return { counts, total: tasks.length, finished_tasks: sum([...FINAL]),
+      running_tasks: sum(RUNNING), queued_tasks: sum(QUEUED) };
   }
 
   function runButtons(runId) {
@@ -208,15 +235,16 @@
     }, 1500);
     function drawSummary() {
       if (!info || !dag) return;
-      const c = {};
-      for (const t of dag.tasks.values()) c[t.status] = (c[t.status] || 0) + 1;
-      const done = [...dag.tasks.values()].reduce((s, t) => s + (FINAL.has(t.status) ? 1 : t.progress || 0), 0);
-      const fraction = dag.tasks.size ? done / dag.tasks.size : 1;
-      summary.dataset.complete = String(c.complete || 0);
-      summary.dataset.total = String(dag.tasks.size);
-      const finished = [...dag.tasks.values()].every((t) => FINAL.has(t.status));
+      const tasks = [...dag.tasks.values()];
+      const totals = tally(tasks);
+      const done = tasks.reduce((s, t) => s + (FINAL.has(t.status) ? 1 : t.progress || 0), 0);
+      const fraction = tasks.length ? done / tasks.length : 1;
+      summary.dataset.complete = String(totals.counts.complete || 0);
+      summary.dataset.finished = String(totals.finished_tasks);
+      summary.dataset.total = String(tasks.length);
+      const finished = totals.finished_tasks === tasks.length;
       summary.replaceChildren(el("strong", { text: info.name || "" }), " ", bar(fraction), " ",
-        pct(fraction) + " · " + counts({ counts: c, total: dag.tasks.size }) + " · " +
+        pct(fraction) + " · " + countsLine(totals) + " · " +
         (finished ? "finished" : eta(info.eta_s)) + (info.cost_usd ? " · " + money(info.cost_usd) : ""),
         " ", runButtons(runId));
     }
@@ -260,36 +288,49 @@
   }
 
   // --------------------------------------------------------------------- task
+  // The task's events come with the stream (its snapshot has those up to it, the events
+  // messages the next ones); its state is read again when one of them (or of a dependency's)
+  // arrives. Only the log, which has no events, is polled: its tail, every 2 s while unfinished.
   function taskView(taskId) {
     const box = el("div", { class: "task" }, el("p", { class: "muted", text: "loading…" }));
     view.replaceChildren(box);
     let data = null;
+    let history = [];
     let timer = 0;
+    let closed = false;
     const load = async () => {
       try {
-        const [detail, history] = await Promise.all([
-          api("/api/tasks/" + enc(taskId)), api("/api/tasks/" + enc(taskId) + "/history")]);
-        data = detail;
-        draw(detail, history.events);
+        data = await api("/api/tasks/" + enc(taskId));
+        box.replaceChildren(...taskSections(data, history));
+        if (!timer) timer = setTimeout(pollLog, 2000);
       } catch (e) { box.replaceChildren(el("p", { class: "error", text: e.message })); }
     };
     const reload = debounce(load, 300);
-    function draw(t, history) {
-      clearTimeout(timer);
-      // The log has no events of its own: a running task's tail is read again every 2 s.
-      if (!FINAL.has(t.status)) timer = setTimeout(reload, 2000);
-      box.replaceChildren(...taskSections(t, history));
+    async function pollLog() {
+      timer = 0;
+      if (closed || !data || FINAL.has(data.status)) return;
+      try {
+        const body = await api("/api/tasks/" + enc(taskId) + "/log");
+        data.log = body.log;
+        const pre = box.querySelector("pre.log");
+        if (pre) pre.textContent = logText(body.log);
+      } catch (e) { /* the next poll */ }
+      if (!closed && !timer) timer = setTimeout(pollLog, 2000);
     }
     return {
-      snapshot: load,
+      snapshot(d) { history = d.history || []; load(); },
       refresh: load,
       events(events) {
-        const mine = data ? new Set([taskId, ...data.dependencies.map((d) => d.id)]) : new Set([taskId]);
-        if (events.some((e) => e.task && mine.has(e.task))) reload();
+        const own = events.filter((e) => e.task === taskId);
+        history.push(...own);
+        const deps = new Set(data ? data.dependencies.map((d) => d.id) : []);
+        if (own.length || events.some((e) => e.task && deps.has(e.task))) reload();
       },
-      close() { clearTimeout(timer); },
+      close() { closed = true; clearTimeout(timer); },
     };
   }
+
+  const logText = (lines) => (lines.length ? lines.join("\n") : "(no log lines)");
 
   function taskSections(t, history) {
     const started = t.started_at ? new Date(t.started_at).toLocaleTimeString() : "-";
@@ -316,7 +357,7 @@
     if (t.agent) out.push(section("Agent", agentBody(t.agent)));
     if (t.dependencies.length) out.push(section("Dependencies", el("ul", {}, ...t.dependencies.map((d) =>
       el("li", {}, taskLink(d.id), " ", badge(d.status), d.result ? " " + clip(summaryOf(d.result), 160) : "")))));
-    out.push(section("Log", el("pre", { class: "log", text: t.log.length ? t.log.join("\n") : "(no log lines)" })));
+    out.push(section("Log", el("pre", { class: "log", text: logText(t.log) })));
     if (t.checkpoint) out.push(section("Latest checkpoint", el("pre", { text:
       "attempt " + t.checkpoint.attempt + ", " + pct(t.checkpoint.progress) + "\n" + json(t.checkpoint.state) })));
     if (history.length) out.push(section("Attempts and events", el("ol", { class: "history" }, ...history.map((e) =>
@@ -349,10 +390,14 @@
   const section = (title, body) => el("section", {}, el("h2", { text: title }), body);
 
   // ------------------------------------------------------------------- router
+  function decode(part) {
+    try { return decodeURIComponent(part); } catch (e) { return part; } // a malformed %-escape
+  }
+
   function navigate() {
     if (current && current.close) current.close();
-    const parts = (location.hash.replace(/^#\/?/, "") || "").split("/").map(decodeURIComponent);
-    route = { view: parts[0] || "runs", id: parts.slice(1).join("/") };
+    const parts = (location.hash.replace(/^#\/?/, "") || "").split("/").map(decode);
+    const route = { view: parts[0] || "runs", id: parts.slice(1).join("/") };
     if (route.view === "run" && route.id) {
       current = runView(route.id);
       connect("?run=" + enc(route.id));
@@ -367,6 +412,6 @@
   }
 
   window.addEventListener("hashchange", navigate);
-  clockTimer = setInterval(() => { if (current && current.tick) current.tick(); }, 1000);
+  setInterval(() => { if (current && current.tick) current.tick(); }, 1000);
   navigate();
 })();

@@ -54,8 +54,8 @@
 
   function nodeLine(task, now) {
     const parts = [];
-    const names = window.shimWorkerNames || {};
-    if (task.worker) parts.push(clip(names[task.worker] || task.worker, 16));
+    const names = window.shimWorkerNames || new Map();
+    if (task.worker) parts.push(clip(names.get(task.worker) || task.worker, 16));
     if (task.attempts > 1) parts.push("try " + task.attempts);
     const end = task.finished_at || (task.started_at ? now : null);
     if (task.started_at && end) parts.push(seconds(end - task.started_at));
