@@ -12,6 +12,7 @@ keeps its connection and is only declared crashed by the heartbeat deadline.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +34,8 @@ from shim_core.models import (
 )
 from shim_core.scripts import Scripts
 from shim_core.serde import converter, from_ms
+
+log = logging.getLogger(__name__)
 
 #: Seed spec: a worker is presumed crashed after 3 missed heartbeats.
 MISSED_BEATS = 3
@@ -209,7 +212,7 @@ class WorkerRegistry:
         pipe = self.client.pipeline(transaction=False)
         for worker_id in ids:
             pipe.hgetall(self.keys.worker(worker_id))
-        return [_decode(f) for f in pipe.execute() if f]
+        return _decode_all(pipe.execute())
 
     def get_workers_by_status(self, *statuses: WorkerStatus) -> list[WorkerRegistration]:
         return [w for w in self.all_workers() if w.status in statuses]
@@ -221,7 +224,7 @@ class WorkerRegistry:
         for worker_id in self.live_worker_ids():
             pipe.hgetall(self.keys.worker(worker_id))
         live = (WorkerStatus.IDLE, WorkerStatus.BUSY)
-        return [w for w in (_decode(f) for f in pipe.execute() if f) if w.status in live]
+        return [w for w in _decode_all(pipe.execute()) if w.status in live]
 
     def get_idle_workers(self) -> list[WorkerRegistration]:
         return [w for w in self.get_active_workers() if w.status is WorkerStatus.IDLE]
@@ -337,6 +340,20 @@ def _parse_scan(reply: list[Any]) -> list[CrashedWorker]:
         )
         i += 3 + 2 * n
     return crashed
+
+
+def _decode_all(rows: list[dict[str, str]]) -> list[WorkerRegistration]:
+    """The workers of ``rows`` (hashes read from Redis, untrusted), one at a time: a hash that
+    does not decode is left out and logged, never the reason no worker can be listed."""
+    found: list[WorkerRegistration] = []
+    for fields in rows:
+        if not fields:
+            continue
+        try:
+            found.append(_decode(fields))
+        except Exception as exc:  # untrusted data
+            log.warning("worker record %r does not decode: %s", fields.get("id", "?"), exc)
+    return found
 
 
 def _decode(fields: dict[str, str]) -> WorkerRegistration:

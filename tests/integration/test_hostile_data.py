@@ -142,3 +142,19 @@ def test_a_non_finite_progress_in_a_task_is_named_corrupt(shim_queue: TaskQueue)
     shim_queue.client.hset(shim_queue.keys.task("t"), "progress", "nan")
     with pytest.raises(CorruptTask, match="'t' is corrupt: not a finite number"):
         shim_queue.states(["t"])
+
+
+def test_one_corrupt_worker_record_leaves_the_others_listed(
+    shim_connection: RedisConnectionManager, shim_settings: Settings
+) -> None:
+    """A worker hash that does not decode is left out of the lists (and logged), so every
+    view of the fleet still shows the other workers."""
+    from shim_core.models import WorkerRegistration
+    from shim_core.registry import WorkerRegistry
+
+    registry = WorkerRegistry(shim_connection, shim_settings)
+    registry.register_worker(WorkerRegistration(id="good"))
+    registry.register_worker(WorkerRegistration(id="bad"))
+    registry.client.hset(registry.keys.worker("bad"), "tasks_completed", "many")
+    assert [w.id for w in registry.all_workers()] == ["good"]
+    assert [w.id for w in registry.get_active_workers()] == ["good"]
