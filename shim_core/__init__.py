@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         TaskNotFound,
         ValidationError,
     )
+    from shim_core.history import EventBatch, EventLog, StreamedEvent
     from shim_core.keys import Keys
     from shim_core.models import (
         Claim,
@@ -62,6 +63,7 @@ __version__ = "0.1.0"
 #: Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Channels", "EventStats", "MessageBus"), "shim_core.bus"),
+    **dict.fromkeys(("EventBatch", "EventLog", "StreamedEvent"), "shim_core.history"),
     "Settings": "shim_core.config",
     **dict.fromkeys(("ConnectionStats", "RedisConnectionManager"), "shim_core.connection"),
     "mask_url": "shim_core.redact",
@@ -114,6 +116,8 @@ __all__ = [
     "CorruptTask",
     "DependencyCycle",
     "DuplicateTask",
+    "EventBatch",
+    "EventLog",
     "EventStats",
     "EventType",
     "FailOutcome",
@@ -130,6 +134,7 @@ __all__ = [
     "Settings",
     "ShimError",
     "StaleLease",
+    "StreamedEvent",
     "Task",
     "TaskContext",
     "TaskError",
