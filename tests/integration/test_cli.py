@@ -28,12 +28,6 @@ PASSWORD = "cli-s3cret"
 
 
 @pytest.fixture
-def target(shim_settings: Settings) -> list[str]:
-    """The ``--redis`` / ``--namespace`` options of this test's namespace."""
-    return ["--redis", shim_settings.redis_url, "--namespace", shim_settings.namespace]
-
-
-@pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     """A CliRunner with no ``SHIM_*`` variable of the outer environment leaking in."""
     for name in ("SHIM_REDIS_URL", "SHIM_NAMESPACE"):

@@ -19,7 +19,6 @@ import pytest
 import yaml
 
 from pytest_shim.fleet import Fleet
-from shim_core import cli
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.models import TaskStatus
@@ -87,23 +86,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHIM_SIM_SLOWDOWN", SLOWDOWN)
 
 
-@pytest.fixture
-def shim(capsys: pytest.CaptureFixture[str]) -> Shim:
-    """Run ``shim ARGS`` in-process through ``cli.main``; returns (exit code, stdout, stderr)."""
-
-    def call(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            cli.main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
-
-
 def run_subprocess(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
@@ -130,12 +112,6 @@ def plan_file(tmp_path: Path) -> Callable[..., str]:
         return str(path)
 
     return write
-
-
-@pytest.fixture
-def target(shim_settings: Settings) -> list[str]:
-    """The ``--redis`` / ``--namespace`` options of this test's namespace."""
-    return ["--redis", shim_settings.redis_url, "--namespace", shim_settings.namespace]
 
 
 @pytest.fixture

@@ -48,11 +48,6 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 
 @pytest.fixture
-def target(shim_settings: Settings) -> list[str]:
-    return ["--redis", shim_settings.redis_url, "--namespace", shim_settings.namespace]
-
-
-@pytest.fixture
 def registry(shim_connection: RedisConnectionManager, shim_settings: Settings) -> WorkerRegistry:
     return WorkerRegistry(shim_connection, shim_settings)
 

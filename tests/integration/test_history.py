@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from pytest_shim.fleet import Fleet
-from shim_core import cli
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.history import START, EventBatch, EventLog
@@ -42,30 +41,6 @@ def sim(task_id: str, **kw: Any) -> Task:
 @pytest.fixture
 def log(shim_connection: RedisConnectionManager, shim_settings: Settings) -> EventLog:
     return EventLog(shim_connection, shim_settings)
-
-
-@pytest.fixture
-def shim(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Shim:
-    """Run ``shim ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    for name in ("SHIM_REDIS_URL", "SHIM_NAMESPACE"):
-        monkeypatch.delenv(name, raising=False)
-
-    def call(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            cli.main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
-
-
-@pytest.fixture
-def target(shim_settings: Settings) -> list[str]:
-    return ["--redis", shim_settings.redis_url, "--namespace", shim_settings.namespace]
 
 
 @pytest.fixture
