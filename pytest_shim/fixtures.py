@@ -192,8 +192,15 @@ class SentinelGroup:
         """Fail the master over to the replica (SENTINEL FAILOVER) and wait until the old master
         replicates the new one; returns the new master's port."""
         old = self.current_master_port()
-        _sentinel(self.sentinels[0].port, "FAILOVER", self.sentinels[0].service)
         deadline = time.monotonic() + timeout
+        while True:  # until the sentinel's view of the replica is fresh enough to promote it
+            try:
+                _sentinel(self.sentinels[0].port, "FAILOVER", self.sentinels[0].service)
+                break
+            except redis.ResponseError as exc:
+                if "NOGOODSLAVE" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         while True:
             new = self.current_master_port()
             if new != old and replica_in_sync(old):
