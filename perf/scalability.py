@@ -23,6 +23,11 @@ reaper passes, everything). With whole tasks, ``ceil(tasks / workers) x duration
 wall time possible (3.4 s for 100 tasks on 3 workers, not 3.33 s); the table shows that bound
 too, so its share of the overhead is visible.
 
+The floor: after each fleet, as many bare processes pop the same number of items from a Redis
+list, sleep the same time per item and are timed the same way (``_floor.py``; ``--no-floor``
+skips it). That is what the machine charges any Redis queue (the sleep's overshoot, a round trip
+to a server woken from idle, processes sharing the cores); SHIM's overhead beyond it is its own.
+
 The coordination overhead benchmark is the ``--overhead-workers`` (default 10) fleet, measured
 ``--overhead-repeat`` times (default 3): overhead %, and per task, the coordination time
 ``(wall - ideal) x workers / tasks``.
@@ -53,6 +58,7 @@ from typing import Any
 
 import pytest
 import redis
+from _floor import floor_run
 from _server import add_server_args, describe, purge, redis_url
 
 from pytest_shim.fleet import Fleet
@@ -241,9 +247,11 @@ def run_sizes(
     overhead_repeat: int,
     heartbeat: float,
     steps: int,
+    floor: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[Run]:
-    """Every fleet size in turn: start the fleet, warm up, time each executor, stop the fleet."""
+    """Every fleet size in turn: start the fleet, warm up, time each executor, stop the fleet;
+    with ``floor``, then time as many bare processes popping a Redis list (``_floor.py``)."""
     os.environ["PYTHONPATH"] = python_path_env()
     probe = redis.Redis.from_url(url, decode_responses=True)
     runs: list[Run] = []
@@ -279,6 +287,14 @@ def run_sizes(
                 finally:
                     stop_fleet(fleet)
                     _purge(probe, namespace)
+                for _ in range(times if floor else 0):
+                    wall = floor_run(url, workers=size, tasks=tasks, duration=duration)
+                    run = Run("floor", size, tasks, duration, wall, tasks, 0.0, 0.0, 0)
+                    runs.append(run)
+                    log(
+                        f"  floor  {size:>2} workers: {run.wall_s:6.2f} s "
+                        f"(ideal {run.ideal_s:.2f} s, overhead {run.overhead_pct:+.1f} %)"
+                    )
     finally:
         probe.close()
     return runs
@@ -312,11 +328,15 @@ def scale_table(runs: Sequence[Run], repeat: int = 1) -> list[str]:
     for r in sorted(chosen, key=lambda r: (r.executor, r.workers)):
         base = single.get(r.executor)
         speedup = base / r.wall_s if base and r.wall_s else float("nan")
+        queue_cells = (  # the floor has no queue to ask
+            f"{'-':>7} {'-':>9} {'-':>9}"
+            if r.executor == "floor"
+            else f"{r.held_ms:>7.1f} {r.first_claim_ms:>7.1f}ms {r.commands_per_task:>9.1f}"
+        )
         lines.append(
             f"{r.executor:<8} {r.workers:>7} {r.wall_s:>7.2f} {r.ideal_s:>7.2f} "
             f"{r.bound_s:>7.2f} {r.overhead_pct:>+7.1f}% {speedup:>8.2f} "
-            f"{speedup / r.workers:>6.2f} {r.held_ms:>7.1f} {r.first_claim_ms:>7.1f}ms "
-            f"{r.commands_per_task:>9.1f} {r.completed:>5}"
+            f"{speedup / r.workers:>6.2f} {queue_cells} {r.completed:>5}"
         )
     return lines
 
@@ -334,16 +354,29 @@ def overhead_table(runs: Sequence[Run], workers: int) -> list[str]:
             continue
         counts[r.executor] = counts.get(r.executor, 0) + 1
         summary.setdefault(r.executor, []).append(r.overhead_pct)
+        queue_cells = (
+            f"{'-':>14} {'-':>9}"
+            if r.executor == "floor"
+            else f"{r.held_ms - r.duration * 1000:>14.1f} {r.commands_per_task:>9.1f}"
+        )
         lines.append(
             f"{r.executor:<8} {counts[r.executor]:>3} {r.wall_s:>7.2f} {r.ideal_s:>7.2f} "
-            f"{r.overhead_pct:>+7.1f}% {r.per_task_overhead_ms:>14.1f} "
-            f"{r.held_ms - r.duration * 1000:>14.1f} {r.commands_per_task:>9.1f}"
+            f"{r.overhead_pct:>+7.1f}% {r.per_task_overhead_ms:>14.1f} {queue_cells}"
         )
+    medians = {executor: statistics.median(values) for executor, values in summary.items()}
     for executor, values in summary.items():
         lines.append(
-            f"{executor}: median overhead {statistics.median(values):+.1f} % "
+            f"{executor}: median overhead {medians[executor]:+.1f} % "
             f"over {len(values)} run(s) (seed target: < 5 %)"
         )
+    if "floor" in medians:
+        lines.append(
+            "floor: bare processes popping a Redis list, one round trip per task and nothing "
+            "recorded (the sleep's overshoot and a Redis woken from idle)"
+        )
+        for executor, median in medians.items():
+            if executor != "floor":
+                lines.append(f"{executor}: {median - medians['floor']:+.1f} % beyond the floor")
     return lines
 
 
@@ -377,6 +410,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--heartbeat", type=float, default=10.0, help="worker heartbeat s (default 10, as shim)"
     )
     parser.add_argument("--sim-steps", type=int, default=4, help="progress steps of a sim task")
+    parser.add_argument(
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="skip the floor: bare processes popping a Redis list, timed the same way",
+    )
     parser.add_argument("--json", metavar="FILE")
     add_server_args(parser)
     args = parser.parse_args(argv)
@@ -394,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overhead_repeat=args.overhead_repeat,
             heartbeat=args.heartbeat,
             steps=args.sim_steps,
+            floor=args.floor,
             log=lambda line: print(line, flush=True),
         )
     print("\n== scalability (speed-up over 1 worker; overhead = (wall - ideal) / ideal) ==")
