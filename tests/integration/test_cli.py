@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import click
 import pytest
 import redis
 from click.testing import CliRunner, Result
@@ -16,7 +17,7 @@ from click.testing import CliRunner, Result
 from pytest_shim import free_port
 from shim_core import cli
 from shim_core.cli import app, main
-from shim_core.cli._common import COMMAND_MODULE_NAMES, COMMAND_MODULES
+from shim_core.cli._common import COMMAND_MODULE_NAMES, COMMAND_MODULES, COMMANDS
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.errors import ShimError
@@ -316,6 +317,33 @@ def test_every_command_is_mapped_to_its_module() -> None:
     for name, command in app.commands.items():
         assert command.callback is not None
         assert command.callback.__module__ == modules[COMMAND_MODULES[name]], name
+
+
+def test_the_command_list_imports_no_command_module_and_matches_the_commands() -> None:
+    """`shim --help` lists every command from the table, without importing a command module
+    (nor redis-py); `shim CMD --help` shows the same summary a command's help list does."""
+    script = (
+        "import sys\n"
+        "from shim_core.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('redis', 'shim_core.cli.'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    *listing, loaded = done.stdout.strip().splitlines()
+    assert loaded == "['shim_core.cli._common']"
+    listed = {line.split()[0] for line in listing[listing.index("Commands:") + 1 :]}
+    assert listed == set(COMMANDS)
+    ctx = click.Context(app)
+    for name, (_, summary) in COMMANDS.items():
+        command = app.get_command(ctx, name)
+        assert command is not None
+        assert command.get_short_help_str(limit=200) == summary, name
+        assert command.help, name  # the full text stays the command's own docstring
 
 
 def test_worker_command_loads_neither_the_supervisor_nor_yaml() -> None:
