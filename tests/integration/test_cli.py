@@ -319,25 +319,35 @@ def test_every_command_is_mapped_to_its_module() -> None:
         assert command.callback.__module__ == modules[COMMAND_MODULES[name]], name
 
 
-def test_the_command_list_imports_no_command_module_and_matches_the_commands() -> None:
-    """`shim --help` lists every command from the table, without importing a command module
-    (nor redis-py); `shim CMD --help` shows the same summary a command's help list does."""
+def _fresh_cli(argv: list[str], then: str = "") -> tuple[str, set[str]]:
+    """What ``shim ARGV`` printed in a fresh interpreter (running ``then`` after it), and every
+    module loaded by the end."""
     script = (
         "import sys\n"
         "from shim_core.cli import main\n"
         "try:\n"
-        "    main(['--help'])\n"
+        f"    main({argv!r})\n"
         "except SystemExit:\n"
         "    pass\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('redis', 'shim_core.cli.'))))\n"
+        f"{then}"
+        "print('\\nloaded:', ' '.join(sorted(sys.modules)))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
     )
-    *listing, loaded = done.stdout.strip().splitlines()
-    assert loaded == "['shim_core.cli._common']"
-    listed = {line.split()[0] for line in listing[listing.index("Commands:") + 1 :]}
-    assert listed == set(COMMANDS)
+    printed, _, loaded = done.stdout.rpartition("\nloaded: ")
+    return printed, set(loaded.split())
+
+
+def test_the_command_list_imports_no_command_module_and_matches_the_commands() -> None:
+    """`shim --help` lists every command from the table, without importing a command module
+    (nor redis-py); `shim CMD --help` shows the same summary a command's help list does."""
+    printed, loaded = _fresh_cli(["--help"])
+    assert {m for m in loaded if m.startswith(("redis", "shim_core.cli."))} == {
+        "shim_core.cli._common"
+    }
+    lines = printed.strip().splitlines()
+    assert {line.split()[0] for line in lines[lines.index("Commands:") + 1 :]} == set(COMMANDS)
     ctx = click.Context(app)
     for name, (_, summary) in COMMANDS.items():
         command = app.get_command(ctx, name)
@@ -349,22 +359,8 @@ def test_the_command_list_imports_no_command_module_and_matches_the_commands() -
 def test_worker_command_loads_neither_the_supervisor_nor_yaml() -> None:
     """`shim worker` (its help, then a worker's plugins) imports no plan reader, supervisor,
     report rendering or embedded Redis: a worker process starts faster without them."""
-    script = (
-        "import sys\n"
-        "from shim_core.cli import main\n"
-        "try:\n"
-        "    main(['worker', '--help'])\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "from shim_core.plugins import Plugins\n"
-        "from shim_core.worker import Worker\n"
-        "Plugins()\n"
-        "print(' '.join(sorted(sys.modules)))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
-    )
-    loaded = set(done.stdout.split())
+    then = "from shim_core.plugins import Plugins\nfrom shim_core.worker import Worker\nPlugins()\n"
+    _, loaded = _fresh_cli(["worker", "--help"], then)
     assert "shim_core.cli.fleet" in loaded
     unwanted = {
         "yaml",
