@@ -207,11 +207,14 @@ class SentinelServer:
         Redis 7): an old master is demoted four publish periods after it is seen (8 s by
         default), so a test that fails over twice would spend most of its time waiting. The
         publish period stays at 0.5 s: shorter, a sentinel could undo a promotion before the
-        hello messages told it of the new configuration. Older servers keep their defaults."""
+        hello messages told it of the new configuration. A sentinel that was not scheduled for
+        2 s (a loaded test machine) enters TILT mode and does nothing for 30 s by default: 1 s
+        here. Older servers keep their defaults."""
         with contextlib.suppress(redis.ResponseError):
             client.execute_command(  # type: ignore[no-untyped-call]
-                "SENTINEL", "DEBUG", "info-period", 100, "publish-period", 500, "ping-period", 100
-            )
+                "SENTINEL", "DEBUG", "info-period", 100, "publish-period", 500,
+                "ping-period", 100, "tilt-period", 1000,
+            )  # fmt: skip
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
