@@ -389,7 +389,7 @@ class ScanRow:
     samples_ms: list[float]
     crashed: int  # workers declared crashed per pass
     commands: int  # server commands of one pass (INFO commandstats delta)
-    script_ms: float  # server time of the scan script in one pass (evalsha usec)
+    script_ms: float  # server time of the scan script in one pass (fcall + evalsha usec)
     numsub_ms: float  # server time of the PUBSUB NUMSUB of one pass
 
 
@@ -405,13 +405,15 @@ def _commandstats(probe: redis.Redis) -> dict[str, tuple[int, int]]:
 def _delta(
     before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
 ) -> tuple[int, float, float]:
-    """Commands run, and ms spent in EVALSHA and in PUBSUB NUMSUB, between two readings."""
+    """Commands run, and ms spent in SHIM's scripts (FCALL or EVALSHA) and in PUBSUB NUMSUB,
+    between two readings."""
 
     def usec(name: str) -> int:
         return after.get(name, (0, 0))[1] - before.get(name, (0, 0))[1]
 
     calls = sum(c - before.get(k, (0, 0))[0] for k, (c, _) in after.items())
-    return calls, usec("evalsha") / 1000, usec("pubsub|numsub") / 1000
+    scripts = usec("fcall") + usec("evalsha")
+    return calls, scripts / 1000, usec("pubsub|numsub") / 1000
 
 
 class ScanBench:

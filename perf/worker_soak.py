@@ -34,9 +34,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 def script_seconds(queue: TaskQueue) -> float:
-    """Time Redis has spent running SHIM's scripts (INFO commandstats, EVALSHA)."""
-    stats = queue.client.info("commandstats").get("cmdstat_evalsha", {})
-    return float(stats.get("usec", 0)) / 1e6
+    """Time Redis has spent running SHIM's scripts (INFO commandstats, FCALL and EVALSHA)."""
+    stats = queue.client.info("commandstats")
+    calls = ("cmdstat_fcall", "cmdstat_evalsha")
+    return sum(float(stats.get(name, {}).get("usec", 0)) for name in calls) / 1e6
 
 
 def rss_kib(pid: int) -> int:

@@ -8,10 +8,19 @@ the library's ``flush()``, which sends the writes the body gathered (counts, eve
 few commands as possible. redis-py's
 ``register_script`` runs EVALSHA and reloads on NOSCRIPT (after a Redis restart), and a script can
 be queued on a pipeline.
+
+On Redis 7 the same scripts are also loaded once per server as a function library
+(:func:`function_library`, ``FUNCTION LOAD``): the library's definitions are made once, not on
+every call, and a call (``FCALL``) costs about 15 µs less server time. Direct calls use it
+where the server has it; anything else (Redis 6, a user without ``function|load``, a server
+that lost its functions in a restart, pipelines, clusters, the embedded store) runs the
+scripts by EVALSHA, with the same behaviour.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 from collections.abc import Sequence
 from functools import cache
@@ -21,7 +30,9 @@ from typing import Any
 import attrs
 import redis
 from redis.commands.core import Script
+from redis.exceptions import NoPermissionError
 
+log = logging.getLogger(__name__)
 _FILE = re.compile(r"^(?P<verb>[a-z_]+)-(?P<nkeys>\d+)\.lua$")
 #: A top-level definition of the library: ``local function name(`` or ``local a, b = ...``.
 _DEFINITION = re.compile(r"^local (?:function (\w+)|([\w, ]+?) =)", re.M)
@@ -40,6 +51,18 @@ class LuaSource:
     nkeys: int
     variadic: bool
     source: str
+    body: str = ""
+
+
+@attrs.frozen
+class FunctionLibrary:
+    """Every script as one Redis function library: ``code`` for ``FUNCTION LOAD``, named
+    ``name`` after its content (two SHIM versions on one server never replace each other's),
+    and the function of each verb."""
+
+    name: str
+    code: str
+    functions: dict[str, str]
 
 
 @cache
@@ -59,8 +82,42 @@ def sources() -> dict[str, LuaSource]:
             raise RuntimeError(f"{entry.name}: variadic keys must start at KEYS[{nkeys + 1}]")
         prelude = library_for(lib, body + _EPILOGUE)
         source = f"{prelude}\nlocal function main()\n{body}\nend\n{_EPILOGUE}"
-        found[match["verb"]] = LuaSource(match["verb"], nkeys, variadic is not None, source)
+        found[match["verb"]] = LuaSource(match["verb"], nkeys, variadic is not None, source, body)
     return found
+
+
+@cache
+def function_library() -> FunctionLibrary:
+    """The scripts as one function library: the whole ``_lib.lua`` once, then per verb its body
+    as a function of ``KEYS`` and ``ARGV`` and a registered function that starts from a fresh
+    ``acc`` (the library's locals outlive a call) and ends with ``flush()``, as a script does.
+    ``rcall`` is bound at each call too: ``redis.call`` does not exist while a library loads."""
+    folder = resources.files("shim_core") / "lua"
+    lib = (folder / "_lib.lua").read_text(encoding="utf-8")
+    scripts = sorted(sources().items())
+    digest = hashlib.sha1(usedforsecurity=False)
+    for part in (lib, *(f"{verb}\0{src.body}" for verb, src in scripts)):
+        digest.update(part.encode() + b"\0")
+    name = f"shim_{digest.hexdigest()[:16]}"
+    # redis.call exists only while a function runs, not while the library loads.
+    head = "local rcall = redis.call\n"
+    if head not in lib:
+        raise RuntimeError("_lib.lua must bind rcall with: local rcall = redis.call")
+    parts = [f"#!lua name={name}\n", lib.replace(head, "local rcall\n", 1)]
+    functions: dict[str, str] = {}
+    for verb, src in scripts:
+        functions[verb] = f"{name}_{verb}"
+        parts.append(
+            f"\nlocal function main_{verb}(KEYS, ARGV)\n{src.body}\nend\n"
+            f"redis.register_function('{functions[verb]}', function(keys, args)\n"
+            f"  rcall, acc = redis.call, new_acc()\n"
+            f"  local ok, reply = pcall(main_{verb}, keys, args)\n"
+            f"  flush()\n"
+            f"  if not ok then error(reply, 0) end\n"
+            f"  return reply\n"
+            f"end)\n"
+        )
+    return FunctionLibrary(name, "".join(parts), functions)
 
 
 def library_for(lib: str, code: str) -> str:
@@ -123,6 +180,12 @@ class Scripts:
         self._scripts: dict[str, tuple[LuaSource, Script]] = {
             verb: (src, client.register_script(src.source)) for verb, src in sources().items()
         }
+        #: The function of each verb, called as if the server had the library (one loaded it
+        #: before: no process pays for loading it again); None once a call found it missing
+        #: (the next call loads it), {} where it cannot be had (the calls use EVALSHA).
+        self._functions: dict[str, str] | None = (
+            function_library().functions if self._direct_ok else {}
+        )
 
     def call(
         self,
@@ -137,7 +200,7 @@ class Scripts:
             raise TypeError(f"script {verb!r} takes {src.nkeys} keys, got {len(keys)}")
         if client is None and self._direct_ok:
             try:
-                return self._direct(keys, args, script.sha)
+                return self._direct(verb, keys, args)
             except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
                 pass  # the client's own path reconnects, retries and loads the script
         target = client or self._client
@@ -172,7 +235,7 @@ class Scripts:
         wait = ["WAIT", replicas, timeout_ms]
         if self._direct_ok:
             try:
-                replies = self._direct(keys, args, self._scripts[verb][1].sha, after=wait)
+                replies = self._direct(verb, keys, args, after=wait)
                 return replies[0], _acked(replies[1])
             except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
                 pass  # the pipeline below reconnects, retries and loads the script
@@ -198,7 +261,7 @@ class Scripts:
         if not self._direct_ok:
             return None
         try:
-            return self._direct(keys, args, self._scripts[verb][1].sha, before=wait)
+            return self._direct(verb, keys, args, before=wait)
         except redis.exceptions.NoScriptError:
             # Redis forgot the script (a restart) after the wait ended: the wait is over, only
             # the call is left to make (``call`` loads the script again).
@@ -206,19 +269,47 @@ class Scripts:
         except (redis.ConnectionError, redis.TimeoutError):
             return None
 
+    def functions(self) -> dict[str, str]:
+        """The function of each verb ({}: the calls use EVALSHA), loading the library first
+        when a call found it missing. A library of that name (the same code) already on the
+        server counts as loaded."""
+        functions = self._functions
+        if functions is not None:
+            return functions
+        library = function_library()
+        try:
+            command: Any = self._client.execute_command
+            command("FUNCTION", "LOAD", library.code)
+        except redis.ResponseError as exc:
+            if "already exists" not in str(exc):
+                expected = isinstance(exc, NoPermissionError) or "unknown" in str(exc)
+                log.log(  # a user without function|load, Redis 6: as designed
+                    logging.DEBUG if expected else logging.WARNING,
+                    "SHIM's scripts run by EVALSHA: FUNCTION LOAD refused: %s",
+                    exc,
+                )
+                self._functions = {}
+                return {}
+        self._functions = library.functions
+        return library.functions
+
     def _direct(
         self,
+        verb: str,
         keys: Sequence[str],
         args: Sequence[Any],
-        sha: str,
         before: Sequence[Any] = (),
         after: Sequence[Any] = (),
     ) -> Any:
-        """EVALSHA on a pooled connection (after command ``before``, in the same write); every
-        reply is read before the connection goes back to the pool. With a command ``after``,
-        returns [the script's reply, that command's reply]."""
+        """FCALL (EVALSHA where the server has no library) on a pooled connection, after
+        command ``before`` in the same write; every reply is read before the connection goes
+        back to the pool. With a command ``after``, returns [the script's reply, that
+        command's reply]. Raises NoScriptError when the server lost the function (or the
+        script): the caller's fallback then runs it by EVALSHA, loading it if need be."""
+        function = self.functions().get(verb)
+        call = ["FCALL", function] if function else ["EVALSHA", self._scripts[verb][1].sha]
         commands = [list(before)] if before else []
-        commands.append(["EVALSHA", sha, len(keys), *keys, *args])
+        commands.append([*call, len(keys), *keys, *args])
         if after:
             commands.append(list(after))
         pool = self._client.connection_pool
@@ -236,14 +327,20 @@ class Scripts:
             raise
         finally:
             pool.release(conn)
-        if after:
-            script_reply = replies[-2]
-            if isinstance(script_reply, Exception):
-                raise script_reply
-            return [script_reply, replies[-1]]
-        if isinstance(replies[-1], Exception):
-            raise replies[-1]
-        return replies[-1]
+        reply = replies[-2] if after else replies[-1]
+        if isinstance(reply, Exception):
+            text = str(reply)
+            if function and text.startswith("Function not found"):
+                self._functions = None  # a new, restarted or flushed server: load it next
+                raise redis.exceptions.NoScriptError(text) from reply
+            if function and (
+                text.startswith("unknown command")  # Redis 6
+                or (isinstance(reply, NoPermissionError) and "'fcall'" in text)
+            ):
+                self._functions = {}
+                raise redis.exceptions.NoScriptError(text) from reply
+            raise reply
+        return [reply, replies[-1]] if after else reply
 
 
 def _acked(reply: Any) -> int:

@@ -18,10 +18,14 @@ local BAND_WIDTH = 10000000000000 -- 1e13 FIFO slots per priority band; scores s
 -- Writes that many tasks of one call share are gathered here and sent once, when the script
 -- ends (scripts.py calls flush() after every script): per-type counts, wake markers, worker
 -- statistics, duration history, finished-set moves and events. A batch of 100 completions then
--- costs one HINCRBY per type, not 200.
-local acc = {prefix = nil, counts = {}, count_order = {}, wakes = {}, wake_order = {},
-             workers = {}, worker_order = {}, history = {}, history_order = {},
-             zrem = {}, zadd = {}, zorder = {}, events = {}}
+-- costs one HINCRBY per type, not 200. A script starts with a fresh one; in the function
+-- library (scripts.py) every call begins with `acc = new_acc()`, as the library outlives calls.
+local function new_acc()
+  return {prefix = nil, counts = {}, count_order = {}, wakes = {}, wake_order = {},
+          workers = {}, worker_order = {}, history = {}, history_order = {},
+          zrem = {}, zadd = {}, zorder = {}, events = {}}
+end
+local acc = new_acc()
 
 local function once(map, order, key, init)
   local v = map[key]
@@ -398,11 +402,11 @@ local function add_history(prefix, ttype, took)
   h[2] = h[2] + took
 end
 
--- Renew the leases given as ARGV[first..] (task id, token pairs) until `deadline`; appends the
+-- Renew the leases given as args[first..] (task id, token pairs) until `deadline`; appends the
 -- ids whose lease is gone (stale token, not active any more) to `lost` and returns it.
-local function renew_leases(prefix, first, deadline, lost)
-  for i = first, #ARGV, 2 do
-    local id, token = ARGV[i], ARGV[i + 1]
+local function renew_leases(prefix, args, first, deadline, lost)
+  for i = first, #args, 2 do
+    local id, token = args[i], args[i + 1]
     local key = prefix .. 'task:' .. id
     local f = rcall('HMGET', key, 'status', 'lease')
     if f[2] == token and (f[1] == 'running' or f[1] == 'claimed') then

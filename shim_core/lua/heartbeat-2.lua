@@ -20,6 +20,6 @@ rcall('HSET', KEYS[1], 'last_seen', now)
 rcall('HDEL', KEYS[1], 'suspect_since')
 if ARGV[4] ~= '' then rcall('HSET', KEYS[1], 'status', ARGV[4]) end
 rcall('ZADD', KEYS[2], now + tonumber(f[2]) * tonumber(f[3]), id)
-renew_leases(prefix, 5, now + tonumber(ARGV[3]), out)
+renew_leases(prefix, ARGV, 5, now + tonumber(ARGV[3]), out)
 emit_worker(prefix, 'heartbeat', id, now, nil)
 return out

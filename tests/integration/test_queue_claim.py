@@ -218,9 +218,13 @@ def test_a_script_that_fails_midway_keeps_its_bookkeeping(shim_queue):
 
 
 @pytest.mark.shim_real_redis
-def test_a_blocked_claimer_wakes_to_its_task_even_if_redis_forgot_the_script(shim_queue):
-    """The wait and the claim go in one write; if the script is gone (SCRIPT FLUSH, as after a
-    restart) when the wait ends, the claim is made again and the task still arrives."""
+@pytest.mark.parametrize("forget", ["script_flush", "function_flush"])
+def test_a_blocked_claimer_wakes_to_its_task_even_if_redis_forgot_the_script(shim_queue, forget):
+    """The wait and the claim go in one write; if the script or the function library is gone
+    (SCRIPT / FUNCTION FLUSH, as after a restart) when the wait ends, the claim is made again
+    and the task still arrives."""
+    shim_queue.add_many([Task(id="warm1", type="other")])  # the next call loads the library
+    shim_queue.add_many([Task(id="warm2", type="other")])
     got = []
     claimer = threading.Thread(
         target=lambda: got.extend(shim_queue.claim(["code"], worker_id="w1", block=10.0))
@@ -228,7 +232,7 @@ def test_a_blocked_claimer_wakes_to_its_task_even_if_redis_forgot_the_script(shi
     claimer.start()
     client = shim_queue.client
     wait_until(lambda: any(c.get("cmd") == "bzpopmin" for c in client.client_list()))
-    client.script_flush()
+    getattr(client, forget)()
     shim_queue.add(Task(id="a"))
     claimer.join(timeout=30)
     assert [c.task.id for c in got] == ["a"]
