@@ -368,8 +368,14 @@ def _handshake_refusal(exc: ssl.SSLError) -> RefusedConnection:
     return RefusedConnection("tls-handshake", reason)
 
 
-def _first_command_refusal(exc: redis.RedisError, tls: bool) -> RefusedConnection | None:
-    """What an error on a fresh connection's first commands (HELLO, AUTH, SELECT) means."""
+def _first_command_refusal(
+    exc: redis.RedisError, tls: bool, answered_before: bool = False
+) -> RefusedConnection | None:
+    """What an error on a fresh connection's first commands (HELLO, AUTH, SELECT) means.
+
+    A server that closes the connection at once is taken for a port of the other protocol
+    (TLS or plain), unless it ``answered_before`` on this manager: then it is a server going
+    down or coming back (a restart), and worth a retry like any dropped connection."""
     if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError):
         return RefusedConnection("auth", str(exc))
     if isinstance(exc, redis.exceptions.BusyLoadingError | redis.TimeoutError):
@@ -379,6 +385,8 @@ def _first_command_refusal(exc: redis.RedisError, tls: bool) -> RefusedConnectio
     if not isinstance(exc, redis.ConnectionError) or "max number of clients" in str(exc):
         return None
     cause = exc.__context__
+    if answered_before:
+        return None
     if tls and isinstance(cause, ssl.SSLError):  # closed right after the handshake
         return RefusedConnection("tls-client-cert", str(getattr(cause, "reason", None) or cause))
     if not tls and isinstance(cause, ConnectionResetError | BrokenPipeError):
@@ -411,14 +419,16 @@ def _connection_class(base: type, manager: RedisConnectionManager) -> type:
 
         def on_connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
             try:
-                return super().on_connect_check_health(*args, **kwargs)
+                answer = super().on_connect_check_health(*args, **kwargs)
             except RefusedConnection:
                 raise
             except redis.RedisError as exc:
-                refusal = _first_command_refusal(exc, tls)
+                refusal = _first_command_refusal(exc, tls, manager._answered)
                 if refusal is None:
                     raise
                 raise refusal from exc
+            manager._answered = True
+            return answer
 
     return ShimConnection
 
@@ -565,6 +575,9 @@ class RedisConnectionManager:
         self._health_check_interval = health_check_interval
         self._client: redis.Redis | None = None
         self._connects = 0
+        #: A connection of this manager got through its first commands: a connection closed at
+        #: once after that is a restart, not a port of the other protocol.
+        self._answered = False
         self._ping_failures = 0
         self._last_ping_ms: float | None = None
         self._connect_time_ms: float | None = None

@@ -58,6 +58,23 @@ def test_refusals_on_the_first_commands() -> None:
     assert denied.kind == "refused"
 
 
+def test_a_connection_closed_at_once_is_another_protocol_until_the_server_has_answered() -> None:
+    """A plain connection reset at its first command means a TLS port, at first. Once the
+    server has answered this manager, it means a restart (a connection the dying server had
+    accepted): worth a retry, or a worker blocked in a claim would give up on a restart."""
+    try:
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError:
+            raise redis.ConnectionError("Error while reading from 127.0.0.1:6379") from None
+    except redis.ConnectionError as exc:
+        reset = exc
+    first = _first_command_refusal(reset, tls=False)
+    assert isinstance(first, RefusedConnection)
+    assert first.kind == "plain-to-tls"
+    assert _first_command_refusal(reset, tls=False, answered_before=True) is None
+
+
 @pytest.mark.parametrize(
     ("error", "kind", "words"),
     [
