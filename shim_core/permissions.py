@@ -21,9 +21,6 @@ from shim_core.errors import PermissionDenied
 from shim_core.keys import Keys
 from shim_core.redact import mask_url
 
-#: Granted but not required: scripts run as a function library where the user may load and
-#: call one (Redis 7), else by EVALSHA (see :mod:`shim_core.scripts`).
-OPTIONAL_COMMANDS: tuple[str, ...] = ("fcall", "function|load")
 #: What SHIM sends to Redis, as ACL rules name them (``pubsub|numsub`` is a subcommand). Connecting
 #: needs nothing more: HELLO and AUTH are allowed to every user.
 REQUIRED_COMMANDS: tuple[str, ...] = (
@@ -96,10 +93,10 @@ _PROBE = "acl-check"
 
 def acl_setuser(namespace: str, user: str = "shim", password: str = "PASSWORD") -> str:
     """The least-privilege ``ACL SETUSER`` line for SHIM on ``namespace``: its keys, its
-    channels, :data:`REQUIRED_COMMANDS` and :data:`OPTIONAL_COMMANDS` only."""
+    channels, and :data:`REQUIRED_COMMANDS` only."""
     prefix = Keys(namespace).prefix
     channels = " ".join(f"&{prefix}{p}" for p in ("*", *SUBSCRIBED_PATTERNS))
-    commands = " ".join(f"+{c}" for c in (*REQUIRED_COMMANDS, *OPTIONAL_COMMANDS))
+    commands = " ".join(f"+{c}" for c in REQUIRED_COMMANDS)
     return (
         f"ACL SETUSER {user} on >{password} resetkeys ~{prefix}* resetchannels {channels} "
         f"-@all {commands}"

@@ -223,7 +223,7 @@ class TaskQueue:
         self.keys = Keys(settings.namespace)
         # redis-py types replies as bytes | str; with decode_responses they are always str.
         self.client: Any = connection.get_client()
-        self.scripts = Scripts(self.client)
+        self.scripts = Scripts(self.client, functions=settings.redis_functions)
         self._url = connection.url
         #: Signs every task added when the settings carry a secret (see shim_core.signing).
         self.signer = TaskSigner.from_settings(settings)

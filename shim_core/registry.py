@@ -88,7 +88,7 @@ class WorkerRegistry:
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self.client: Any = connection.get_client()
-        self.scripts = Scripts(self.client)
+        self.scripts = Scripts(self.client, functions=settings.redis_functions)
         self.liveness_grace_ms = liveness_grace_ms
         self._connection = connection
         self._url = connection.url

@@ -9,12 +9,15 @@ few commands as possible. redis-py's
 ``register_script`` runs EVALSHA and reloads on NOSCRIPT (after a Redis restart), and a script can
 be queued on a pipeline.
 
-On Redis 7 the same scripts are also loaded once per server as a function library
-(:func:`function_library`, ``FUNCTION LOAD``): the library's definitions are made once, not on
-every call, and a call (``FCALL``) costs about 15 µs less server time. Direct calls use it
-where the server has it; anything else (Redis 6, a user without ``function|load``, a server
-that lost its functions in a restart, pipelines, clusters, the embedded store) runs the
-scripts by EVALSHA, with the same behaviour.
+With ``functions=True`` (the ``redis_functions`` setting, Redis 7) the same scripts are loaded
+once per server as a function library (:func:`function_library`, ``FUNCTION LOAD``): the
+library's definitions are made once, not on every call, and a call (``FCALL``) costs 8-15 µs
+less server time. It is opt-in because a library is server-wide and replaceable by name by
+any user allowed ``function|load``, where an EVALSHA runs exactly the code its hash names.
+Direct calls use it where the server has it; anything else (Redis 6, a user without the
+permissions, a server that lost its functions in a restart or refuses a call up front for
+lack of memory or replicas, pipelines, clusters, the embedded store) runs the scripts by
+EVALSHA, with the same behaviour.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ import re
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import redis
 from redis.commands.core import Script
-from redis.exceptions import NoPermissionError
+from redis.exceptions import NoPermissionError, OutOfMemoryError
 
 log = logging.getLogger(__name__)
 _FILE = re.compile(r"^(?P<verb>[a-z_]+)-(?P<nkeys>\d+)\.lua$")
@@ -94,19 +97,14 @@ def function_library() -> FunctionLibrary:
     ``rcall`` is bound at each call too: ``redis.call`` does not exist while a library loads."""
     folder = resources.files("shim_core") / "lua"
     lib = (folder / "_lib.lua").read_text(encoding="utf-8")
-    scripts = sorted(sources().items())
-    digest = hashlib.sha1(usedforsecurity=False)
-    for part in (lib, *(f"{verb}\0{src.body}" for verb, src in scripts)):
-        digest.update(part.encode() + b"\0")
-    name = f"shim_{digest.hexdigest()[:16]}"
     # redis.call exists only while a function runs, not while the library loads.
     head = "local rcall = redis.call\n"
     if head not in lib:
         raise RuntimeError("_lib.lua must bind rcall with: local rcall = redis.call")
-    parts = [f"#!lua name={name}\n", lib.replace(head, "local rcall\n", 1)]
+    parts = ["#!lua name=NAME\n", lib.replace(head, "local rcall\n", 1)]
     functions: dict[str, str] = {}
-    for verb, src in scripts:
-        functions[verb] = f"{name}_{verb}"
+    for verb, src in sorted(sources().items()):
+        functions[verb] = f"NAME_{verb}"
         parts.append(
             f"\nlocal function main_{verb}(KEYS, ARGV)\n{src.body}\nend\n"
             f"redis.register_function('{functions[verb]}', function(keys, args)\n"
@@ -117,7 +115,13 @@ def function_library() -> FunctionLibrary:
             f"  return reply\n"
             f"end)\n"
         )
-    return FunctionLibrary(name, "".join(parts), functions)
+    code = "".join(parts)  # named after all of it: a changed wrapper is a new library too
+    name = f"shim_{hashlib.sha1(code.encode(), usedforsecurity=False).hexdigest()[:16]}"
+    return FunctionLibrary(
+        name,
+        code.replace("NAME", name),
+        {verb: function.replace("NAME", name) for verb, function in functions.items()},
+    )
 
 
 def library_for(lib: str, code: str) -> str:
@@ -167,7 +171,7 @@ class Scripts:
     connection error or an unknown script it falls back to that layer, which reconnects,
     retries and loads the script."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, functions: bool = False) -> None:
         self._client = client
         # The embedded store (fakeredis) has no sockets to talk to directly, and a cluster
         # client no single pool: both go through redis-py's command layer.
@@ -182,10 +186,13 @@ class Scripts:
         }
         #: The function of each verb, called as if the server had the library (one loaded it
         #: before: no process pays for loading it again); None once a call found it missing
-        #: (the next call loads it), {} where it cannot be had (the calls use EVALSHA).
+        #: (the next call loads it), {} where it is not used (the calls use EVALSHA).
         self._functions: dict[str, str] | None = (
-            function_library().functions if self._direct_ok else {}
+            function_library().functions if functions and self._direct_ok else {}
         )
+        #: A load found a library of that name (True) and no call has got through since: if
+        #: the next call still finds no function, stop loading (no load per call, forever).
+        self._found_existing = False
 
     def call(
         self,
@@ -281,7 +288,8 @@ class Scripts:
             command: Any = self._client.execute_command
             command("FUNCTION", "LOAD", library.code)
         except redis.ResponseError as exc:
-            if "already exists" not in str(exc):
+            self._found_existing = "already exists" in str(exc)
+            if not self._found_existing:
                 expected = isinstance(exc, NoPermissionError) or "unknown" in str(exc)
                 log.log(  # a user without function|load, Redis 6: as designed
                     logging.DEBUG if expected else logging.WARNING,
@@ -328,19 +336,38 @@ class Scripts:
         finally:
             pool.release(conn)
         reply = replies[-2] if after else replies[-1]
-        if isinstance(reply, Exception):
-            text = str(reply)
-            if function and text.startswith("Function not found"):
-                self._functions = None  # a new, restarted or flushed server: load it next
-                raise redis.exceptions.NoScriptError(text) from reply
-            if function and (
-                text.startswith("unknown command")  # Redis 6
-                or (isinstance(reply, NoPermissionError) and "'fcall'" in text)
-            ):
-                self._functions = {}
-                raise redis.exceptions.NoScriptError(text) from reply
+        if function and isinstance(reply, Exception):
+            self._refused(reply)
+        elif isinstance(reply, Exception):
             raise reply
+        if function:
+            self._found_existing = False
         return [reply, replies[-1]] if after else reply
+
+    def _refused(self, error: Exception) -> NoReturn:
+        """Raise for an FCALL that failed: NoScriptError (the caller runs the call by EVALSHA)
+        when the function did not run, the error itself when the function raised it."""
+        text = str(error)
+        if text.startswith("Function not found"):
+            if self._found_existing:  # loaded, yet missing: never try again in this process
+                log.warning("SHIM's scripts run by EVALSHA: library loaded but not found")
+                self._functions = {}
+            else:
+                self._functions = None  # a new, restarted or flushed server: load it next
+        elif text.startswith("unknown command") or (
+            isinstance(error, NoPermissionError) and "'fcall'" in text
+        ):
+            self._functions = {}  # Redis 6, or a user who may not call functions
+        elif not isinstance(error, OutOfMemoryError) and not text.startswith(_REFUSED_UP_FRONT):
+            raise error
+        # Refused before it ran (OOM, too few replicas, a failed save): a script runs until
+        # its first write that needs what is missing, so one that frees memory or only reads
+        # still works by EVALSHA.
+        raise redis.exceptions.NoScriptError(text) from error
+
+
+#: Errors (besides OOM) with which Redis refuses a function that may write, before running it.
+_REFUSED_UP_FRONT = ("NOREPLICAS ", "MISCONF ")
 
 
 def _acked(reply: Any) -> int:

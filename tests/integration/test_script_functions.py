@@ -1,16 +1,19 @@
-"""On Redis 7 the scripts run as one function library (``FCALL``), loaded once per server; where
-the server has no library, or loses it, or the user may not load it, they run by EVALSHA with
-the same results."""
+"""With ``redis_functions`` (opt-in, Redis 7) the scripts run as one function library
+(``FCALL``), loaded once per server; where the server has no library, loses it, refuses a call
+up front or the user may not use it, they run by EVALSHA with the same results. Each test has
+a redis-server of its own: they count the server's commands."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from pytest_shim import RedisServer
 from shim_core import Settings, Task, TaskQueue, TaskResult, TaskStatus, scripts
 from shim_core.connection import RedisConnectionManager
 from shim_core.doctor import check_invariants
@@ -19,10 +22,40 @@ from shim_core.scripts import function_library, sources
 pytestmark = pytest.mark.shim_real_redis
 
 
+@pytest.fixture
+def server(shim_redis_server_factory: Callable[..., RedisServer]) -> Iterator[redis.Redis]:
+    """An admin client on a redis-server of the test's own."""
+    admin = redis.Redis(port=shim_redis_server_factory().port)
+    yield admin
+    admin.close()
+
+
+def _queue(admin: redis.Redis, functions: bool = True, user: str = "") -> Iterator[TaskQueue]:
+    port = admin.connection_pool.connection_kwargs["port"]
+    settings = Settings(
+        redis_url=f"redis://{user}127.0.0.1:{port}/0", namespace="f", redis_functions=functions
+    )
+    connection = RedisConnectionManager(settings.redis_url)
+    connection.connect()
+    try:
+        yield TaskQueue(connection, settings)
+    finally:
+        connection.disconnect()
+
+
+@pytest.fixture
+def queue(server: redis.Redis) -> Iterator[TaskQueue]:
+    yield from _queue(server)
+
+
 def _calls(client: Any) -> dict[str, int]:
     """Server-side calls so far, per command (fcall, evalsha, function|load...)."""
     stats = client.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def _grew(before: dict[str, int], after: dict[str, int], command: str) -> int:
+    return after.get(command, 0) - before.get(command, 0)
 
 
 def _lifecycle(queue: TaskQueue, tag: str) -> None:
@@ -49,79 +82,104 @@ def test_the_library_holds_every_script_and_is_named_after_its_code() -> None:
     assert all(name.startswith(f"{library.name}_") for name in library.functions.values())
 
 
-def test_calls_go_through_the_library_and_keep_every_invariant(shim_queue: TaskQueue) -> None:
-    """The first call finds no library and loads it; from then on every script call is an
-    FCALL. The state is the same as by EVALSHA (counts, sets, events), and two calls in a row
-    share nothing (each starts with fresh gathered writes)."""
-    client = shim_queue.client
-    _warm(shim_queue)
-    before = _calls(client)
-    _lifecycle(shim_queue, "x")
-    after = _calls(client)
-    assert after.get("fcall", 0) - before.get("fcall", 0) >= 5
-    assert after.get("evalsha", 0) == before.get("evalsha", 0)
-    assert after.get("function|load", 0) == before.get("function|load", 0)
-    assert function_library().name.encode() in str(client.function_list()).encode()
-    assert [t.status for t in shim_queue.get_many(["xa", "xb"])] == [TaskStatus.COMPLETE] * 2
-    assert shim_queue.stats().by_type["code"] == {"complete": 2}
-    assert check_invariants(client, shim_queue.keys) == []
+def test_the_library_code_reads_no_keys_or_argv_of_its_own() -> None:
+    """A function sees its keys and arguments as parameters only: the shared library must take
+    them as arguments too (a script's KEYS / ARGV globals do not exist in a function)."""
+    lib = (Path(scripts.__file__).parent / "lua" / "_lib.lua").read_text(encoding="utf-8")
+    assert re.findall(r"\b(?:KEYS|ARGV)\b", re.sub(r"--[^\n]*", "", lib)) == []
 
 
-def test_a_server_that_lost_its_functions_gets_them_again(shim_queue: TaskQueue) -> None:
+def test_without_the_setting_no_library_is_loaded(server: redis.Redis) -> None:
+    """Opt-in: a library is server-wide and replaceable by name by any user allowed
+    function|load, where EVALSHA runs exactly the code its hash names."""
+    for default in _queue(server, functions=False):
+        _lifecycle(default, "d")
+    assert server.function_list() == []
+    assert "fcall" not in _calls(server)
+
+
+def test_calls_go_through_the_library_and_keep_every_invariant(
+    server: redis.Redis, queue: TaskQueue
+) -> None:
+    """The first call finds no library and the next loads it; from then on every script call
+    is an FCALL. The state is the same as by EVALSHA (counts, sets, events), and two calls in
+    a row share nothing (each starts with fresh gathered writes)."""
+    _warm(queue)
+    before = _calls(server)
+    _lifecycle(queue, "x")
+    after = _calls(server)
+    assert _grew(before, after, "fcall") >= 5
+    assert _grew(before, after, "evalsha") == 0
+    assert _grew(before, after, "function|load") == 0
+    assert [t.status for t in queue.get_many(["xa", "xb"])] == [TaskStatus.COMPLETE] * 2
+    assert queue.stats().by_type["code"] == {"complete": 2}
+    assert check_invariants(queue.client, queue.keys) == []
+
+
+def test_a_server_that_lost_its_functions_gets_them_again(
+    server: redis.Redis, queue: TaskQueue
+) -> None:
     """FUNCTION FLUSH (as a restart without persistence does): the next call runs by EVALSHA
     and the library is loaded again for the calls after it."""
-    client = shim_queue.client
-    _warm(shim_queue)
-    client.function_flush()
-    before = _calls(client)
-    _lifecycle(shim_queue, "y")
-    after = _calls(client)
+    _warm(queue)
+    server.function_flush()
+    before = _calls(server)
+    _lifecycle(queue, "y")
+    after = _calls(server)
     # the call that found no function, by EVALSHA (twice: after a NOSCRIPT, the script loaded)
-    assert 1 <= after.get("evalsha", 0) - before.get("evalsha", 0) <= 2
-    assert after.get("function|load", 0) - before.get("function|load", 0) == 1
-    assert after.get("fcall", 0) - before.get("fcall", 0) >= 4
-    assert shim_queue.stats().by_type["code"] == {"complete": 2}
-    assert check_invariants(client, shim_queue.keys) == []
+    assert 1 <= _grew(before, after, "evalsha") <= 2
+    assert _grew(before, after, "function|load") == 1
+    assert _grew(before, after, "fcall") >= 4
+    assert queue.stats().by_type["code"] == {"complete": 2}
+    assert check_invariants(queue.client, queue.keys) == []
+
+
+def test_a_call_refused_for_lack_of_memory_runs_by_evalsha(
+    server: redis.Redis, queue: TaskQueue
+) -> None:
+    """Out of memory, Redis refuses a function that may write before it runs; a script runs
+    until a write that needs memory. A claim on an empty queue only reads and deletes: it
+    still answers, as it does by EVALSHA."""
+    _warm(queue)
+    server.config_set("maxmemory", 1)  # noeviction (the default): every memory write refused
+    try:
+        before = _calls(server)
+        assert queue.claim(["code"], worker_id="w1") == []
+        after = _calls(server)
+    finally:
+        server.config_set("maxmemory", 0)
+    assert _grew(before, after, "evalsha") >= 1
+    assert queue.scripts.functions()  # still in use once memory is back
+    queue.add(Task(id="after"))
+    assert [c.task.id for c in queue.claim(["code"], worker_id="w1")] == ["after"]
 
 
 @pytest.mark.parametrize("refused", ["+function|load", "+fcall", "no FCALL command"])
 def test_without_functions_the_scripts_run_by_evalsha(
-    shim_redis_server_factory: Any, refused: str
+    shim_redis_server_factory: Callable[..., RedisServer], refused: str
 ) -> None:
     """A user without ``function|load`` never loads the library; without ``fcall``, or on a
     server that has no FCALL (Redis 6, here a renamed command), the first refused call turns
     the client to EVALSHA for good (no second try per call). Nothing else changes."""
     if refused.startswith("+"):
-        server = shim_redis_server_factory()
+        port = shim_redis_server_factory().port
         rule = f"-{refused[1:]}"
     else:
-        server = shim_redis_server_factory(args=["--rename-command", "FCALL", ""])
+        port = shim_redis_server_factory(args=["--rename-command", "FCALL", ""]).port
         rule = "+@all"
-    admin = redis.Redis(port=server.port)
+    admin = redis.Redis(port=port)
     admin.execute_command("ACL", "SETUSER", "u", "on", ">pw", "~*", "&*", "+@all", rule)
-    settings = Settings(redis_url=f"redis://u:pw@127.0.0.1:{server.port}/0", namespace="f")
-    connection = RedisConnectionManager(settings.redis_url)
-    connection.connect()
     try:
-        queue = TaskQueue(connection, settings)
-        before = _calls(admin)
-        _lifecycle(queue, "z")
-        _lifecycle(queue, "w")
-        after = _calls(admin)
-        # at most the first one, which found no library (a refused command is not counted)
-        assert after.get("fcall", 0) - before.get("fcall", 0) <= 1
-        assert after.get("evalsha", 0) - before.get("evalsha", 0) >= 10
-        assert queue.scripts.functions() == {}
-        assert queue.stats().by_type == {"code": {"complete": 4}}
-        assert check_invariants(queue.client, queue.keys) == []
+        for queue in _queue(admin, user="u:pw@"):
+            before = _calls(admin)
+            _lifecycle(queue, "z")
+            _lifecycle(queue, "w")
+            after = _calls(admin)
+            # at most the first one, which found no library (a refused command is not counted)
+            assert _grew(before, after, "fcall") <= 1
+            assert _grew(before, after, "evalsha") >= 10
+            assert queue.scripts.functions() == {}
+            assert queue.stats().by_type == {"code": {"complete": 4}}
+            assert check_invariants(queue.client, queue.keys) == []
     finally:
-        connection.disconnect()
         admin.close()
-
-
-def test_the_library_code_reads_no_keys_or_argv_of_its_own() -> None:
-    """A function sees its keys and arguments as parameters only: the shared library must take
-    them as arguments too (a script's KEYS / ARGV globals do not exist in a function)."""
-    lib = (Path(scripts.__file__).parent / "lua" / "_lib.lua").read_text(encoding="utf-8")
-    code = re.sub(r"--[^\n]*", "", lib)
-    assert re.findall(r"\b(?:KEYS|ARGV)\b", code) == []

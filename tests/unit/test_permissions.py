@@ -7,12 +7,7 @@ from pathlib import Path
 
 import shim_core
 from shim_core.bus import Channels
-from shim_core.permissions import (
-    OPTIONAL_COMMANDS,
-    REQUIRED_COMMANDS,
-    SUBSCRIBED_PATTERNS,
-    acl_setuser,
-)
+from shim_core.permissions import REQUIRED_COMMANDS, SUBSCRIBED_PATTERNS, acl_setuser
 
 ROOT = Path(shim_core.__file__).parent
 #: ``rcall('HSET', ...)``, ``redis.call("ZADD", ...)``, ``chunked('ZREM', ...)`` in the scripts.
@@ -54,8 +49,7 @@ def test_the_acl_line_grants_one_namespace() -> None:
     line = acl_setuser("prod", "worker", "pw")
     assert line.startswith("ACL SETUSER worker on >pw resetkeys ~shim:{prod}:* resetchannels ")
     assert "&shim:{prod}:* &shim:{prod}:task:* -@all +multi " in line
-    assert line.count(" +") == len(REQUIRED_COMMANDS) + len(OPTIONAL_COMMANDS)
-    assert line.endswith(" +fcall +function|load")  # optional: EVALSHA does without them
+    assert line.count(" +") == len(REQUIRED_COMMANDS)
 
 
 def test_every_required_command_is_probed_at_start_up() -> None:
