@@ -194,12 +194,23 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
         self._stopping = False
+        #: start() has begun / has returned: a stop asked for meanwhile (a SIGTERM right after
+        #: the worker joined) waits for it, so that it never joins threads not started yet.
+        self._starting = False
+        self._started = threading.Event()
         #: Told of every claim and outcome (``--metrics-port``, ``--otel``); none by default.
         self.observers = tuple(observers)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
         """Join the fleet and start working (returns at once)."""
+        self._starting = True
+        try:
+            self._start()
+        finally:
+            self._started.set()
+
+    def _start(self) -> None:
         self._register()
         self.bus.subscribe(f"alive:{self.id}", lambda event, channel: None)
         self.feed.start()
@@ -221,6 +232,8 @@ class Worker:
         if self._stopping:
             return
         self._stopping = True
+        if self._starting:
+            self._started.wait()
         self.feed.stop_claiming()
         deadline = time.monotonic() + (self.config.shutdown_grace if grace is None else grace)
         for thread in self._threads:
@@ -250,6 +263,7 @@ class Worker:
 
     def run(self) -> None:
         """Start, then block until stopped by a signal or :meth:`stop`."""
+        self._starting = True  # a signal from here on waits for start() to return
         if threading.current_thread() is threading.main_thread():
             self._install_signal_handlers()
         self.start()

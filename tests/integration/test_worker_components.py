@@ -1123,6 +1123,38 @@ def test_worker_stop_lets_a_short_task_finish(
     assert worker.wait_stopped(0)
 
 
+def test_a_stop_asked_for_while_the_worker_starts_waits_for_the_start(
+    worker_factory, registry: WorkerRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM right after the worker joined used to run stop() beside start(): it joined a
+    thread not started yet, raised, and the worker never stopped. stop() now waits for start()
+    to return, then stops everything start() started."""
+    registering, go_on = threading.Event(), threading.Event()
+    worker = worker_factory("rt-starting", FnExecutor("coder", ("code",), succeed))
+    real_register = worker._register
+
+    def slow_register() -> None:
+        registering.set()
+        assert go_on.wait(10)
+        real_register()
+
+    monkeypatch.setattr(worker, "_register", slow_register)
+    starter = threading.Thread(target=worker.start)
+    starter.start()
+    assert registering.wait(10)
+    stopper = threading.Thread(target=worker.stop, kwargs={"grace": 1})
+    stopper.start()
+    stopper.join(0.2)
+    assert stopper.is_alive()  # waiting for start() to return
+    go_on.set()
+    starter.join(10)
+    stopper.join(20)
+    assert not stopper.is_alive()
+    assert worker.wait_stopped(0)
+    assert registry.get_worker("rt-starting").status is WorkerStatus.OFFLINE
+    assert not any(thread.is_alive() for thread in worker._threads)
+
+
 def test_worker_stop_releases_a_long_task(
     worker_factory, registry: WorkerRegistry, shim_queue: TaskQueue
 ) -> None:
