@@ -317,7 +317,28 @@ def run_phase(
         raise RunFailed(f"no task ran within the {cap:g} s drain cap")
     cells["drain_per_s"] = len(ran) / (max(ran) - started)
     cells["drain_ran"] = len(ran)
+    if len(ran) < tasks and phase.system.key.startswith("shim"):
+        cells["short_drain"] = shim_state(phase.url)
     return cells
+
+
+def shim_state(url: str) -> dict[str, Any]:
+    """Where SHIM's tasks are when a drain came up short (its counts, how many tasks are not
+    complete and the first 20 of them): whether a task was left pending, held, or ran and was
+    not recorded."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    prefix = "shim:{" + QUEUE + "}:"
+    try:
+        counts = client.hgetall(f"{prefix}counts")
+        unfinished = {}
+        for key in client.scan_iter(match=f"{prefix}task:*", count=1000):
+            fields = client.hmget(key, "status", "attempts", "worker_id", "claimed_at", "seq")
+            if fields[0] != "complete":
+                unfinished[key.removeprefix(prefix)] = fields
+        first = dict(sorted(unfinished.items(), key=lambda item: int(item[1][4] or 0))[:20])
+        return {"counts": counts, "unfinished": len(unfinished), "first_unfinished": first}
+    finally:
+        client.close()
 
 
 def flush(url: str) -> None:
@@ -363,4 +384,7 @@ def measure(
     }
     if "batch_s" in more:
         cells["batch_per_s"] = tasks / more["batch_s"]
+    for name, phase in (("drain1", one), ("drainN", more)):
+        if "short_drain" in phase:
+            cells[f"{name}_short"] = phase["short_drain"]
     return cells
