@@ -99,7 +99,11 @@ class Process:
             raise RunFailed(f"{self.what} exited with {code}: {_tail(self.log)}")
 
     def signal(self, sig: signal.Signals) -> None:
-        """Send ``sig`` to the whole process group (worker pools, forked children)."""
+        """Send ``sig`` to the whole process group (worker pools, forked children), while its
+        leader is not reaped: once it is, its id may belong to another session on a busy
+        machine (a test suite starts thousands of processes; pid_max is often 32768)."""
+        if self.proc.returncode is not None:
+            return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
 
