@@ -101,10 +101,13 @@ def function_library() -> FunctionLibrary:
     head = "local rcall = redis.call\n"
     if head not in lib:
         raise RuntimeError("_lib.lua must bind rcall with: local rcall = redis.call")
-    parts = ["#!lua name=NAME\n", lib.replace(head, "local rcall\n", 1)]
+    scripts = sorted(sources().items())
+    if any(_NAME in text for text in (lib, *(src.body for _, src in scripts))):
+        raise RuntimeError(f"{_NAME!r} may not appear in the Lua sources")
+    parts = [f"#!lua name={_NAME}\n", lib.replace(head, "local rcall\n", 1)]
     functions: dict[str, str] = {}
-    for verb, src in sorted(sources().items()):
-        functions[verb] = f"NAME_{verb}"
+    for verb, src in scripts:
+        functions[verb] = f"{_NAME}_{verb}"
         parts.append(
             f"\nlocal function main_{verb}(KEYS, ARGV)\n{src.body}\nend\n"
             f"redis.register_function('{functions[verb]}', function(keys, args)\n"
@@ -119,9 +122,13 @@ def function_library() -> FunctionLibrary:
     name = f"shim_{hashlib.sha1(code.encode(), usedforsecurity=False).hexdigest()[:16]}"
     return FunctionLibrary(
         name,
-        code.replace("NAME", name),
-        {verb: function.replace("NAME", name) for verb, function in functions.items()},
+        code.replace(_NAME, name),
+        {verb: function.replace(_NAME, name) for verb, function in functions.items()},
     )
+
+
+#: Stands for the library's name until the code it is named after is complete.
+_NAME = "shim_library_name"
 
 
 def library_for(lib: str, code: str) -> str:
