@@ -311,8 +311,16 @@ def test_a_worker_with_metrics_port_exposes_its_own_counters(
             ]
         )
         wait_until(lambda: shim_queue.stats().complete + shim_queue.stats().failed == 3)
-        with urllib.request.urlopen(url, timeout=10) as response:
-            scrape = samples(response.read().decode())
+
+        def counted() -> Samples | None:
+            """A scrape that counts all three (the worker counts a task just after Redis
+            has recorded it, so the first scrape may come a moment early)."""
+            with urllib.request.urlopen(url, timeout=10) as response:
+                scrape = samples(response.read().decode())
+            outcomes = [k for k in scrape if k[0] == "shim_worker_tasks_total"]
+            return scrape if sum(scrape[k] for k in outcomes) == 3 else None
+
+        scrape = wait_until(counted)
     finally:
         assert _stop(process) == 0
     assert value(scrape, "shim_worker_tasks_total", type="code", outcome="complete") == 2
