@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +22,7 @@ from shim_core.errors import ShimError
 from shim_core.models import Task
 from shim_core.queue import TaskQueue
 from shim_core.supervisor.supervisor import RunTimeout
+from tests.helpers import run_python
 
 PASSWORD = "cli-s3cret"
 
@@ -332,10 +331,7 @@ def _fresh_cli(argv: list[str], then: str = "") -> tuple[str, set[str]]:
         f"{then}"
         "print('\\nloaded:', ' '.join(sorted(sys.modules)))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
-    )
-    printed, _, loaded = done.stdout.rpartition("\nloaded: ")
+    printed, _, loaded = run_python(script, timeout=120).rpartition("\nloaded: ")
     return printed, set(loaded.split())
 
 
