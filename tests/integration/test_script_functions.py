@@ -5,6 +5,7 @@ a redis-server of its own: they count the server's commands."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ def server(shim_redis_server_factory: Callable[..., RedisServer]) -> Iterator[re
     admin.close()
 
 
+@contextlib.contextmanager
 def _queue(admin: redis.Redis, functions: bool = True, user: str = "") -> Iterator[TaskQueue]:
     port = admin.connection_pool.connection_kwargs["port"]
     settings = Settings(
@@ -45,7 +47,8 @@ def _queue(admin: redis.Redis, functions: bool = True, user: str = "") -> Iterat
 
 @pytest.fixture
 def queue(server: redis.Redis) -> Iterator[TaskQueue]:
-    yield from _queue(server)
+    with _queue(server) as made:
+        yield made
 
 
 def _calls(client: Any) -> dict[str, int]:
@@ -92,7 +95,7 @@ def test_the_library_code_reads_no_keys_or_argv_of_its_own() -> None:
 def test_without_the_setting_no_library_is_loaded(server: redis.Redis) -> None:
     """Opt-in: a library is server-wide and replaceable by name by any user allowed
     function|load, where EVALSHA runs exactly the code its hash names."""
-    for default in _queue(server, functions=False):
+    with _queue(server, functions=False) as default:
         _lifecycle(default, "d")
     assert server.function_list() == []
     assert "fcall" not in _calls(server)
@@ -170,7 +173,7 @@ def test_without_functions_the_scripts_run_by_evalsha(
     admin = redis.Redis(port=port)
     admin.execute_command("ACL", "SETUSER", "u", "on", ">pw", "~*", "&*", "+@all", rule)
     try:
-        for queue in _queue(admin, user="u:pw@"):
+        with _queue(admin, user="u:pw@") as queue:
             before = _calls(admin)
             _lifecycle(queue, "z")
             _lifecycle(queue, "w")
