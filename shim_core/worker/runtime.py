@@ -310,7 +310,7 @@ class Worker:
             log.exception("could not prepare task %s", claim.task.id)
             with contextlib.suppress(ShimError):  # else the lease expires and is reaped
                 self.queue.fail(claim.task.id, claim.token, f"could not prepare: {exc}")
-            self.reporter.report_task_complete(claim.task.id, 0, "failed", token=claim.token)
+            self._failed_early(claim.task, claim.token)
             return Finished(time.monotonic() - started)
         return self._execute(execution, started)
 
@@ -335,12 +335,19 @@ class Worker:
         except BaseException as exc:  # a task must never take its thread down
             log.exception("task %s could not be run or recorded", task_id)
             self._record_crash(execution, exc)
-            self.reporter.report_task_complete(task_id, 0, "failed", token=execution.token)
+            self._failed_early(execution.task, execution.token)
         finally:
             with self._lock:
                 self._running.pop(task_id, None)
             execution.close()
         return Finished(time.monotonic() - started, completion)
+
+    def _failed_early(self, task: Task, token: int) -> None:
+        """An attempt that failed outside its executor (it could not be prepared, or running
+        or recording it raised): reported, and counted by the observers like any failure."""
+        self.reporter.report_task_complete(task.id, 0, "failed", token=token)
+        for observer in self.observers:
+            observer.finished(task, "failed", 0)
 
     def _settled(self, execution: TaskExecution, run: Run, outcome: int | ShimError) -> None:
         """The feed recorded (or the queue refused) a completion."""
