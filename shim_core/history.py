@@ -108,19 +108,25 @@ class EventLog:
             cursor = batch.cursor
 
     @redis_errors
+    def batches(self, after: str = START) -> Iterator[EventBatch]:
+        """Every batch after entry ``after``, oldest first, up to the newest entry now (reads
+        :data:`READ_BATCH` entries at a time; a caller may stop early)."""
+        cursor = after
+        while True:
+            batch = self.read(cursor)
+            if batch.cursor == cursor:
+                return
+            yield batch
+            cursor = batch.cursor
+
     def of_run(self, run_id: str, after: str = START) -> list[StreamedEvent]:
         """The history of run ``run_id`` still in the stream: the events of its tasks (whose ids
         are ``<run_id>:<plan id>``), oldest first. Stream ids start with the server's clock in
         ms: ``after`` = just before the run was created skips everything older."""
         prefix = f"{run_id}:"
-        found: list[StreamedEvent] = []
-        cursor = after
-        while True:
-            batch = self.read(cursor)
-            found.extend(e for e in batch if e.event.task_id.startswith(prefix))
-            if batch.cursor == cursor:
-                return found
-            cursor = batch.cursor
+        return [
+            e for batch in self.batches(after) for e in batch if e.event.task_id.startswith(prefix)
+        ]
 
     def _batch(self, entries: list[Any], after: str) -> EventBatch:
         out: list[StreamedEvent] = []

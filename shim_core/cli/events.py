@@ -63,14 +63,12 @@ def events(queue: TaskQueue, run_id: str | None, follow: bool, as_json: bool) ->
 def _print_all(log: EventLog, as_json: bool) -> str:
     """Print the whole history; returns the cursor after it."""
     cursor = START
-    while True:
-        batch = log.read(cursor)
-        if batch.cursor == cursor:  # nothing more
-            if cursor == START:
-                click.echo(f"no events in {where(log.settings)}", err=True)
-            return cursor
+    for batch in log.batches(cursor):
         _print(list(batch), None, as_json)
         cursor = batch.cursor
+    if cursor == START:
+        click.echo(f"no events in {where(log.settings)}", err=True)
+    return cursor
 
 
 def _follow(

@@ -61,16 +61,15 @@ def task_history(log: EventLog, task: Task, until: str | None = None) -> list[di
         bound = (end + _END_SLACK_MS, 0)
         last = bound if last is None else min(last, bound)
     found: list[dict[str, Any]] = []
-    while True:
-        batch = log.read(cursor)
+    for batch in log.batches(cursor):
         for item in batch:
             if last is not None and stream_key(item.stream_id) > last:
                 return found
             if item.event.task_id == task.id:
                 found.append(event_json(item.event))
-        if batch.cursor == cursor or (last is not None and stream_key(batch.cursor) >= last):
-            return found
-        cursor = batch.cursor
+        if last is not None and stream_key(batch.cursor) >= last:
+            break
+    return found
 
 
 def batch_json(batch: Iterable[StreamedEvent], run_id: str | None) -> list[dict[str, Any]]:

@@ -316,15 +316,13 @@ def _replay(state: DashboardState, run_id: str | None, last: str) -> tuple[str, 
         return None  # the entries right after `last` may have been trimmed
     chunks: list[bytes] = []
     cursor, entries = last, 0
-    while True:
-        batch = state.log.read(cursor)
-        if batch.cursor == cursor:
-            return cursor, chunks
+    for batch in state.log.batches(last):
         entries += _entries(batch.events)
         if entries > MAX_REPLAY:
             return None
         cursor = batch.cursor
         chunks.append(sse_events(batch_json(batch.events, run_id), cursor))
+    return cursor, chunks
 
 
 def _entries(events: Iterable[StreamedEvent]) -> int:
