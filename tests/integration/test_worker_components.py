@@ -1155,6 +1155,52 @@ def test_a_stop_asked_for_while_the_worker_starts_waits_for_the_start(
     assert not any(thread.is_alive() for thread in worker._threads)
 
 
+def test_an_attempt_that_fails_before_its_executor_runs_reaches_the_observers(
+    shim_connection: RedisConnectionManager,
+    shim_settings: Settings,
+    shim_queue: TaskQueue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A task that cannot be prepared fails its attempt, and the worker's observers (metrics,
+    spans) count it as failed like any other failure."""
+    seen: list[tuple[str, str]] = []
+
+    class Recorder:
+        def claimed(self, claims: list[Claim]) -> None:
+            pass
+
+        def finished(self, task: Task, outcome: str, duration_ms: int, result: Any = None) -> None:
+            seen.append((task.id, outcome))
+
+    config = WorkerConfig(
+        worker_id="rt-early",
+        heartbeat_interval=0.1,
+        claim_block=0.2,
+        reap_interval=0.1,
+        default_executor=None,
+        allow={"all"},
+    )
+    worker = Worker(
+        shim_connection,
+        shim_settings,
+        config,
+        plugins=plugins_with(FnExecutor("coder", ("code",), succeed)),
+        observers=[Recorder()],
+    )
+
+    def unpreparable(claim: Claim) -> Any:
+        raise RuntimeError("no context for you")
+
+    monkeypatch.setattr(worker.executor, "prepare", unpreparable)
+    worker.start()
+    try:
+        shim_queue.add(Task(id="early", max_attempts=1))
+        wait_until(lambda: shim_queue.get("early").status is TaskStatus.FAILED, timeout=10)
+        wait_until(lambda: seen == [("early", "failed")])
+    finally:
+        worker.stop(grace=0)
+
+
 def test_worker_stop_releases_a_long_task(
     worker_factory, registry: WorkerRegistry, shim_queue: TaskQueue
 ) -> None:
