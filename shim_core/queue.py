@@ -49,6 +49,7 @@ from shim_core.serde import (
     finite,
     from_ms,
     loads,
+    server_ms,
     task_from_hash,
     task_to_hash,
 )
@@ -774,8 +775,7 @@ class TaskQueue:
     def cooldowns(self) -> dict[str, datetime]:
         """Agents cooling down after a rate limit, with the end of each cooldown (server time)."""
         raw = self.client.hgetall(self.keys.cooldowns)
-        now_s, now_us = self.client.time()  # alone: a cluster refuses keyless TIME in a pipeline
-        now_ms = int(now_s) * 1000 + int(now_us) // 1000
+        now_ms = server_ms(self.client)
         return {agent: from_ms(end) for agent, end in raw.items() if int(float(end)) > now_ms}
 
     @redis_errors

@@ -33,7 +33,7 @@ from shim_core.models import (
     WorkerStatus,
 )
 from shim_core.scripts import Scripts
-from shim_core.serde import converter, from_ms
+from shim_core.serde import converter, from_ms, server_ms
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +293,7 @@ class WorkerRegistry:
     @redis_errors
     def cleanup_stale_workers(self, max_age_ms: int) -> int:
         """Delete records of crashed / offline workers last seen more than ``max_age_ms`` ago."""
-        now_s, now_us = self.client.time()
-        cutoff = int(now_s) * 1000 + int(now_us) // 1000 - max_age_ms
+        cutoff = server_ms(self.client) - max_age_ms
         removed = 0
         for worker in self.get_workers_by_status(WorkerStatus.CRASHED, WorkerStatus.OFFLINE):
             last = worker.heartbeat.last_seen

@@ -17,6 +17,7 @@ import attrs
 from shim_core.connection import redis_errors
 from shim_core.queue import TaskQueue
 from shim_core.registry import WorkerRegistry
+from shim_core.serde import server_ms
 
 #: Keys checked per round trip.
 CHUNK = 500
@@ -65,8 +66,7 @@ class Retention:
     @redis_errors
     def clean_runs(self, grace_ms: int) -> int:
         """Run records created more than ``grace_ms`` ago whose tasks are all gone."""
-        now_s, now_us = self.client.time()
-        cutoff = int(now_s) * 1000 + int(now_us) // 1000 - grace_ms
+        cutoff = server_ms(self.client) - grace_ms
         old = list(self.client.zrangebyscore(self.keys.runs, "-inf", cutoff))
         removed = 0
         for chunk in _chunks(old):

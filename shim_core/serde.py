@@ -75,6 +75,13 @@ def from_ms(value: int | float | str) -> datetime:
     return datetime.fromtimestamp(int(float(value)) / 1000, tz=UTC)
 
 
+def server_ms(client: Any) -> int:
+    """The Redis server's clock in epoch milliseconds (``TIME``, sent alone: a cluster
+    pipeline refuses a keyless command)."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 #: ``json.dumps(value, separators=(",", ":"))`` without building an encoder per call.
 compact_json: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":")).encode
 

@@ -26,6 +26,7 @@ from shim_core.connection import RedisConnectionManager, redis_errors
 from shim_core.keys import Keys
 from shim_core.models import TaskStatus, WorkerStatus
 from shim_core.queue import EVENT_TOTALS
+from shim_core.serde import server_ms
 
 T = TypeVar("T")
 
@@ -114,7 +115,7 @@ class SnapshotReader:
         # Connected on first use: an exporter may start before Redis does. redis-py types
         # replies as bytes | str; with decode_responses they are always str.
         client: Any = self._connection.get_client()
-        secs, micros = client.time()  # alone: a cluster pipeline takes no keyless command
+        now_ms = server_ms(client)
         pipe = client.pipeline(transaction=False)
         pipe.hgetall(keys.counts)
         pipe.hgetall(keys.history)
@@ -129,7 +130,6 @@ class SnapshotReader:
         queues = sorted(parse.reply(replies[4], set))[:MAX_QUEUES]
         worker_ids = sorted(parse.reply(replies[5], set))[:MAX_WORKERS]
         runs = parse.reply(replies[6], list)
-        now_ms = int(secs) * 1000 + int(micros) // 1000
         pipe = client.pipeline(transaction=False)
         for queue in queues:
             pipe.zrange(keys.ready(queue), 0, 0)
