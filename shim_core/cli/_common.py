@@ -24,7 +24,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The modules of :mod:`shim_core.cli` that define commands, and which one defines each command
 #: (imported when the command is first looked up). A command missing here still works: an
 #: unknown name imports every command module.
-COMMAND_MODULE_NAMES = ("fleet", "runs", "events", "metrics", "dashboard")
 #: Every command: the module that defines it and the line ``shim --help`` shows for it (its
 #: ``short_help``), so that listing the commands imports none of their modules.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "workers": ("fleet", "List the workers: status, statistics and the tasks they hold."),
 }
 COMMAND_MODULES: dict[str, str] = {name: module for name, (module, _) in COMMANDS.items()}
+COMMAND_MODULE_NAMES: tuple[str, ...] = tuple(dict.fromkeys(COMMAND_MODULES.values()))
 
 
 _REDIS_HELP = (
