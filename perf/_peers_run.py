@@ -36,6 +36,8 @@ import redis
 from _peers_systems import DRIVERS, QUEUE, System
 from peers_setup import node_modules
 
+from shim_core.keys import Keys
+
 RECORD = struct.Struct("<dd")
 _POLL_S = 0.01
 _SETTLE_S = 0.1
@@ -331,14 +333,18 @@ def shim_state(url: str) -> dict[str, Any]:
     complete and the first 20 of them): whether a task was left pending, held, or ran and was
     not recorded."""
     client = redis.Redis.from_url(url, decode_responses=True)
-    prefix = "shim:{" + QUEUE + "}:"
+    keys = Keys(QUEUE)
     try:
-        counts = client.hgetall(f"{prefix}counts")
-        unfinished = {}
-        for key in client.scan_iter(match=f"{prefix}task:*", count=1000):
-            fields = client.hmget(key, "status", "attempts", "worker_id", "claimed_at", "seq")
-            if fields[0] != "complete":
-                unfinished[key.removeprefix(prefix)] = fields
+        counts = client.hgetall(keys.counts)
+        found = list(client.scan_iter(match=keys.task_pattern(), count=1000))
+        pipe = client.pipeline(transaction=False)
+        for key in found:
+            pipe.hmget(key, "status", "attempts", "worker_id", "claimed_at", "seq")
+        unfinished = {
+            key.removeprefix(keys.prefix): fields
+            for key, fields in zip(found, pipe.execute(), strict=True)
+            if fields[0] != "complete"
+        }
         first = dict(sorted(unfinished.items(), key=lambda item: int(item[1][4] or 0))[:20])
         return {"counts": counts, "unfinished": len(unfinished), "first_unfinished": first}
     finally:
