@@ -384,9 +384,9 @@ def _first_command_refusal(
         return RefusedConnection("refused", str(exc))
     if not isinstance(exc, redis.ConnectionError) or "max number of clients" in str(exc):
         return None
-    cause = exc.__context__
     if answered_before:
         return None
+    cause = exc.__context__
     if tls and isinstance(cause, ssl.SSLError):  # closed right after the handshake
         return RefusedConnection("tls-client-cert", str(getattr(cause, "reason", None) or cause))
     if not tls and isinstance(cause, ConnectionResetError | BrokenPipeError):

@@ -347,7 +347,7 @@ class Scripts:
             self._refused(reply)
         elif isinstance(reply, Exception):
             raise reply
-        if function:
+        if function and self._found_existing:
             self._found_existing = False
         return [reply, replies[-1]] if after else reply
 
