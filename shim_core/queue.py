@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 import attrs
@@ -267,12 +268,11 @@ class TaskQueue:
         if len(prepared) > ADD_CHUNK:  # one script validates its own chunk; check the rest first
             self._check_existing(prepared)
         fixed = [self.keys.seq, self.keys.queues, self.keys.waiting]
-        chunks = [
-            [self.keys.prefix, "[" + ",".join(encoded[i : i + ADD_CHUNK]) + "]"]
-            for i in range(0, len(encoded), ADD_CHUNK)
-        ]
-        if run is not None:
-            chunks[0] += list(run)
+        chunks: list[list[str]] = []
+        for i in range(0, len(encoded), ADD_CHUNK):
+            head = list(run) if run is not None and i == 0 else ["", ""]
+            tasks = chain.from_iterable(encoded[i : i + ADD_CHUNK])
+            chunks.append([self.keys.prefix, *head, *tasks])
         replies = self.scripts.call_many("add", fixed, chunks)
         for reply in replies:
             if reply[0] < 0:
@@ -307,11 +307,24 @@ class TaskQueue:
             changes["signature"] = self.signer.sign(task, changes)
         return evolve_task(task, changes)
 
-    def _encode(self, task: Task) -> str:
-        data = compact_json(task_to_hash(task, compact=True))
-        if len(data) > self.settings.max_payload_bytes:
-            raise PayloadTooLarge(task.id, len(data), self.settings.max_payload_bytes)
-        return data
+    def _encode(self, task: Task) -> list[str]:
+        """The arguments of ``task`` for the add script: a head (number of fields, id, type,
+        priority, assigned worker, dependencies) the script reads, then the hash's fields and
+        values, which it writes as they are."""
+        stored = task_to_hash(task, compact=True)
+        size = sum(map(len, stored)) + sum(map(len, stored.values()))
+        if size > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(task.id, size, self.settings.max_payload_bytes)
+        head = [
+            str(len(stored)),
+            stored["id"],
+            stored["type"],
+            stored["priority"],
+            stored.get("assigned_to", ""),
+            stored.get("dependencies", ""),
+        ]
+        head.extend(chain.from_iterable(stored.items()))
+        return head
 
     def _check_existing(self, tasks: list[Task]) -> None:
         """One round trip: a multi-key EXISTS per 1,000 new ids (all zero in the normal case)

@@ -197,12 +197,27 @@ local function leave(prefix, id, status, queue, ttype)
   bump(prefix, status .. ':' .. ttype, -1)
 end
 
--- Put a task in the state set of `status` (score: ready order, deadline, due or finish time).
+-- The state-set side of a task entering `status` (score: ready order, deadline, due or finish
+-- time): the set, the per-type count and, when pending, the queue's wake marker. The caller
+-- writes the status field. `deferred`: a sorted set's ZADD waits for flush(), where a batch
+-- shares one.
+local function enter_set(prefix, id, status, queue, ttype, score, deferred)
+  local key = state_key(prefix, status, queue)
+  if status == 'waiting' then
+    rcall('SADD', key, id)
+  elseif deferred then
+    defer_zadd(key, score, id)
+  else
+    rcall('ZADD', key, score, id)
+  end
+  bump(prefix, status .. ':' .. ttype, 1)
+  if status == 'pending' then wake(prefix .. 'wake:' .. queue) end
+end
+
+-- Put a task in the state set of `status` and write its status field.
 -- `more`: further {field, value, ...} of the task hash, written in the same HSET as its status.
 local function enter(prefix, id, status, queue, ttype, score, more)
-  local key = state_key(prefix, status, queue)
-  if status == 'waiting' then rcall('SADD', key, id) else rcall('ZADD', key, score, id) end
-  bump(prefix, status .. ':' .. ttype, 1)
+  enter_set(prefix, id, status, queue, ttype, score, false)
   if status == 'pending' then -- when it became claimable: where its claim latency starts
     more = more or {}
     table.insert(more, 'ready_at')
@@ -213,7 +228,6 @@ local function enter(prefix, id, status, queue, ttype, score, more)
   else
     rcall('HSET', prefix .. 'task:' .. id, 'status', status)
   end
-  if status == 'pending' then wake(prefix .. 'wake:' .. queue) end
 end
 
 -- Publish a ProgressEvent (JSON) on prefix .. 'task:' .. etype when the script ends. `tail` is

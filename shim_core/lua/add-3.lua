@@ -3,80 +3,105 @@
 -- KEYS[2] queues     set of queue names
 -- KEYS[3] waiting    set of tasks with incomplete dependencies
 -- ARGV[1] prefix     'shim:{ns}:'
--- ARGV[2] tasks      JSON array of task hashes (string -> string), dependencies first
--- ARGV[3] run id     (optional) the run these tasks belong to: its record is written with them
--- ARGV[4] run        (optional) JSON object of the run record's fields (created_at is added)
+-- ARGV[2] run id     the run these tasks belong to ('': none): its record is written with them
+-- ARGV[3] run        JSON object of the run record's fields (created_at is added), or ''
+-- ARGV[4...]         the tasks, dependencies first, each as: n, id, type, priority, assigned
+--                    worker ('': none), dependencies (JSON array, '': none), then the n field /
+--                    value pairs of its hash. Flat arguments, not JSON: the pairs go to HSET as
+--                    they came, and nothing is decoded but dependencies.
 -- Builds: task:<id>, dependents:<dep>, ready:<queue>, wake:<queue>, counts, run:<id>, runs
 -- Returns: {n tasks added, server ms}, or {code, task_id, detail}: DUPLICATE, MISSING_DEPENDENCY
 -- Events: none (a task is announced when it starts; the counts show it queued)
+local HEAD = 6 -- n, id, type, priority, assigned, dependencies
 local prefix = ARGV[1]
-local tasks = cjson.decode(ARGV[2])
-
-local in_batch = {}
-for _, t in ipairs(tasks) do
-  if in_batch[t.id] or rcall('EXISTS', prefix .. 'task:' .. t.id) == 1 then
-    return {DUPLICATE, t.id, ''}
-  end
-  in_batch[t.id] = true
+local starts = {} -- the ARGV index of each task's n
+local i = 4
+while i <= #ARGV do
+  table.insert(starts, i)
+  i = i + HEAD + 2 * tonumber(ARGV[i])
 end
+local count = #starts
+
+-- The first task whose id repeats one before it or names an existing task.
+local in_batch, keys, repeated = {}, {}, nil
+for n, at in ipairs(starts) do
+  local id = ARGV[at + 1]
+  if in_batch[id] and not repeated then repeated = n end
+  in_batch[id] = true
+  keys[n] = prefix .. 'task:' .. id
+end
+if rcall('EXISTS', unpack(keys)) > 0 then -- one call for the batch; the culprit only if any
+  for n = 1, repeated or count do
+    if rcall('EXISTS', keys[n]) == 1 then repeated = n break end
+  end
+end
+if repeated then return {DUPLICATE, ARGV[starts[repeated] + 1], ''} end
+
 local deps_of = {} -- task index -> its dependencies (decoded once; most tasks have none)
-for n, t in ipairs(tasks) do
-  if t.dependencies then
-    deps_of[n] = cjson.decode(t.dependencies)
+for n, at in ipairs(starts) do
+  if ARGV[at + 5] ~= '' then
+    deps_of[n] = cjson.decode(ARGV[at + 5])
     for _, dep in ipairs(deps_of[n]) do
       if not in_batch[dep] and rcall('EXISTS', prefix .. 'task:' .. dep) == 0 then
-        return {MISSING_DEPENDENCY, t.id, dep}
+        return {MISSING_DEPENDENCY, ARGV[at + 1], dep}
       end
     end
   end
 end
 
-local now = now_ms()
-local top = rcall('INCRBY', KEYS[1], #tasks) -- the FIFO sequence numbers of the whole batch
+-- Numbers go to Redis as strings made here: Redis formats a Lua number with '%.17g', which
+-- costs several times string.format('%d').
+local now = string.format('%d', now_ms())
+local top = rcall('INCRBY', KEYS[1], count) -- the FIFO sequence numbers of the whole batch
 local known = {}
-for n, t in ipairs(tasks) do
-  local key = prefix .. 'task:' .. t.id
+for n, at in ipairs(starts) do
+  local id, ttype, assigned = ARGV[at + 1], ARGV[at + 2], ARGV[at + 4]
   local left, doomed = 0, nil
   for _, dep in ipairs(deps_of[n] or {}) do
     local st = rcall('HGET', prefix .. 'task:' .. dep, 'status')
     if st == 'failed' or st == 'cancelled' then doomed = dep end
     if st ~= 'complete' then
       left = left + 1
-      rcall('SADD', prefix .. 'dependents:' .. dep, t.id)
+      rcall('SADD', prefix .. 'dependents:' .. dep, id)
     end
   end
-  local seq = top - #tasks + n
-  local fields = {'seq', seq, 'created_at', now, 'deps_left', left}
-  for k, v in pairs(t) do
-    table.insert(fields, k)
-    table.insert(fields, v)
-  end
-  local queue = home_queue(prefix, t.id, t.type, t.assigned_to)
+  local seq = top - count + n
+  local seq_s = string.format('%d', seq)
+  local left_s = left == 0 and '0' or string.format('%d', left)
+  local queue = home_queue(prefix, id, ttype, assigned)
   if not known[queue] then
     known[queue] = true
     rcall('SADD', KEYS[2], queue)
   end
+  local first, last = at + HEAD, at + HEAD - 1 + 2 * tonumber(ARGV[at])
+  local key = keys[n]
   if doomed then
     local result = cjson.encode({success = false, error = 'dependency ' .. doomed .. ' failed'})
-    table.insert(fields, 'result')
-    table.insert(fields, result)
-    table.insert(fields, 'completed_at')
-    table.insert(fields, now)
-    enter(prefix, t.id, 'cancelled', nil, t.type, now, fields)
+    enter_set(prefix, id, 'cancelled', nil, ttype, now, true)
+    rcall('HSET', key, 'status', 'cancelled', 'seq', seq_s, 'created_at', now, 'deps_left', left_s,
+          'result', result, 'completed_at', now, unpack(ARGV, first, last))
   elseif left > 0 then
-    enter(prefix, t.id, 'waiting', queue, t.type, 0, fields)
+    enter_set(prefix, id, 'waiting', queue, ttype, 0, true)
+    rcall('HSET', key, 'status', 'waiting', 'seq', seq_s, 'created_at', now, 'deps_left', left_s,
+          unpack(ARGV, first, last))
   else
-    enter(prefix, t.id, 'pending', queue, t.type, ready_score(t.priority, seq), fields)
+    local score = string.format('%d', ready_score(ARGV[at + 3], seq))
+    enter_set(prefix, id, 'pending', queue, ttype, score, true)
+    rcall('HSET', key, 'status', 'pending', 'seq', seq_s, 'created_at', now, 'deps_left', left_s,
+          'ready_at', now, unpack(ARGV, first, last))
+  end
+  if assigned ~= '' and queue == ttype then -- its worker has left: any worker may claim it
+    rcall('HDEL', key, 'assigned_to')
   end
 end
-local run = ARGV[3]
-if run and run ~= '' then
+local run = ARGV[2]
+if run ~= '' then
   local fields = {'created_at', now}
-  for k, v in pairs(cjson.decode(ARGV[4])) do
+  for k, v in pairs(cjson.decode(ARGV[3])) do
     table.insert(fields, k)
     table.insert(fields, v)
   end
   rcall('HSET', prefix .. 'run:' .. run, unpack(fields))
   rcall('ZADD', prefix .. 'runs', now, run)
 end
-return {#tasks, now}
+return {count, now_ms()}

@@ -12,9 +12,11 @@ from shim_core import (
     TaskContext,
     TaskStatus,
     ValidationError,
+    WorkerRegistration,
 )
 from shim_core.doctor import check_invariants
 from shim_core.queue import ADD_CHUNK, TaskQueue
+from shim_core.registry import WorkerRegistry
 
 
 def test_added_task_is_pending_with_queue_defaults(shim_queue):
@@ -200,3 +202,21 @@ def test_a_run_record_is_written_by_the_script_that_adds_its_tasks(shim_queue):
     fields = shim_queue.run_fields("r2")
     assert fields == {"name": "ok", "created_at": str(created_ms)}
     assert shim_queue.latest_run_id() == "r2"
+
+
+def test_task_for_a_worker_that_left_goes_to_any_worker(shim_connection, shim_settings, shim_queue):
+    """A task added for a worker that has gone offline is stored without its target, in the
+    queue of its type, where any worker claims it (not left naming a worker that will never
+    come back)."""
+    registry = WorkerRegistry(shim_connection, shim_settings)
+    registry.register_worker(WorkerRegistration(id="gone"), heartbeat_interval=1.0)
+    registry.register_worker(WorkerRegistration(id="here"), heartbeat_interval=1.0)
+    registry.unregister_worker("gone")
+    shim_queue.add_many(
+        [Task(id="orphan", assigned_to="gone"), Task(id="kept", assigned_to="here")]
+    )
+    assert shim_queue.get("orphan").assigned_to is None
+    assert shim_queue.get("kept").assigned_to == "here"
+    claimed = shim_queue.claim(["code"], worker_id="other", count=2)
+    assert [c.task.id for c in claimed] == ["orphan"]
+    assert check_invariants(shim_queue.client, shim_queue.keys) == []
