@@ -7,6 +7,7 @@ every other field as JSON, ``None`` fields left out.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import json
@@ -179,6 +180,12 @@ def _stored(value: Any, raw: bool) -> str:
         return repr(value)  # the JSON of a number, without json.dumps' overhead
     if isinstance(value, enum.Enum):
         return str(value.value) if raw else json.dumps(value.value)
+    if (kind is dict or kind is list) and not raw:
+        # Plain JSON (a task's params, mostly) encodes as it is: what json accepts, the
+        # converter would hand it unchanged. Anything else (bytes, datetimes, attrs values)
+        # makes json refuse, and goes through the converter.
+        with contextlib.suppress(TypeError, ValueError):
+            return compact_json(value)
     plain = converter.unstructure(value)
     return str(plain) if raw else compact_json(plain)
 
