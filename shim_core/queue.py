@@ -271,8 +271,8 @@ class TaskQueue:
         chunks: list[list[str]] = []
         for i in range(0, len(encoded), ADD_CHUNK):
             head = list(run) if run is not None and i == 0 else ["", ""]
-            tasks = chain.from_iterable(encoded[i : i + ADD_CHUNK])
-            chunks.append([self.keys.prefix, *head, *tasks])
+            flat = chain.from_iterable(encoded[i : i + ADD_CHUNK])
+            chunks.append([self.keys.prefix, *head, *flat])
         replies = self.scripts.call_many("add", fixed, chunks)
         for reply in replies:
             if reply[0] < 0:
