@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from importlib import resources
 
-from shim_core.scripts import library_for, sources
+import pytest
+import redis
+from redis.connection import Encoder, PythonRespSerializer
+
+from shim_core.scripts import _packed, library_for, sources
 
 LIB = """-- header
 local rcall = redis.call
@@ -44,3 +48,20 @@ def test_every_script_is_smaller_than_the_library_and_keeps_flush() -> None:
         prelude = src.source.split("\nlocal function main()")[0]
         assert len(prelude) < len(lib), verb
         assert "local function flush()" in prelude, verb
+
+
+def test_direct_calls_pack_their_commands_as_redis_py_does() -> None:
+    """The bytes a direct call sends are those redis-py would send, for every argument shape
+    SHIM passes (strings, non-ASCII text, bytes, ints, floats), whichever packer it uses."""
+    commands = [
+        ["BZPOPMIN", "shim:{n}:wake:code", 1.5],
+        ["EVALSHA", "a" * 40, 2, "k1", "k2", "é", b"\x00raw", 10**20, 0.1, -3, ""],
+    ]
+    python_packer = PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode)
+    for conn in (redis.Connection(), redis.Connection(command_packer=python_packer)):
+        assert b"".join(_packed(conn, commands)) == b"".join(conn.pack_commands(commands))
+
+
+def test_direct_calls_refuse_an_unsendable_argument_as_redis_py_does() -> None:
+    with pytest.raises(redis.DataError):
+        _packed(redis.Connection(), [["EVALSHA", "a" * 40, 0, None]])
