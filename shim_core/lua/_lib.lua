@@ -27,6 +27,7 @@ local function new_acc()
 end
 local acc = new_acc()
 
+-- map[key], set to `init` (a number: nothing is made per call) the first time, keys in order.
 local function once(map, order, key, init)
   local v = map[key]
   if v == nil then
@@ -37,12 +38,35 @@ local function once(map, order, key, init)
   return v
 end
 
+-- map[key], a new list the first time.
+local function once_list(map, order, key)
+  local v = map[key]
+  if v == nil then
+    v = {}
+    map[key] = v
+    table.insert(order, key)
+  end
+  return v
+end
+
+-- An integer as the string Redis and JSON take. Given a Lua number, Redis formats it with
+-- '%.17g' and cjson with '%.14g': a printf of a double, several times the cost of '%d'.
+local function istr(n)
+  return string.format('%d', n)
+end
+
 local function now_ms()
   if acc.now then return acc.now end
   local t = rcall('TIME')
   acc.now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   acc.now = math.floor(acc.now_us / 1000)
   return acc.now
+end
+
+-- now_ms() as a string, formatted once per call.
+local function now_text()
+  if not acc.now_s then acc.now_s = istr(now_ms()) end
+  return acc.now_s
 end
 
 -- `n` fresh fencing tokens: returns `base`, the tokens are base + 1 .. base + n. Each is larger
@@ -55,7 +79,7 @@ local function next_tokens(prefix, n)
   now_ms()
   local key = prefix .. 'fence'
   local base = math.max(tonumber(rcall('GET', key) or '0') or 0, acc.now_us)
-  rcall('SET', key, string.format('%d', base + n))
+  rcall('SET', key, istr(base + n))
   return base
 end
 
@@ -85,11 +109,11 @@ end
 
 -- Sorted-set moves of finished work, sent as one ZREM / ZADD per key.
 local function defer_zrem(key, member)
-  table.insert(once(acc.zrem, acc.zorder, key, {}), member)
+  table.insert(once_list(acc.zrem, acc.zorder, key), member)
 end
 
 local function defer_zadd(key, score, member)
-  local list = once(acc.zadd, acc.zorder, key, {})
+  local list = once_list(acc.zadd, acc.zorder, key)
   table.insert(list, score)
   table.insert(list, member)
 end
@@ -109,20 +133,20 @@ local function flush()
   end
   for _, field in ipairs(acc.count_order) do
     local n = acc.counts[field]
-    if n ~= 0 then rcall('HINCRBY', prefix .. 'counts', field, n) end
+    if n ~= 0 then rcall('HINCRBY', prefix .. 'counts', field, istr(n)) end
   end
   for _, ttype in ipairs(acc.history_order) do
     local h = acc.history[ttype]
-    rcall('HINCRBY', prefix .. 'history', ttype .. ':n', h[1])
-    rcall('HINCRBY', prefix .. 'history', ttype .. ':ms', h[2])
+    rcall('HINCRBY', prefix .. 'history', ttype .. ':n', istr(h[1]))
+    rcall('HINCRBY', prefix .. 'history', ttype .. ':ms', istr(h[2]))
   end
   for _, worker in ipairs(acc.worker_order) do
     local w = acc.workers[worker]
     local wkey = prefix .. 'worker:' .. worker
     local cur = rcall('HMGET', wkey, 'id', 'current_task')
     if cur[1] then -- registered (a hash without its id is a leftover: never recreated here)
-      for field, n in pairs(w.fields) do rcall('HINCRBY', wkey, field, n) end
-      if w.duration > 0 then rcall('HINCRBY', wkey, 'total_duration', w.duration) end
+      for field, n in pairs(w.fields) do rcall('HINCRBY', wkey, field, istr(n)) end
+      if w.duration > 0 then rcall('HINCRBY', wkey, 'total_duration', istr(w.duration)) end
       if cur[2] and w.done[cur[2]] then rcall('HDEL', wkey, 'current_task') end
     end
   end
@@ -131,8 +155,8 @@ local function flush()
     if n > 0 then
       local members = {}
       for i = 1, n do
-        table.insert(members, 0)
-        table.insert(members, tostring(i))
+        table.insert(members, '0')
+        table.insert(members, istr(i))
       end
       rcall('ZADD', key, unpack(members))
     else
@@ -143,13 +167,13 @@ local function flush()
   if n > 0 then
     -- One id counter step and one message per channel: a batch of events on a channel is
     -- published as a JSON array of events (a single one as the event itself).
-    local last = rcall('INCRBY', prefix .. 'evseq', n)
+    local last = rcall('INCRBY', prefix .. 'evseq', istr(n))
     local channels, order = {}, {}
     for i, e in ipairs(acc.events) do
-      e.body.id = tostring(last - n + i)
+      e.body.id = istr(last - n + i)
       local json = cjson.encode(e.body)
       if e.tail then json = string.sub(json, 1, -2) .. ',' .. e.tail .. '}' end
-      table.insert(once(channels, order, e.channel, {}), json)
+      table.insert(once_list(channels, order, e.channel), json)
     end
     local durable = {}
     for _, channel in ipairs(order) do
@@ -230,6 +254,15 @@ local function enter(prefix, id, status, queue, ttype, score, more)
   end
 end
 
+-- The event members '"timestamp":<now>' (and ',"attempt":<n>' when known) as raw JSON, and
+-- `tail` after them: formatted as integers here (see istr), not by cjson.
+local function event_numbers(now, attempt, tail)
+  local json = '"timestamp":' .. (now == acc.now and now_text() or istr(now))
+  if attempt then json = json .. ',"attempt":' .. istr(attempt) end
+  if tail then json = json .. ',' .. tail end
+  return json
+end
+
 -- Publish a ProgressEvent (JSON) on prefix .. 'task:' .. etype when the script ends. `tail` is
 -- raw JSON members spliced in as-is (e.g. '"completion":{...}'), so stored JSON is never
 -- decoded and re-encoded.
@@ -237,10 +270,9 @@ local function emit(prefix, etype, id, worker, status, attempt, now, tail)
   acc.prefix = prefix
   -- Totals per event type (counts field 'event:<type>', read by the metrics), progress aside.
   if etype ~= 'progress' then bump(prefix, 'event:' .. etype, 1) end
-  table.insert(acc.events, {channel = prefix .. 'task:' .. etype, tail = tail, body = {
-    type = etype, task_id = id, worker_id = worker or '',
-    status = status, attempt = attempt, timestamp = now,
-  }})
+  table.insert(acc.events, {channel = prefix .. 'task:' .. etype,
+    tail = event_numbers(now, attempt, tail),
+    body = {type = etype, task_id = id, worker_id = worker or '', status = status}})
 end
 
 -- The queue a task becomes pending in: its worker's own queue, unless that worker is known to
@@ -339,9 +371,8 @@ end
 -- Publish a worker event on prefix .. 'worker:' .. etype when the script ends.
 local function emit_worker(prefix, etype, worker, now, tail)
   acc.prefix = prefix
-  table.insert(acc.events, {channel = prefix .. 'worker:' .. etype, tail = tail, body = {
-    type = etype, worker_id = worker, timestamp = now,
-  }})
+  table.insert(acc.events, {channel = prefix .. 'worker:' .. etype,
+    tail = event_numbers(now, nil, tail), body = {type = etype, worker_id = worker}})
 end
 
 -- A lease was lost without the worker reporting (stall, crash): back to pending with a stall
@@ -402,7 +433,11 @@ end
 local function count_for_worker(prefix, worker, id, field, duration)
   if not worker or worker == '' then return end
   acc.prefix = prefix
-  local w = once(acc.workers, acc.worker_order, worker, {fields = {}, duration = 0, done = {}})
+  local w = acc.workers[worker]
+  if w == nil then
+    w = {fields = {}, duration = 0, done = {}}
+    once(acc.workers, acc.worker_order, worker, w)
+  end
   w.fields[field] = (w.fields[field] or 0) + 1
   if duration then w.duration = w.duration + duration end
   w.done[id] = true
@@ -411,7 +446,7 @@ end
 -- Count a finished execution of type `ttype` that took `took` ms (the estimates' history).
 local function add_history(prefix, ttype, took)
   acc.prefix = prefix
-  local h = once(acc.history, acc.history_order, ttype, {0, 0})
+  local h = acc.history[ttype] or once(acc.history, acc.history_order, ttype, {0, 0})
   h[1] = h[1] + 1
   h[2] = h[2] + took
 end
@@ -458,9 +493,15 @@ end
 local LOOKAHEAD = 20
 
 -- A task hash as HGETALL returns it ({field, value, ...}) turned into a table.
-local function to_map(flat)
+-- The fields claiming reads, of a task hash as HGETALL returns it (a map of the whole hash
+-- would grow and rehash its table several times per task).
+local CLAIM_FIELDS = {type = true, executor = true, agent = true, assigned_to = true,
+                      run_id = true, attempts = true}
+local function claim_view(flat)
   local h = {}
-  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  for i = 1, #flat, 2 do
+    if CLAIM_FIELDS[flat[i]] then h[flat[i]] = flat[i + 1] end
+  end
   return h
 end
 
@@ -535,7 +576,7 @@ local function head_claimable(prefix, rkey, want, policy, now)
     for i = 1, #items, 2 do
       local id = items[i]
       local flat = rcall('HGETALL', prefix .. 'task:' .. id)
-      local h = to_map(flat)
+      local h = claim_view(flat)
       local verdict
       if not h.type then
         rcall('ZREM', rkey, id) -- an id without its task (removed by hand): not claimable
@@ -609,20 +650,20 @@ local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease,
   if #chosen > 0 then
     local top = next_tokens(prefix, #chosen) + #chosen
     local deadline = now + lease
-    local taken, active = {}, {}
+    local taken, order, active = {}, {}, {}
+    local deadline_s = istr(deadline)
     for i, c in ipairs(chosen) do
       local token = top - #chosen + i
       local attempt = tonumber(c.h.attempts or '0') + 1
       local key = prefix .. 'task:' .. c.id
-      table.insert(once(taken, {}, c.q, {}), c.id)
-      table.insert(active, deadline)
+      table.insert(once_list(taken, order, c.q), c.id)
+      table.insert(active, deadline_s)
       table.insert(active, c.id)
       bump(prefix, 'pending:' .. c.h.type, -1)
       bump(prefix, status .. ':' .. c.h.type, 1)
-      local fields = {'status', status, 'lease', string.format('%d', token), 'worker_id', worker,
-                      'claimed_at', string.format('%d', now),
-                      'lease_deadline', string.format('%d', deadline), 'progress', '0',
-                      'progress_message', '', 'attempts', string.format('%d', attempt)}
+      local fields = {'status', status, 'lease', istr(token), 'worker_id', worker,
+                      'claimed_at', now_text(), 'lease_deadline', deadline_s, 'progress', '0',
+                      'progress_message', '', 'attempts', istr(attempt)}
       rcall('HSET', key, unpack(fields))
       if status == 'running' then emit(prefix, 'started', c.id, worker, status, attempt, now) end
       -- The reply is the hash as read plus the fields just written (later pairs win).
@@ -634,7 +675,7 @@ local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease,
     for q, ids in pairs(taken) do chunked('ZREM', ready[q], ids, 1000) end
     chunked('ZADD', prefix .. 'active', active, 1000)
     if has_worker then
-      rcall('HSET', wkey, 'current_task', chosen[#chosen].id, 'last_activity_at', now)
+      rcall('HSET', wkey, 'current_task', chosen[#chosen].id, 'last_activity_at', now_text())
     end
     for q, ids in pairs(taken) do
       if left[q] then left[q] = left[q] - #ids end
@@ -668,10 +709,10 @@ local function complete_task(prefix, id, token, result, cost)
   local took = now - tonumber(f[6])
   defer_zrem(prefix .. 'active', id)
   bump(prefix, f[1] .. ':' .. f[5], -1)
-  defer_zadd(prefix .. 'complete', now, id)
+  defer_zadd(prefix .. 'complete', now_text(), id)
   bump(prefix, 'complete:' .. f[5], 1)
-  rcall('HSET', key, 'status', 'complete', 'result', result, 'completed_at', now, 'progress', 1,
-        'actual_duration', took)
+  rcall('HSET', key, 'status', 'complete', 'result', result, 'completed_at', now_text(),
+        'progress', '1', 'actual_duration', istr(took))
   add_cost(prefix, f[7], cost)
   emit(prefix, 'completed', id, f[3], 'complete', tonumber(f[4]), now, '"completion":' .. result)
   count_for_worker(prefix, f[3], id, 'tasks_completed', took)

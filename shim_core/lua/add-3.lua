@@ -49,9 +49,7 @@ for n, at in ipairs(starts) do
   end
 end
 
--- Numbers go to Redis as strings made here: Redis formats a Lua number with '%.17g', which
--- costs several times string.format('%d').
-local now = string.format('%d', now_ms())
+local now = now_text()
 local top = rcall('INCRBY', KEYS[1], count) -- the FIFO sequence numbers of the whole batch
 local known = {}
 for n, at in ipairs(starts) do
@@ -66,8 +64,8 @@ for n, at in ipairs(starts) do
     end
   end
   local seq = top - count + n
-  local seq_s = string.format('%d', seq)
-  local left_s = left == 0 and '0' or string.format('%d', left)
+  local seq_s = istr(seq)
+  local left_s = left == 0 and '0' or istr(left)
   local queue = home_queue(prefix, id, ttype, assigned)
   if not known[queue] then
     known[queue] = true
@@ -85,7 +83,7 @@ for n, at in ipairs(starts) do
     rcall('HSET', key, 'status', 'waiting', 'seq', seq_s, 'created_at', now, 'deps_left', left_s,
           unpack(ARGV, first, last))
   else
-    local score = string.format('%d', ready_score(ARGV[at + 3], seq))
+    local score = istr(ready_score(ARGV[at + 3], seq))
     enter_set(prefix, id, 'pending', queue, ttype, score, true)
     rcall('HSET', key, 'status', 'pending', 'seq', seq_s, 'created_at', now, 'deps_left', left_s,
           'ready_at', now, unpack(ARGV, first, last))
