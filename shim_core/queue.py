@@ -45,11 +45,11 @@ from shim_core.models import FINAL_STATUSES, Claim, Task, TaskResult, TaskStatus
 from shim_core.scripts import Scripts
 from shim_core.serde import (
     compact_json,
-    dumps,
     evolve_task,
     finite,
     from_ms,
     loads,
+    result_json,
     server_ms,
     task_from_hash,
     task_to_hash,
@@ -128,7 +128,7 @@ class EncodedResult:
 
     @classmethod
     def of(cls, result: TaskResult | None) -> EncodedResult:
-        return cls(dumps(result or TaskResult(success=True)), _cost(result))
+        return cls(result_json(result or TaskResult(success=True)), _cost(result))
 
 
 @attrs.frozen
@@ -678,7 +678,7 @@ class TaskQueue:
         reply = self._recorded(
             "complete",
             [self.keys.task(task_id), self.keys.waiting],
-            [self.keys.prefix, task_id, token, dumps(result), _cost(result)],
+            [self.keys.prefix, task_id, token, result_json(result), _cost(result)],
         )
         raise_for_code(reply[0], task_id, token=token, detail=_status_detail(reply))
         return int(reply[1]) if reply[0] == 1 else 0
@@ -733,7 +733,7 @@ class TaskQueue:
                 self.keys.prefix,
                 task_id,
                 token,
-                dumps(result),
+                result_json(result),
                 repr(jitter),
                 "1" if permanent else "0",
                 _cost(result),
@@ -774,7 +774,7 @@ class TaskQueue:
                 reset,
                 int(cooldown_ms or self.settings.rate_limit_cooldown_ms),
                 MAX_COOLDOWN_MS,
-                dumps(result),
+                result_json(result),
                 _cost(result),
             ],
         )
