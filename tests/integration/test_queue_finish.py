@@ -45,6 +45,19 @@ def test_complete_records_result_and_duration(shim_queue):
     assert_consistent(shim_queue)
 
 
+def test_a_small_result_is_stored_without_its_defaults_and_decodes_whole(shim_queue):
+    """A result is stored without the fields at their default, so the finished task's hash
+    keeps Redis's compact encoding; reading it back gives the whole result."""
+    shim_queue.add(Task(id="a"))
+    claim = claim_one(shim_queue, "a")
+    result = TaskResult(success=True, output=7, duration_ms=2)
+    shim_queue.complete("a", claim.token, result)
+    key = shim_queue.keys.task("a")
+    assert shim_queue.client.hget(key, "result") == '{"success":true,"output":7,"duration_ms":2}'
+    assert shim_queue.client.object("encoding", key) in ("listpack", "ziplist")
+    assert shim_queue.get("a").result == result
+
+
 def test_stale_token_is_rejected_and_holder_completes(shim_queue):
     """A complete carrying an old lease is refused; the real holder's complete wins."""
     shim_queue.add(Task(id="a"))
