@@ -215,9 +215,7 @@ class Scripts:
         client: Any = None,
     ) -> Any:
         """Run script ``verb``; pass a pipeline as ``client`` to queue it instead."""
-        src, script = self._scripts[verb]
-        if len(keys) != src.nkeys and not (src.variadic and len(keys) >= src.nkeys):
-            raise TypeError(f"script {verb!r} takes {src.nkeys} keys, got {len(keys)}")
+        script = self._checked(verb, keys)
         if client is None and self._direct_ok:
             try:
                 return self._direct(verb, keys, args)
@@ -233,14 +231,28 @@ class Scripts:
             # between the two makes it forget again. Nothing ran: one more reload is safe.
             return script(keys=list(keys), args=list(args), client=target)
 
+    def _checked(self, verb: str, keys: Sequence[str]) -> Script:
+        src, script = self._scripts[verb]
+        if len(keys) != src.nkeys and not (src.variadic and len(keys) >= src.nkeys):
+            raise TypeError(f"script {verb!r} takes {src.nkeys} keys, got {len(keys)}")
+        return script
+
     def call_many(
         self, verb: str, keys: Sequence[str], calls: Sequence[Sequence[Any]]
     ) -> list[Any]:
-        """Run script ``verb`` once per argument list of ``calls``, in one round trip where a
-        pipeline can carry scripts (a single call goes straight: a pipeline would first send
-        SCRIPT EXISTS); a cluster client's pipelines refuse EVALSHA, so it makes one call each."""
+        """Run script ``verb`` once per argument list of ``calls``, in one round trip: written
+        together on this thread's connection (see :meth:`call`), else on a pipeline, which
+        loads the script if the server lost it (a pipeline would first send SCRIPT EXISTS, so a
+        single call goes straight). A cluster client's pipelines refuse EVALSHA: it makes one
+        call each."""
         if len(calls) == 1 or not self._pipelines:
             return [self.call(verb, keys, args) for args in calls]
+        self._checked(verb, keys)
+        if self._direct_ok:
+            try:
+                return self._direct_calls(verb, keys, calls)
+            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
+                pass  # the pipeline reconnects, retries and loads the script
         pipe = self._client.pipeline(transaction=False)
         for args in calls:
             self.call(verb, keys, args, client=pipe)
@@ -322,15 +334,29 @@ class Scripts:
         before: Sequence[Any] = (),
         after: Sequence[Any] = (),
     ) -> Any:
-        """FCALL (EVALSHA where the server has no library) on a pooled connection, after
-        command ``before`` in the same write; every reply is read before the connection goes
-        back to the pool. With a command ``after``, returns [the script's reply, that
-        command's reply]. Raises NoScriptError when the server lost the function (or the
-        script): the caller's fallback then runs it by EVALSHA, loading it if need be."""
+        """FCALL (EVALSHA where the server has no library) on this thread's connection, after
+        command ``before`` in the same write. With a command ``after``, returns [the script's
+        reply, that command's reply]. Raises NoScriptError when the server lost the function
+        (or the script): the caller's fallback then runs it by EVALSHA, loading it if need
+        be."""
+        replies = self._direct_calls(verb, keys, [args], before, after)
+        return replies if after else replies[0]
+
+    def _direct_calls(
+        self,
+        verb: str,
+        keys: Sequence[str],
+        calls: Sequence[Sequence[Any]],
+        before: Sequence[Any] = (),
+        after: Sequence[Any] = (),
+    ) -> list[Any]:
+        """The calls of :meth:`_direct`, one per argument list of ``calls``, in one write, every
+        reply read: the scripts' replies in order, then the reply of ``after`` if any. The
+        first script that failed raises (the rest still ran, as in a pipeline)."""
         function = self.functions().get(verb)
         call = ["FCALL", function] if function else ["EVALSHA", self._scripts[verb][1].sha]
         commands = [list(before)] if before else []
-        commands.append([*call, len(keys), *keys, *args])
+        commands.extend([*call, len(keys), *keys, *args] for args in calls)
         if after:
             commands.append(list(after))
         conn = self._held.connection(self._client.connection_pool)
@@ -347,14 +373,15 @@ class Scripts:
         finally:
             if not done:  # broken, or replies left unread: never used again
                 self._held.drop()
-        reply = replies[-2] if after else replies[-1]
-        if function and isinstance(reply, Exception):
-            self._refused(reply)
-        elif isinstance(reply, Exception):
-            raise reply
+        replies = replies[1:] if before else replies
+        for reply in replies[: len(calls)]:
+            if function and isinstance(reply, Exception):
+                self._refused(reply)
+            elif isinstance(reply, Exception):
+                raise reply
         if function and self._found_existing:
             self._found_existing = False
-        return [reply, replies[-1]] if after else reply
+        return replies
 
     def _refused(self, error: Exception) -> NoReturn:
         """Raise for an FCALL that failed: NoScriptError (the caller runs the call by EVALSHA)

@@ -193,7 +193,7 @@ def _stored(value: Any, raw: bool) -> str:
         return repr(value)  # the JSON of a number, without json.dumps' overhead
     if isinstance(value, enum.Enum):
         return str(value.value) if raw else json.dumps(value.value)
-    if (kind is dict or kind is list) and not raw:
+    if (kind is dict or kind is tuple or kind is list) and not raw:
         # Plain JSON (a task's params, mostly) encodes as it is: what json accepts, the
         # converter would hand it unchanged. Anything else (bytes, datetimes, attrs values)
         # makes json refuse, and goes through the converter.

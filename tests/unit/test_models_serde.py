@@ -123,6 +123,12 @@ def test_params_encode_as_the_converter_encodes_them(params: dict[str, object]) 
     assert stored == json.dumps(serde.converter.unstructure(params), separators=(",", ":"))
 
 
+def test_dependencies_encode_as_the_converter_encodes_them() -> None:
+    stored = task_to_hash(Task(id="p", dependencies=("a", "b.c")))["dependencies"]
+
+    assert stored == '["a","b.c"]'
+
+
 def test_strings_that_look_like_json_survive_the_round_trip() -> None:
     """A title like ``null`` or ``[1]`` stays a string (bare strings are never JSON-decoded)."""
     task = Task(id="t", title="null", description="[1]", executor="42", progress_message='"q"')
