@@ -72,3 +72,13 @@ def test_a_killed_connection_is_replaced(shim_queue: TaskQueue) -> None:
     now = {c["id"] for c in client.client_list() if c["cmd"] in ("evalsha", "fcall")}
     assert now
     assert not now & ours
+
+
+def test_calls_written_together_reload_a_script_the_server_lost(shim_queue: TaskQueue) -> None:
+    """A batch of script calls (an add of more than 1,000 tasks) goes out in one write; when
+    the server has forgotten the script, nothing ran and the batch goes again on a pipeline,
+    which loads it."""
+    shim_queue.add(Task(id="first"))
+    shim_queue.client.script_flush()
+    shim_queue.add_many([Task(id=f"t{n}") for n in range(2500)])
+    assert shim_queue.stats().pending == 2501
