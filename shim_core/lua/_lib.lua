@@ -492,7 +492,6 @@ end
 -- Tasks a claim looks at past the head of a queue for one this worker may take.
 local LOOKAHEAD = 20
 
--- A task hash as HGETALL returns it ({field, value, ...}) turned into a table.
 -- The fields claiming reads, of a task hash as HGETALL returns it (a map of the whole hash
 -- would grow and rehash its table several times per task).
 local CLAIM_FIELDS = {type = true, executor = true, agent = true, assigned_to = true,
