@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import cattrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shim_core import serde
 from shim_core.errors import ConfigError, CorruptTask, ShimError, TaskError
@@ -499,3 +501,26 @@ def test_non_finite_numbers_from_json_are_refused(word: str) -> None:
     assert finite("0.25") == 0.25
     with pytest.raises(ValueError, match="not a finite number"):
         finite(word.lower())
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(_JSON)
+def test_compact_json_is_json_dumps_with_compact_separators(value: object) -> None:
+    """The encoder made once gives the string json.dumps gives (signatures depend on it)."""
+    assert serde.compact_json(value) == json.dumps(value, separators=(",", ":"))
+
+
+def test_compact_json_refuses_what_json_refuses() -> None:
+    for value in ({"s": {1}}, b"raw", object()):
+        with pytest.raises(TypeError):
+            serde.compact_json(value)
