@@ -29,6 +29,7 @@ from pytest_shim.server import (
     SentinelServer,
     find_redis_server,
     replica_in_sync,
+    replication_info,
     sentinel_url,
 )
 from shim_core.bus import MessageBus
@@ -39,6 +40,9 @@ from shim_core.queue import TaskQueue
 from shim_core.redact import mask_url
 
 _BACKEND = pytest.StashKey["Backend"]()
+#: Seconds after which a failover the sentinels have not carried out is asked for again (their
+#: failover-timeout is 3 s: an attempt they abandoned is not retried by itself).
+_FAILOVER_RETRY_S = 6.0
 
 
 class Backend:
@@ -193,21 +197,38 @@ class SentinelGroup:
         replicates the new one; returns the new master's port."""
         old = self.current_master_port()
         deadline = time.monotonic() + timeout
-        while True:  # until the sentinel's view of the replica is fresh enough to promote it
-            try:
-                _sentinel(self.sentinels[0].port, "FAILOVER", self.sentinels[0].service)
-                break
-            except redis.ResponseError as exc:
-                if "NOGOODSLAVE" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        asked = self._ask_failover(deadline)
         while True:
             new = self.current_master_port()
             if new != old and replica_in_sync(old):
                 return new
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no failover from port {old} within {timeout} s")
+            now = time.monotonic()
+            if now > deadline:
+                info = replication_info(old)
+                raise TimeoutError(
+                    f"no failover from port {old} within {timeout} s: the sentinels name "
+                    f"{new} as master; port {old} is {info.get('role')}, link "
+                    f"{info.get('master_link_status')}"
+                )
+            if new == old and now - asked > _FAILOVER_RETRY_S:
+                # A failover the sentinel gave up on (its failover-timeout passed while a
+                # loaded machine kept the replica from answering) is not retried by itself.
+                asked = self._ask_failover(deadline)
             time.sleep(0.05)
+
+    def _ask_failover(self, deadline: float) -> float:
+        """Send SENTINEL FAILOVER until a sentinel accepts it or has one in progress, retrying
+        while its view of the replica is too stale to promote it; returns when it was sent."""
+        while True:
+            try:
+                _sentinel(self.sentinels[0].port, "FAILOVER", self.sentinels[0].service)
+                return time.monotonic()
+            except redis.ResponseError as exc:
+                if "INPROGRESS" in str(exc):
+                    return time.monotonic()
+                if "NOGOODSLAVE" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
 
 def _sentinel(port: int, *command: Any) -> Any:

@@ -41,3 +41,22 @@ def test_redis_memory_benchmark_smoke():
     assert done.returncode == 0, done.stderr
     rows = [line.split()[0] for line in done.stdout.splitlines()[2:] if line.strip()]
     assert rows[-4:] == ["empty", "50", "50", "after"]
+
+
+@pytest.mark.skipif(
+    shutil.which("redis-server") is None or shutil.which("valgrind") is None,
+    reason="needs redis-server and valgrind",
+)
+def test_server_cost_benchmark_smoke(tmp_path):
+    """Counting redis-server's instructions per task works end to end, a real worker included."""
+    out = tmp_path / "cost.json"
+    done = run_perf_script(
+        ["server_cost.py", "--adds", "5", "--batch", "20", "--drain", "30", "--json", str(out)],
+        300,
+    )
+    assert done.returncode == 0, done.stderr
+    phases = json.loads(out.read_text())["phases"]
+    assert list(phases) == ["add", "add_many", "add_many_deps", "drain"]
+    assert all(p["per_task"] > 0 for p in phases.values())
+    assert phases["add"]["commands"]["evalsha"] == 5
+    assert phases["drain"]["commands"]["hgetall"] >= 30
