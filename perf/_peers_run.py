@@ -109,6 +109,17 @@ class Process:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
 
+    def wait_stopped(self, timeout: float = 2.0) -> None:
+        """Wait until SIGSTOP has stopped every thread of the group: ``killpg`` returns before
+        the threads have stopped, and on a loaded machine one that was running could still
+        claim a task the producer enqueues right after (one drain came up a task short so:
+        SHIM had run all of them, one before the count it was measured from). Linux only."""
+        deadline = time.monotonic() + timeout
+        while self.proc.returncode is None and not _group_stopped(self.proc.pid):
+            if time.monotonic() > deadline:
+                raise RunFailed(f"{self.what} did not stop within {timeout:g} s of SIGSTOP")
+            time.sleep(0.001)
+
     def stop(self, grace: float = 5.0) -> None:
         """SIGCONT + SIGTERM to the group, SIGKILL after ``grace`` seconds."""
         self.signal(signal.SIGCONT)
@@ -201,6 +212,22 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
+def _group_stopped(pgid: int) -> bool:
+    """Whether every thread of every process in process group ``pgid`` is stopped (state T in
+    /proc; True where there is no /proc to ask)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for stat in proc.glob("[0-9]*/task/[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the thread or process ended meanwhile
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("T", "t"):
+            return False
+    return True
+
+
 class Phase:
     """W worker processes of one system and its producer, all stopped on exit."""
 
@@ -284,6 +311,12 @@ class Phase:
         for proc in self.workers:
             proc.signal(sig)
 
+    def freeze(self) -> None:
+        """SIGSTOP every worker, and wait until each has stopped."""
+        self.signal(signal.SIGSTOP)
+        for proc in self.workers:
+            proc.wait_stopped()
+
 
 def run_phase(
     phase: Phase, tasks: int, *, samples: int, interval: float, batch: bool, cap: float
@@ -305,7 +338,7 @@ def run_phase(
         done += samples
     time.sleep(_SETTLE_S)  # let the last acknowledgements go out
     cells["repeated"] = phase.records.count() - done  # runs beyond one per task sent
-    phase.signal(signal.SIGSTOP)
+    phase.freeze()
     try:
         if batch:
             cells["batch_s"] = phase.request(f"batch {tasks}")["seconds"]
