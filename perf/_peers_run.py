@@ -212,6 +212,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
+#: /proc states of a thread that runs no code: stopped, traced, zombie (a child not reaped yet),
+#: dead.
+_NOT_RUNNING = ("T", "t", "Z", "X")
+
+
 def _group_stopped(pgid: int) -> bool:
     """Whether every thread of every process in process group ``pgid`` is stopped (state T in
     /proc; True where there is no /proc to ask)."""
@@ -223,7 +228,7 @@ def _group_stopped(pgid: int) -> bool:
             fields = stat.read_text().rpartition(")")[2].split()
         except OSError:  # the thread or process ended meanwhile
             continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("T", "t"):
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in _NOT_RUNNING:
             return False
     return True
 

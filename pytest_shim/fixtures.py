@@ -204,7 +204,10 @@ class SentinelGroup:
                 return new
             now = time.monotonic()
             if now > deadline:
-                info = replication_info(old)
+                try:
+                    info = replication_info(old)
+                except redis.RedisError as exc:  # the old master is down: say so
+                    info = {"role": f"unreachable ({exc})"}
                 raise TimeoutError(
                     f"no failover from port {old} within {timeout} s: the sentinels name "
                     f"{new} as master; port {old} is {info.get('role')}, link "
