@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import redis
@@ -33,11 +33,27 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process on loopback; use as a context manager or call start / stop."""
 
-    def __init__(self, binary: str = DEFAULT_BINARY) -> None:
+    def __init__(
+        self,
+        binary: str = DEFAULT_BINARY,
+        *,
+        wrapper: Sequence[str] = (),
+        start_timeout: float = _START_TIMEOUT,
+    ) -> None:
+        """``wrapper``: a command that runs the server (``valgrind ...``), with a
+        ``start_timeout`` long enough for it."""
         self.binary = binary
+        self.wrapper = list(wrapper)
+        self.start_timeout = start_timeout
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("the server is not running")
+        return self._proc.pid
 
     @property
     def url(self) -> str:
@@ -55,6 +71,7 @@ class RedisServer:
             log = self._dir / "redis.log"
             self._proc = subprocess.Popen(
                 [
+                    *self.wrapper,
                     path,
                     "--port",
                     str(self.port),
@@ -83,7 +100,7 @@ class RedisServer:
 
     def _wait_ready(self) -> bool:
         assert self._proc is not None
-        deadline = time.monotonic() + _START_TIMEOUT
+        deadline = time.monotonic() + self.start_timeout
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
         try:
             while time.monotonic() < deadline:

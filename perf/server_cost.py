@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from _server import free_port
+from _server import RedisServer
 
 from shim_core import RedisConnectionManager, Settings, Task, TaskQueue
 
@@ -53,50 +53,21 @@ class CountedServer:
     """A redis-server under callgrind, counting instructions in ``call`` only."""
 
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="shim-server-cost-"))
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={self.dir}/callgrind.out",
-                "--collect-atstart=no",
-                "--toggle-collect=call",
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.client = redis.Redis(port=self.port, decode_responses=True)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                self.client.ping()
-                break
-            except redis.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("redis-server did not start under valgrind") from None
-                time.sleep(0.2)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        self.dump_dir = Path(tempfile.mkdtemp(prefix="shim-server-cost-"))
+        wrapper = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={self.dump_dir}/callgrind.out",
+            "--collect-atstart=no",
+            "--toggle-collect=call",
+        ]
+        self.server = RedisServer(wrapper=wrapper, start_timeout=START_TIMEOUT).start()
+        self.url = self.server.url
+        self.client = redis.Redis.from_url(self.url, decode_responses=True)
 
     def _control(self, *args: str) -> None:
         subprocess.run(
-            ["callgrind_control", *args, str(self.proc.pid)],
+            ["callgrind_control", *args, str(self.server.pid)],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -110,9 +81,9 @@ class CountedServer:
         self.client.config_resetstat()
         self._control("--zero")
         yield found
-        before = set(self.dir.glob("callgrind.out*"))
+        before = set(self.dump_dir.glob("callgrind.out*"))
         self._control("--dump")
-        dumps = set(self.dir.glob("callgrind.out*")) - before
+        dumps = set(self.dump_dir.glob("callgrind.out*")) - before
         found["instructions"] = _total(max(dumps, key=lambda p: p.stat().st_mtime))
         stats = self.client.info("commandstats")
         found["commands"] = {
@@ -120,15 +91,9 @@ class CountedServer:
         }
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
         self.client.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.server.stop()
+        shutil.rmtree(self.dump_dir, ignore_errors=True)
 
 
 def _total(dump: Path) -> int:
