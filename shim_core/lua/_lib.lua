@@ -38,15 +38,9 @@ local function once(map, order, key, init)
   return v
 end
 
--- map[key], a new list the first time.
+-- map[key], a new list the first time (made only then).
 local function once_list(map, order, key)
-  local v = map[key]
-  if v == nil then
-    v = {}
-    map[key] = v
-    table.insert(order, key)
-  end
-  return v
+  return map[key] or once(map, order, key, {})
 end
 
 -- An integer as the string Redis and JSON take. Given a Lua number, Redis formats it with

@@ -66,31 +66,30 @@ for n, at in ipairs(starts) do
   local seq = top - count + n
   local seq_s = istr(seq)
   local left_s = left == 0 and '0' or istr(left)
+  local first, last = at + HEAD, at + HEAD - 1 + 2 * tonumber(ARGV[at])
+  local key = keys[n]
+  local status, score = 'pending', nil
+  if doomed then
+    status, score = 'cancelled', now
+    local result = cjson.encode({success = false, error = 'dependency ' .. doomed .. ' failed'})
+    rcall('HSET', key, 'status', 'cancelled', 'seq', seq_s, 'created_at', now, 'deps_left', left_s,
+          'result', result, 'completed_at', now, unpack(ARGV, first, last))
+  elseif left > 0 then
+    status, score = 'waiting', 0
+    rcall('HSET', key, 'status', 'waiting', 'seq', seq_s, 'created_at', now, 'deps_left', left_s,
+          unpack(ARGV, first, last))
+  else
+    score = istr(ready_score(ARGV[at + 3], seq))
+    rcall('HSET', key, 'status', 'pending', 'seq', seq_s, 'created_at', now, 'deps_left', left_s,
+          'ready_at', now, unpack(ARGV, first, last))
+  end
+  -- After the hash is written: a task for a worker that has left loses its target here.
   local queue = home_queue(prefix, id, ttype, assigned)
   if not known[queue] then
     known[queue] = true
     rcall('SADD', KEYS[2], queue)
   end
-  local first, last = at + HEAD, at + HEAD - 1 + 2 * tonumber(ARGV[at])
-  local key = keys[n]
-  if doomed then
-    local result = cjson.encode({success = false, error = 'dependency ' .. doomed .. ' failed'})
-    enter_set(prefix, id, 'cancelled', nil, ttype, now, true)
-    rcall('HSET', key, 'status', 'cancelled', 'seq', seq_s, 'created_at', now, 'deps_left', left_s,
-          'result', result, 'completed_at', now, unpack(ARGV, first, last))
-  elseif left > 0 then
-    enter_set(prefix, id, 'waiting', queue, ttype, 0, true)
-    rcall('HSET', key, 'status', 'waiting', 'seq', seq_s, 'created_at', now, 'deps_left', left_s,
-          unpack(ARGV, first, last))
-  else
-    local score = istr(ready_score(ARGV[at + 3], seq))
-    enter_set(prefix, id, 'pending', queue, ttype, score, true)
-    rcall('HSET', key, 'status', 'pending', 'seq', seq_s, 'created_at', now, 'deps_left', left_s,
-          'ready_at', now, unpack(ARGV, first, last))
-  end
-  if assigned ~= '' and queue == ttype then -- its worker has left: any worker may claim it
-    rcall('HDEL', key, 'assigned_to')
-  end
+  enter_set(prefix, id, status, queue, ttype, score, true)
 end
 local run = ARGV[2]
 if run ~= '' then
