@@ -219,7 +219,7 @@ class Scripts:
         if client is None and self._direct_ok:
             try:
                 return self._direct(verb, keys, args)
-            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
+            except _FALL_BACK:
                 pass  # the client's own path reconnects, retries and loads the script
         target = client or self._client
         try:
@@ -251,7 +251,7 @@ class Scripts:
         if self._direct_ok:
             try:
                 return self._direct_calls(verb, keys, calls)
-            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
+            except _FALL_BACK:
                 pass  # the pipeline reconnects, retries and loads the script
         pipe = self._client.pipeline(transaction=False)
         for args in calls:
@@ -269,7 +269,7 @@ class Scripts:
             try:
                 replies = self._direct(verb, keys, args, after=wait)
                 return replies[0], _acked(replies[1])
-            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
+            except _FALL_BACK:
                 pass  # the pipeline below reconnects, retries and loads the script
         client: Any = self._client
         if not self._pipelines:  # a cluster: the script and its WAIT on the slot's master
@@ -468,6 +468,10 @@ def _give_back(pool: Any, conn: Any, pid: int) -> None:
     if os.getpid() == pid:  # a child's copy of the pool is not the parent's to return to
         pool.release(conn)
 
+
+#: Errors of a direct call after which the same call goes through redis-py's own path, which
+#: reconnects, retries and loads the script.
+_FALL_BACK = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError)
 
 #: Errors (besides OOM) with which Redis refuses a function that may write, before running it.
 _REFUSED_UP_FRONT = ("NOREPLICAS ", "MISCONF ")
