@@ -42,7 +42,7 @@ from shim_core.errors import (
 )
 from shim_core.keys import Keys, check_name
 from shim_core.models import FINAL_STATUSES, Claim, Task, TaskResult, TaskStatus
-from shim_core.scripts import Scripts
+from shim_core.scripts import ScriptLine, Scripts, Written
 from shim_core.serde import (
     compact_json,
     evolve_task,
@@ -140,6 +140,36 @@ class Settled:
     outcomes: list[int | ShimError]
     claims: list[Claim]
     next_due_ms: int = -1
+
+
+class PendingSettle:
+    """A :meth:`TaskQueue.settle` written ahead of its reply (:meth:`TaskQueue.send_settle`)."""
+
+    def __init__(
+        self,
+        queue: TaskQueue,
+        completions: Sequence[tuple[str, int, TaskResult | EncodedResult | None]],
+        written: Written | None,
+        settled: Settled | None = None,
+    ) -> None:
+        self._url = queue._url
+        self._queue = queue
+        self._completions = completions
+        self._written = written
+        self._result = settled
+
+    def ready(self) -> bool:
+        """Whether :meth:`result` would return without waiting for Redis."""
+        return self._written is None or self._written.ready()
+
+    @redis_errors
+    def result(self) -> Settled:
+        """What the settle did (as :meth:`TaskQueue.settle` returns it); read once."""
+        if self._result is None:
+            assert self._written is not None
+            written, self._written = self._written, None
+            self._result = self._queue._settled(self._completions, written.read())
+        return self._result
 
 
 @attrs.frozen
@@ -586,6 +616,50 @@ class TaskQueue:
         A refused completion (stale lease, cancelled task) is reported in ``outcomes`` and does
         not stop the others, nor the claim unless ``claim_after_refusal`` is false (then a
         refused completion claims nothing)."""
+        keys, args = self._settle_call(
+            completions, types, worker_id, count, lease_ms, start=start, refusal=claim_after_refusal
+        )
+        return self._settled(completions, self._recorded("complete_claim", keys, args))
+
+    def settle_line(self) -> ScriptLine | None:
+        """A connection for :meth:`send_settle` to write on; None where a settle cannot be
+        written ahead of its reply (the embedded store, a cluster, ``wait_replicas``)."""
+        if self.settings.wait_replicas:
+            return None
+        return self.scripts.line()
+
+    def send_settle(
+        self,
+        line: ScriptLine | None,
+        completions: Sequence[tuple[str, int, TaskResult | EncodedResult | None]],
+        types: Sequence[str] = (),
+        *,
+        worker_id: str = "",
+        count: int = 0,
+        lease_ms: int | None = None,
+    ) -> PendingSettle:
+        """:meth:`settle`, written on ``line`` now and answered later: Redis runs it while the
+        caller works on, and :meth:`PendingSettle.result` reads what it did. Without a line
+        it is a plain :meth:`settle`, made here."""
+        if line is None:
+            return PendingSettle(self, completions, None, self.settle(
+                completions, types, worker_id=worker_id, count=count, lease_ms=lease_ms
+            ))  # fmt: skip
+        keys, args = self._settle_call(completions, types, worker_id, count, lease_ms)
+        return PendingSettle(self, completions, line.write("complete_claim", keys, args))
+
+    def _settle_call(
+        self,
+        completions: Sequence[tuple[str, int, TaskResult | EncodedResult | None]],
+        types: Sequence[str],
+        worker_id: str,
+        count: int,
+        lease_ms: int | None,
+        *,
+        start: bool = True,
+        refusal: bool = True,
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the ``complete_claim`` script of :meth:`settle`."""
         queues = _claim_queues(types, worker_id) if count else []
         first = completions[0][0] if completions else "-"
         keys = [
@@ -597,13 +671,20 @@ class TaskQueue:
         ]
         args: list[Any] = [
             *self._claim_args(worker_id, count, lease_ms, start),
-            "1" if claim_after_refusal else "0",
+            "1" if refusal else "0",
             len(completions),
         ]
         for task_id, token, result in completions:
             encoded = result if isinstance(result, EncodedResult) else EncodedResult.of(result)
             args += [task_id, token, encoded.json, encoded.cost]
-        reply = self._recorded("complete_claim", keys, args)
+        return keys, args
+
+    def _settled(
+        self,
+        completions: Sequence[tuple[str, int, TaskResult | EncodedResult | None]],
+        reply: list[Any],
+    ) -> Settled:
+        """What the reply of a ``complete_claim`` script says it did."""
         n = int(reply[0])
         outcomes: list[int | ShimError] = []
         for (task_id, token, _), code, detail in zip(

@@ -215,7 +215,7 @@ class Scripts:
         client: Any = None,
     ) -> Any:
         """Run script ``verb``; pass a pipeline as ``client`` to queue it instead."""
-        script = self._checked(verb, keys)
+        script = self._script(verb, keys)
         if client is None and self._direct_ok:
             try:
                 return self._direct(verb, keys, args)
@@ -231,7 +231,7 @@ class Scripts:
             # between the two makes it forget again. Nothing ran: one more reload is safe.
             return script(keys=list(keys), args=list(args), client=target)
 
-    def _checked(self, verb: str, keys: Sequence[str]) -> Script:
+    def _script(self, verb: str, keys: Sequence[str]) -> Script:
         src, script = self._scripts[verb]
         if len(keys) != src.nkeys and not (src.variadic and len(keys) >= src.nkeys):
             raise TypeError(f"script {verb!r} takes {src.nkeys} keys, got {len(keys)}")
@@ -247,7 +247,7 @@ class Scripts:
         call each."""
         if len(calls) == 1 or not self._pipelines:
             return [self.call(verb, keys, args) for args in calls]
-        self._checked(verb, keys)
+        self._script(verb, keys)
         if self._direct_ok:
             try:
                 return self._direct_calls(verb, keys, calls)
@@ -353,28 +353,42 @@ class Scripts:
         """The calls of :meth:`_direct`, one per argument list of ``calls``, in one write, every
         reply read: the scripts' replies in order, then the reply of ``after`` if any. The
         first script that failed raises (the rest still ran, as in a pipeline)."""
+        conn = self._held.connection(self._client.connection_pool)
+        done = False
+        try:
+            function = self._write(conn, verb, keys, calls, before=before, after=after)
+            replies = _read_replies(conn, len(calls) + bool(before) + bool(after))
+            done = True
+        finally:
+            if not done:  # broken, or replies left unread: never used again
+                self._held.drop()
+        return self._checked(replies[1:] if before else replies, function, len(calls))
+
+    def _write(
+        self,
+        conn: Any,
+        verb: str,
+        keys: Sequence[str],
+        calls: Sequence[Sequence[Any]],
+        *,
+        before: Sequence[Any] = (),
+        after: Sequence[Any] = (),
+    ) -> str | None:
+        """Write the commands of :meth:`_direct_calls` on ``conn``; returns the function
+        called (None: EVALSHA)."""
         function = self.functions().get(verb)
         call = ["FCALL", function] if function else ["EVALSHA", self._scripts[verb][1].sha]
         commands = [list(before)] if before else []
         commands.extend([*call, len(keys), *keys, *args] for args in calls)
         if after:
             commands.append(list(after))
-        conn = self._held.connection(self._client.connection_pool)
-        replies: list[Any] = []
-        done = False
-        try:
-            conn.send_packed_command(_packed(conn, commands))
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as exc:  # a full reply: the connection is fine
-                    replies.append(exc)
-            done = True
-        finally:
-            if not done:  # broken, or replies left unread: never used again
-                self._held.drop()
-        replies = replies[1:] if before else replies
-        for reply in replies[: len(calls)]:
+        conn.send_packed_command(_packed(conn, commands))
+        return function
+
+    def _checked(self, replies: list[Any], function: str | None, calls: int) -> list[Any]:
+        """``replies``, after raising the error of the first of its ``calls`` script replies
+        that failed."""
+        for reply in replies[:calls]:
             if function and isinstance(reply, Exception):
                 self._refused(reply)
             elif isinstance(reply, Exception):
@@ -382,6 +396,12 @@ class Scripts:
         if function and self._found_existing:
             self._found_existing = False
         return replies
+
+    def line(self) -> ScriptLine | None:
+        """A connection of its own for calls written now and answered later (see
+        :class:`ScriptLine`); None where calls cannot be made that way (the embedded store, a
+        cluster)."""
+        return ScriptLine(self) if self._direct_ok and self._pipelines else None
 
     def _refused(self, error: Exception) -> NoReturn:
         """Raise for an FCALL that failed: NoScriptError (the caller runs the call by EVALSHA)
@@ -403,6 +423,110 @@ class Scripts:
         # its first write that needs what is missing, so one that frees memory or only reads
         # still works by EVALSHA.
         raise redis.exceptions.NoScriptError(text) from error
+
+
+def _read_replies(conn: Any, count: int) -> list[Any]:
+    """The next ``count`` replies of ``conn``; an error reply is returned, not raised (it is a
+    whole reply: the connection is fine)."""
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(conn.read_response())
+        except redis.ResponseError as exc:
+            replies.append(exc)
+    return replies
+
+
+class ScriptLine:
+    """A pooled connection of its own on which a script call is written now and its reply read
+    later (:meth:`write`, then :meth:`Written.read`): the caller goes on working while Redis
+    runs the script, and no thread hands the round trip to another. One call is in flight at a
+    time. A connection that failed is disconnected and given back; the next write takes
+    another. :meth:`close` gives the connection back (so does the line's end)."""
+
+    def __init__(self, scripts: Scripts) -> None:
+        self._scripts = scripts
+        self._held: _Held | None = None
+        self._unread = False  # a call written, its reply not read
+
+    def write(self, verb: str, keys: Sequence[str], args: Sequence[Any]) -> Written:
+        """Write one call of script ``verb``. Never raises for Redis: a call that could not be
+        written is made by :meth:`Written.read`, the way :meth:`Scripts.call` makes it."""
+        self._scripts._script(verb, keys)
+        held = self._held
+        if held is None or held.pid != os.getpid():
+            held = self._held = _Held(self._scripts._client.connection_pool)
+        try:
+            function = self._scripts._write(held.conn, verb, keys, [args])
+        except _FALL_BACK:
+            self._drop(held)
+            return Written(self, None, None, (verb, keys, args))
+        except BaseException:
+            self._drop(held)
+            raise
+        self._unread = True
+        return Written(self, held, function, (verb, keys, args))
+
+    def close(self) -> None:
+        """Give the connection back to the pool (disconnected if a reply is left unread)."""
+        held, self._held = self._held, None
+        if held is not None:
+            if self._unread:
+                held.conn.disconnect()
+            held.release()
+
+    def _drop(self, held: _Held) -> None:
+        if self._held is held:
+            self._held = None
+            self._unread = False
+        held.conn.disconnect()
+        held.release()
+
+
+class Written:
+    """A script call written on a :class:`ScriptLine`, its reply not read yet."""
+
+    def __init__(
+        self,
+        line: ScriptLine,
+        held: _Held | None,
+        function: str | None,
+        call: tuple[str, Sequence[str], Sequence[Any]],
+    ) -> None:
+        self._line = line
+        self._held = held  # None: the write failed, read() makes the call
+        self._function = function
+        self._call = call
+
+    def ready(self) -> bool:
+        """Whether :meth:`read` would return without waiting for Redis (its reply, or an
+        error, has come). A system call, no more."""
+        if self._held is None:
+            return True
+        try:
+            return bool(self._held.conn.can_read(timeout=0))
+        except Exception:  # broken: read() says how
+            return True
+
+    def read(self) -> Any:
+        """The call's reply, waiting for it if need be. Where the direct call failed (a broken
+        connection, a server that lost the script), the call is made again the way
+        :meth:`Scripts.call` makes it: reconnecting, loading the script."""
+        held, self._held = self._held, None
+        scripts = self._line._scripts
+        if held is not None:
+            done = False
+            try:
+                replies = _read_replies(held.conn, 1)
+                self._line._unread = False
+                done = True
+                return scripts._checked(replies, self._function, 1)[0]
+            except _FALL_BACK:
+                pass
+            finally:
+                if not done:
+                    self._line._drop(held)
+        return scripts.call(*self._call)
 
 
 def _packed(conn: Any, commands: list[list[Any]]) -> Any:

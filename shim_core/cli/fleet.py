@@ -108,9 +108,9 @@ def resume(queue: TaskQueue) -> None:
 @click.option(
     "--prefetch",
     type=click.IntRange(0),
-    default=64,
+    default=256,
     show_default=True,
-    help="Tasks claimed ahead at most while tasks are short (about 5 ms of work is held; "
+    help="Tasks claimed ahead at most while tasks are short (about 20 ms of work is held; "
     "long tasks are never held back from other workers). 0: claim only for an idle thread.",
 )
 @click.option(

@@ -3,12 +3,15 @@
 Executor threads take claims from a local inbox and hand back what they finished. The feed turns
 that into as few round trips as the load allows (group commit): an idle worker records a
 completion alone and at once, a busy one records everything that finished during its previous
-call in one script that also claims the next tasks. A thread with nothing in hand makes the call
-itself (no hand-off between threads on a task's way); while every thread is busy, one *link*
-thread makes it in the background. While tasks are short a few are claimed ahead (prefetch), so
-a thread never waits for a round trip; while they are long nothing is held back from the other
-workers. When the queue runs dry one idle thread sleeps in Redis (BZPOPMIN on the wake markers)
-until work arrives: no polling.
+call in one script that also claims the next tasks. The executor threads make the calls
+themselves, with no hand-off between threads on a task's way: a thread that takes a claim
+*writes* the next call (completions, and claims to keep the inbox full) before it runs the task,
+and the next thread to come back reads the reply once it is there, so Redis works while the
+tasks run. While tasks are short a few are claimed ahead (prefetch), so a thread never waits for
+a round trip; while they are long nothing is held back from the other workers. A *link* thread
+steps in for what has waited ``LINK_PATIENCE`` while every executor thread is busy (a reply
+unread, completions unrecorded). When the queue runs dry one idle thread sleeps in Redis
+(BZPOPMIN on the wake markers) until work arrives: no polling.
 
 Delivery is at least once, as everywhere in SHIM: a result still waiting in the feed when the
 process dies is lost with it, and the task runs again once its lease is reaped.
@@ -27,7 +30,7 @@ import attrs
 from shim_core.errors import ShimError
 from shim_core.models import Claim, TaskResult
 from shim_core.outage import OutageLog
-from shim_core.queue import EncodedResult, TaskQueue
+from shim_core.queue import EncodedResult, PendingSettle, Settled, TaskQueue
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +38,17 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 #: Work claimed ahead is bounded by time: about this many seconds of tasks, judged by the
 #: average duration of the latest ones (long tasks are never held back from other workers).
-PREFETCH_WINDOW = 0.005
-#: A claimed-ahead task waiting this long while every thread is busy (the running tasks turned
-#: out long) is handed back to the queue for other workers, and claiming ahead stops.
+PREFETCH_WINDOW = 0.02
+#: Claimed-ahead tasks waiting this long with no thread coming for one (the running tasks turned
+#: out long) are handed back to the queue for other workers, and claiming ahead stops.
 HOLD_LIMIT = 0.05
+#: Exchanges in flight at most. One is enough for the worker never to wait while the inbox holds
+#: more work than a round trip takes, and it lets results pile up into one call (a second in
+#: flight measured no faster, with more calls and more server time per task).
+DEPTH = 1
+#: A reply left unread, or a completion unrecorded, while no executor thread has come for a
+#: claim for this long (they all run tasks) is taken care of by the link thread (seconds).
+LINK_PATIENCE = 0.005
 #: A closing feed that cannot reach Redis gives up once its retry backoff exceeds this (seconds).
 _CLOSING_PATIENCE = 2.0
 #: Weight of the newest task in the moving average of durations.
@@ -53,6 +63,16 @@ class Completion:
     claim: Claim
     result: TaskResult | EncodedResult
     done: Callable[[int | ShimError], None]
+
+
+@attrs.frozen
+class _Pending:
+    """An exchange written, its reply not read yet."""
+
+    settle: PendingSettle
+    batch: list[Completion]
+    want: int
+    since: float  # when it was written (monotonic)
 
 
 @attrs.frozen
@@ -73,7 +93,7 @@ class TaskFeed:
         types: Sequence[str],
         *,
         concurrency: int = 1,
-        prefetch: int = 64,
+        prefetch: int = 256,
         lease_ms: int | None = None,
         claim_block: float = 1.0,
         on_claimed: Callable[[list[Claim]], None] = lambda claims: None,
@@ -92,7 +112,7 @@ class TaskFeed:
         self._on_claimed = on_claimed
         self._on_unwanted = on_unwanted
         self._late: list[Claim] = []  # claims that arrived after shut(): to be handed back
-        self._arrived: dict[str, float] = {}  # task id -> when its claim came (monotonic)
+        self._inbox_since = 0.0  # when claims came to an empty inbox (monotonic)
         self._lock = threading.Lock()
         # One lock, two kinds of sleepers, each woken only by the changes it waits for.
         self._work_cv = threading.Condition(self._lock)  # executor threads: a claim in hand
@@ -101,8 +121,13 @@ class TaskFeed:
         self._outbox: list[Completion] = []
         self._running = 0  # claims taken by executor threads, not yet handed back
         self._idle = 0  # executor threads waiting for a claim
-        self._claiming = False  # a call that claims is under way
-        self._sending = False  # an exchange (settle call) is under way
+        self._claiming = False  # a thread sleeps in Redis for work (a blocking claim)
+        self._pending: deque[_Pending] = deque()  # exchanges written, oldest first
+        self._asked = 0  # claims asked for by the pending exchanges
+        self._on_line = False  # a thread writes an exchange, or reads a reply
+        self._outbox_since = 0.0  # when the oldest completion in the outbox came (monotonic)
+        self._link_asleep = False  # the link thread waits with no deadline
+        self._last_take = 0.0  # when an executor thread last came for a claim (monotonic)
         self._starving = False  # the queue came up short: one thread sleeps in Redis for more
         self._retry_at = 0.0  # after a failed exchange, none before this (monotonic)
         self._backoff = 0.1
@@ -112,6 +137,7 @@ class TaskFeed:
         self._open = False  # claims are handed out (False once the grace period is over)
         self._avg: float | None = None  # moving average of task durations, seconds
         self._threads: list[threading.Thread] = []
+        self._line = queue.settle_line()
         #: Round trips made by the feed (settle calls and claim calls), and tasks claimed.
         self.calls = 0
         self.claimed = 0
@@ -143,7 +169,6 @@ class TaskFeed:
             left = list(self._inbox)
             self._late.extend(left)
             self._inbox.clear()
-            self._arrived.clear()
             self._wake_all()
         self._hand_back_late()
         return left
@@ -158,6 +183,8 @@ class TaskFeed:
             thread.join(timeout)
         self._threads.clear()
         self._hand_back_late()
+        if self._line is not None:
+            self._line.close()
 
     def discard(self, task_ids: Iterable[str]) -> list[str]:
         """Drop claims whose lease is gone from the inbox; returns the ids dropped."""
@@ -166,8 +193,6 @@ class TaskFeed:
             gone = [c.task.id for c in self._inbox if c.task.id in lost]
             if gone:
                 self._inbox = deque(c for c in self._inbox if c.task.id not in lost)
-                for task_id in gone:
-                    self._arrived.pop(task_id, None)
                 self._work_cv.notify_all()
         return gone
 
@@ -181,28 +206,35 @@ class TaskFeed:
         """Hand back what this thread finished (if anything) and return its next claim; None
         once the worker stops and nothing claimed is left.
 
-        A thread with nothing in hand does the feed's work itself rather than wait for another
-        thread to do it (no hand-off between threads on the way): it records what finished and
-        claims its next task in one call, or sleeps in Redis until work arrives."""
+        The thread does the feed's work itself rather than wait for another thread to do it
+        (no hand-off between threads on the way): before it runs its next claim it reads the
+        reply of the exchange in flight if it has come, and writes the next exchange (what
+        finished, and claims to keep the inbox full), which Redis runs meanwhile. With nothing
+        in hand it waits for that reply, or sleeps in Redis until work arrives."""
         try:
             with self._lock:
+                self._last_take = time.monotonic()
                 if finished is not None:
                     self._hand_back(finished)
                 self._idle += 1
                 try:
                     while self._open:
+                        if self._pending and not self._on_line and self._pending[0].settle.ready():
+                            self._collect()
+                            continue
                         if self._inbox:
                             self._running += 1
                             claim = self._inbox.popleft()
-                            self._arrived.pop(claim.task.id, None)
-                            if self._outbox or self._want():
-                                self._link_cv.notify()  # record and refill in the background
+                            if self._may_send():
+                                self._send()  # Redis runs it while this thread runs its task
                             return claim
-                        if self._may_send():
-                            self._exchange()
+                        if self._pending and not self._on_line:
+                            self._collect()  # nothing else to do: wait for the reply
+                        elif self._may_send():
+                            self._send()
                         elif self._may_block():
                             self._block_for_work()
-                        elif self._active or self._claiming or self._sending:
+                        elif self._active or self._claiming or self._pending or self._on_line:
                             self._work_cv.wait()
                         else:
                             return None
@@ -217,12 +249,14 @@ class TaskFeed:
         ends); :meth:`take` does this itself."""
         with self._lock:
             self._hand_back(finished)
-            self._link_cv.notify()
+            self._link_cv.notify()  # no executor thread may come to record it
 
     def _held_since(self) -> float:
-        """When the oldest claim in the inbox came (monotonic; now when there is none)."""
-        now = time.monotonic()
-        return self._arrived.get(self._inbox[0].task.id, now) if self._inbox else now
+        """Since when claims have waited in the inbox with no thread coming for one
+        (monotonic; now when there is none)."""
+        if not self._inbox:
+            return time.monotonic()
+        return max(self._inbox_since, self._last_take)
 
     def _held_too_long(self) -> bool:
         return not self._idle and time.monotonic() - self._held_since() >= HOLD_LIMIT
@@ -233,7 +267,6 @@ class TaskFeed:
         ahead until short tasks come again). Called with the lock held."""
         self._late.extend(self._inbox)
         self._inbox.clear()
-        self._arrived.clear()
         self._avg = max(self._avg or 0.0, HOLD_LIMIT)
         self._lock.release()
         try:
@@ -259,6 +292,9 @@ class TaskFeed:
         avg = self._avg
         self._avg = seconds if avg is None else avg + _SMOOTHING * (seconds - avg)
         if finished.completion is not None:
+            if not self._outbox:
+                self._outbox_since = time.monotonic()
+                self._poke_link()
             self._outbox.append(finished.completion)
 
     # ----------------------------------------------------------- the exchanges
@@ -266,6 +302,13 @@ class TaskFeed:
     def _wake_all(self) -> None:
         self._work_cv.notify_all()
         self._link_cv.notify_all()
+
+    def _poke_link(self) -> None:
+        """Wake the link thread if it sleeps with no deadline: there is something it may have
+        to step in for."""
+        if self._link_asleep:
+            self._link_asleep = False
+            self._link_cv.notify()
 
     def _prefetch(self) -> int:
         if self.max_prefetch <= 0 or self._avg is None:
@@ -275,7 +318,7 @@ class TaskFeed:
     def _free(self) -> int:
         """Claims the worker can take now (held by no thread and not in the inbox)."""
         target = self.concurrency + self._prefetch()
-        return target - len(self._inbox) - self._running
+        return target - len(self._inbox) - self._running - self._asked
 
     def _want(self) -> int:
         """Tasks the next exchange claims along with its completions."""
@@ -284,15 +327,16 @@ class TaskFeed:
         free = self._free()
         if free <= 0:
             return 0
-        if self._idle and not self._inbox:
+        if self._idle and not self._inbox and not self._asked:
             return free  # a thread waits: claim now
-        if len(self._inbox) <= self._prefetch() // 2 < self._prefetch():
-            return free  # refill the claimed-ahead tasks while they last
+        if len(self._inbox) + self._asked < self._prefetch():
+            return free  # keep the claimed-ahead tasks topped up
         return 0
 
     def _may_send(self) -> bool:
         return (
-            not self._sending
+            len(self._pending) < DEPTH
+            and not self._on_line
             and time.monotonic() >= self._retry_at
             and bool(self._outbox or self._want())
         )
@@ -302,33 +346,70 @@ class TaskFeed:
         return self._active and self._starving and not self._claiming and self._free() > 0
 
     def _exchange(self) -> None:
-        """One call: record the completions handed back, claim what the worker wants."""
+        """One call, made and answered: record the completions handed back, claim what the
+        worker wants."""
+        self._send()
+        while self._pending and not self._on_line:
+            self._collect()
+
+    def _send(self) -> None:
+        """Write the next exchange: the completions handed back, and a claim of what the worker
+        wants. Its reply is read by :meth:`_collect`."""
         batch = self._outbox[:MAX_BATCH]
         del self._outbox[:MAX_BATCH]
+        if self._outbox:
+            self._outbox_since = time.monotonic()
         want = self._want()
-        self._sending = True
-        self._claiming = self._claiming or bool(want)
-        settled = None
+        self._on_line = True
+        self._asked += want
+        settle = None
         self._lock.release()
         try:
-            settled = self.queue.settle(
+            settle = self.queue.send_settle(
+                self._line,
                 [(c.claim.task.id, c.claim.token, c.result) for c in batch],
                 self.types,
                 worker_id=self.worker_id,
                 count=want,
                 lease_ms=self.lease_ms,
             )
+        except Exception as exc:  # Redis away (a call made at once): try again after a pause
+            self.outage.failed("recording completions", exc)
+        finally:
+            self._lock.acquire()
+            self._on_line = False
+        if settle is None:
+            self._answered(batch, want, None)
+            return
+        self._pending.append(_Pending(settle, batch, want, time.monotonic()))
+        self._poke_link()
+
+    def _collect(self) -> None:
+        """Read the reply of the oldest exchange in flight (waiting for it if need be) and hand
+        out what it brought."""
+        pending = self._pending[0]
+        self._on_line = True
+        settled = None
+        self._lock.release()
+        try:
+            settled = pending.settle.result()
             self.outage.succeeded()
-            self._settled(batch, settled.outcomes, settled.claims)
+            self._settled(pending.batch, settled.outcomes, settled.claims)
         except Exception as exc:  # Redis away: keep the batch, try again after a pause
             self.outage.failed("recording completions", exc)
         finally:
             self._lock.acquire()
-            self._sending = False
+            self._on_line = False
+            self._pending.popleft()
+        self._answered(pending.batch, pending.want, settled)
+
+    def _answered(self, batch: list[Completion], want: int, settled: Settled | None) -> None:
+        """After an exchange: hand out its claims, or keep its batch for the next try."""
+        self._asked -= want
         if settled is None:
-            if want:
-                self._claiming = False
-            self._outbox[:0] = batch
+            if batch:
+                self._outbox[:0] = batch
+                self._outbox_since = time.monotonic()
             self._retry_at = time.monotonic() + self._backoff
             self._failures += 1
             self._backoff = min(self._backoff * 2, 5.0)
@@ -379,43 +460,59 @@ class TaskFeed:
             self._wake_all()
             return
         self._backoff = 0.1
+        self._claiming = False
         self._deliver(claims, count)
 
     def _deliver(self, claims: list[Claim], asked: int) -> None:
         self.calls += 1
         if asked:
-            self._claiming = False
             self.claimed += len(claims)
             if self._open:
+                if not self._inbox:
+                    self._inbox_since = time.monotonic()
                 self._inbox.extend(claims)
-                now = time.monotonic()
-                for claim in claims:
-                    self._arrived[claim.task.id] = now
             else:  # the grace period is over: nobody will run them
                 self._late.extend(claims)
             # Short of what was asked: the queue is dry, a thread sleeps in Redis for more. A
             # full batch hands claiming back to the exchanges, chained to completions.
             self._starving = len(claims) < asked
         self._work_cv.notify_all()
-        if self._outbox or self._closing or self._want():
+        if self._closing:
             self._link_cv.notify()
+        elif self._outbox:
+            self._poke_link()
 
     # --------------------------------------------------------------- the link
     def _link(self) -> None:
-        """Records completions (and refills the claimed-ahead tasks) while every executor thread
-        is busy running a task; an idle executor thread does this itself."""
+        """Steps in while every executor thread runs a task: reads a reply that waited
+        ``LINK_PATIENCE``, records completions that waited as long, retries a failed exchange
+        after its pause; at the end, records everything handed back."""
         with self._lock:
             while True:
-                if self._may_send():
-                    self._exchange()
-                    if self._late:
-                        self._lock.release()
-                        try:
-                            self._hand_back_late()
-                        finally:
-                            self._lock.acquire()
-                    continue
-                if self._closing and not self._outbox and not self._sending:
+                now = time.monotonic()
+                # An executor thread that comes for a claim reads the reply and sends what
+                # finished: the link waits until none has come for LINK_PATIENCE.
+                quiet = self._last_take + LINK_PATIENCE
+                waits = []
+                if self._pending and not self._on_line:
+                    due = max(self._pending[0].since + LINK_PATIENCE, quiet)
+                    if self._closing or now >= due:
+                        self._collect()
+                        continue
+                    waits.append(due)
+                elif self._may_send():
+                    due = max(self._outbox_since + LINK_PATIENCE, quiet) if self._outbox else now
+                    if self._closing or self._failures or now >= due:
+                        self._exchange()
+                        if self._late:
+                            self._lock.release()
+                            try:
+                                self._hand_back_late()
+                            finally:
+                                self._lock.acquire()
+                        continue
+                    waits.append(due)
+                if self._closing and not (self._outbox or self._pending or self._on_line):
                     return
                 if self._closing and self._failures and self._backoff > _CLOSING_PATIENCE:
                     log.error(
@@ -430,8 +527,10 @@ class TaskFeed:
                 # After a failed exchange, look again once the pause is over (nobody else
                 # retries a claim that failed with nothing to record); while claims wait in the
                 # inbox with every thread busy, look again when they have waited too long.
-                waits = [self._retry_at - time.monotonic()]
+                if self._retry_at > now:
+                    waits.append(self._retry_at)
                 if self._inbox and not self._idle:
-                    waits.append(self._held_since() + HOLD_LIMIT - time.monotonic())
-                wait = min(w for w in waits if w > 0) if any(w > 0 for w in waits) else None
-                self._link_cv.wait(wait)
+                    waits.append(self._held_since() + HOLD_LIMIT)
+                self._link_asleep = not waits
+                self._link_cv.wait(max(min(waits) - now, 0.0) if waits else None)
+                self._link_asleep = False

@@ -93,9 +93,9 @@ class WorkerConfig:
     default_executor: str | None = None
     #: Longest single blocking claim; bounds how fast a stopping worker notices.
     claim_block: float = 1.0
-    #: Tasks claimed ahead at most while tasks are short (about 5 ms of work is held, judged by
+    #: Tasks claimed ahead at most while tasks are short (about 20 ms of work is held, judged by
     #: recent durations; long tasks are never held back). 0: claim only for an idle thread.
-    prefetch: int = 64
+    prefetch: int = 256
     #: Seconds between reaper passes (crash detection by liveness is at most this late).
     reap_interval: float = 0.5
     shutdown_grace: float = 30.0

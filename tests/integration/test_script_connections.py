@@ -1,6 +1,7 @@
 """Script calls keep one pooled connection per thread (``HeldConnections``) instead of taking one
 from the pool and giving it back on every call; a thread's connection goes back when the thread
-ends, and one that broke is never used again."""
+ends, and one that broke is never used again. A worker's settle calls are written ahead of their
+replies on a connection of their own (``ScriptLine``), with the same fallbacks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import threading
 from typing import Any
 
 from shim_core import Task, TaskQueue
+from shim_core.models import Claim, TaskResult, TaskStatus
+from shim_core.scripts import ScriptLine
+from tests.helpers import wait_until
 
 
 def _pool(queue: TaskQueue) -> Any:
@@ -82,3 +86,85 @@ def test_calls_written_together_reload_a_script_the_server_lost(shim_queue: Task
     shim_queue.client.script_flush()
     shim_queue.add_many([Task(id=f"t{n}") for n in range(2500)])
     assert shim_queue.stats().pending == 2501
+
+
+def _line(queue: TaskQueue) -> ScriptLine:
+    """A line whose script the server already has (a first call loads it)."""
+    line = queue.settle_line()
+    assert line is not None
+    assert queue.send_settle(line, []).result().outcomes == []
+    return line
+
+
+def _claimed(queue: TaskQueue, *ids: str) -> list[Claim]:
+    queue.add_many([Task(id=task_id) for task_id in ids])
+    return queue.claim(["code"], worker_id="w1", count=1)
+
+
+def test_a_settle_written_ahead_runs_before_its_reply_is_read(shim_queue: TaskQueue) -> None:
+    """``send_settle`` writes the call and returns: Redis records the completion while the
+    caller goes on, and ``result()`` later reads what the call did (and what it claimed)."""
+    line = _line(shim_queue)
+    [claim] = _claimed(shim_queue, "a", "b")
+    pending = shim_queue.send_settle(
+        line, [("a", claim.token, TaskResult(success=True))], ["code"], worker_id="w1", count=1
+    )
+    wait_until(lambda: shim_queue.get("a").status is TaskStatus.COMPLETE)  # type: ignore[union-attr]
+    wait_until(pending.ready)
+    settled = pending.result()
+    assert settled.outcomes == [0]
+    assert [c.task.id for c in settled.claims] == ["b"]
+    assert pending.result() is settled  # read once, kept
+    line.close()
+
+
+def test_a_settle_written_on_a_killed_connection_is_made_again(shim_queue: TaskQueue) -> None:
+    """The server closed the line's connection: the reply cannot be read, so the call is made
+    the way every call is made when the direct path fails (on a new connection), and the line
+    takes a new connection for its next call."""
+    line = _line(shim_queue)
+    [claim] = _claimed(shim_queue, "a", "b", "c")
+    held = line._held
+    assert held is not None
+    held.conn.send_command("CLIENT", "ID")
+    assert shim_queue.client.client_kill_filter(_id=held.conn.read_response()) == 1
+    pending = shim_queue.send_settle(
+        line, [("a", claim.token, TaskResult(success=True))], ["code"], worker_id="w1", count=1
+    )
+    settled = pending.result()
+    assert settled.outcomes == [0]
+    assert [c.task.id for c in settled.claims] == ["b"]
+    assert shim_queue.get("a").status is TaskStatus.COMPLETE  # type: ignore[union-attr]
+    again = shim_queue.send_settle(line, [], ["code"], worker_id="w1", count=1)
+    assert [c.task.id for c in again.result().claims] == ["c"]
+    assert line._held is not None and line._held is not held
+    line.close()
+
+
+def test_a_settle_written_after_the_server_lost_the_script_is_made_again(
+    shim_queue: TaskQueue,
+) -> None:
+    """A server that forgot the script ran nothing: reading the reply makes the call again,
+    loading the script."""
+    line = _line(shim_queue)
+    [claim] = _claimed(shim_queue, "a")
+    shim_queue.client.script_flush()
+    pending = shim_queue.send_settle(line, [("a", claim.token, TaskResult(success=True))])
+    assert pending.result().outcomes == [0]
+    assert shim_queue.get("a").status is TaskStatus.COMPLETE  # type: ignore[union-attr]
+    line.close()
+
+
+def test_a_line_closed_with_a_reply_unread_gives_its_connection_back_disconnected(
+    shim_queue: TaskQueue,
+) -> None:
+    """Nobody may read a reply meant for another call: a connection given back with one unread
+    is disconnected first, and the pool's next user gets a clean connection."""
+    line = _line(shim_queue)
+    shim_queue.send_settle(line, [], ["code"], worker_id="w1", count=1)
+    held = line._held
+    assert held is not None
+    line.close()
+    assert held.conn._sock is None
+    assert held.conn in _pool(shim_queue)._available_connections
+    assert shim_queue.client.ping()

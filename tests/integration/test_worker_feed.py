@@ -14,7 +14,8 @@ from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
 from shim_core.errors import ConnectionFailed, ShimError, StaleLease
 from shim_core.models import Claim, Task, TaskResult, TaskStatus
-from shim_core.queue import Settled, TaskQueue
+from shim_core.queue import PendingSettle, Settled, TaskQueue
+from shim_core.scripts import ScriptLine
 from shim_core.worker import Worker, WorkerConfig
 from shim_core.worker.feed import Completion, Finished, TaskFeed
 from tests.helpers import wait_until
@@ -23,22 +24,40 @@ from tests.integration.test_worker_components import FnExecutor, plugins_with
 
 class GatedQueue(TaskQueue):
     """A real queue whose settle calls wait for a gate and are recorded (batch sizes), and can
-    be made to fail a number of times as if Redis were away."""
+    be made to fail a number of times as if Redis were away. With ``line`` false the feed makes
+    its calls at once (:meth:`TaskQueue.settle_line` is None, as on the embedded store or with
+    ``wait_replicas``); else it writes them ahead of their replies."""
 
-    def __init__(self, connection: RedisConnectionManager, settings: Settings) -> None:
+    def __init__(
+        self, connection: RedisConnectionManager, settings: Settings, *, line: bool = True
+    ) -> None:
         super().__init__(connection, settings)
+        self.line = line
         self.gate = threading.Event()
         self.gate.set()
         self.batches: list[int] = []
         self.failures = 0
         self.claim_failures = 0
 
-    def settle(self, completions: Sequence[Any], *args: Any, **kwargs: Any) -> Settled:
+    def _gated(self, completions: Sequence[Any]) -> None:
         self.gate.wait(10)
         if self.failures:
             self.failures -= 1
             raise ConnectionFailed("Redis is away (test)")
         self.batches.append(len(completions))
+
+    def settle_line(self) -> ScriptLine | None:
+        return super().settle_line() if self.line else None
+
+    def send_settle(
+        self, line: ScriptLine | None, completions: Sequence[Any], *args: Any, **kwargs: Any
+    ) -> PendingSettle:
+        if line is not None:  # else settle() is called
+            self._gated(completions)
+        return super().send_settle(line, completions, *args, **kwargs)
+
+    def settle(self, completions: Sequence[Any], *args: Any, **kwargs: Any) -> Settled:
+        self._gated(completions)
         return super().settle(completions, *args, **kwargs)
 
     def claim(self, types: Sequence[str], **kwargs: Any) -> list[Claim]:
@@ -48,9 +67,11 @@ class GatedQueue(TaskQueue):
         return super().claim(types, **kwargs)
 
 
-@pytest.fixture
-def gated(shim_connection: RedisConnectionManager, shim_settings: Settings) -> GatedQueue:
-    return GatedQueue(shim_connection, shim_settings)
+@pytest.fixture(params=["line", "at once"])
+def gated(
+    request: pytest.FixtureRequest, shim_connection: RedisConnectionManager, shim_settings: Settings
+) -> GatedQueue:
+    return GatedQueue(shim_connection, shim_settings, line=request.param == "line")
 
 
 @pytest.fixture
@@ -125,6 +146,30 @@ def test_a_busy_feed_claims_the_next_task_in_the_completions_call(
     # One call completed t0 and claimed t1: the claim rode on the completion.
     assert gated.batches[-1] == 1
     assert gated.get("t1").status is TaskStatus.RUNNING  # type: ignore[union-attr]
+
+
+def test_a_reply_no_thread_comes_back_for_is_read_by_the_link_thread(
+    shim_queue: TaskQueue, feeds: list[TaskFeed]
+) -> None:
+    """A thread writes the call that records what it finished, then runs its next task; while
+    that task runs long nobody else would read the reply: the link thread does, and the
+    completion's outcome arrives without waiting for the task to end."""
+    shim_queue.add_many([Task(id=f"t{i}") for i in range(10)])
+    feed = make_feed(shim_queue, feeds, prefetch=5)
+    readers: list[str] = []
+
+    def done(outcome: int | ShimError) -> None:
+        assert outcome == 0
+        readers.append(threading.current_thread().name)
+
+    claim = feed.take()
+    for _ in range(3):
+        assert claim is not None
+        claim = feed.take(Finished(0.0001, Completion(claim, TaskResult(success=True), done)))
+    assert claim is not None  # this thread now "runs" it, and does not come back
+    wait_until(lambda: len(readers) == 3)
+    assert readers[-1].startswith("shim-link")
+    assert shim_queue.stats().complete == 3
 
 
 def test_prefetch_holds_work_only_while_tasks_are_short(
