@@ -137,7 +137,8 @@ def test_a_settle_written_on_a_killed_connection_is_made_again(shim_queue: TaskQ
     assert shim_queue.get("a").status is TaskStatus.COMPLETE  # type: ignore[union-attr]
     again = shim_queue.send_settle(line, [], ["code"], worker_id="w1", count=1)
     assert [c.task.id for c in again.result().claims] == ["c"]
-    assert line._held is not None and line._held is not held
+    assert line._held is not None
+    assert line._held is not held
     line.close()
 
 
