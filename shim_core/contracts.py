@@ -37,9 +37,12 @@ class ExecutionContext(Protocol):
 
     task: Task
     worker_id: str
-    #: Set when the task is cancelled, its lease is lost, it exceeds its time limit, or the
-    #: worker shuts down. Long work checks it (or waits on it) and returns early.
-    cancelled: threading.Event
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the task is cancelled, its lease is lost, it exceeds its time limit, or the
+        worker shuts down. Long work checks it (or waits on it) and returns early."""
+
     #: State of the latest checkpoint of an earlier attempt, or None on a fresh start.
     resume_state: dict[str, Any] | None
     #: Results of the task's dependencies, by task id (context flowing down the DAG).

@@ -57,6 +57,9 @@ class TaskLogHandler(logging.Handler):
             logging.getLogger(__name__).warning("could not store %d log line(s)", len(lines))
 
 
+#: Held while an execution's ``cancelled`` event is made (on first use, from any thread).
+_MAKING_EVENTS = threading.Lock()
+
 #: Parent of every task's logger: records also reach the worker's own log through it.
 TASK_LOGGER = logging.getLogger("shim.task")
 
@@ -92,7 +95,7 @@ class TaskExecution:
         self.task: Task = claim.task
         self.token = claim.token
         self.worker_id = worker_id
-        self.cancelled = threading.Event()
+        self._cancelled: threading.Event | None = None
         self.cancel_reason = ""
         self.resume_state = resume_state
         self.dependency_results: Mapping[str, TaskResult] = dependency_results or {}
@@ -113,11 +116,25 @@ class TaskExecution:
             self._log = task_logger(self.task.id, self._handler)
         return self._log
 
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the execution is asked to stop. Made on first use: most executions are
+        never cancelled and their executor never looks (an Event is a lock and a condition)."""
+        event = self._cancelled
+        if event is None:
+            with _MAKING_EVENTS:
+                if self._cancelled is None:
+                    self._cancelled = threading.Event()
+                event = self._cancelled
+        return event
+
     def cancel(self, reason: str) -> None:
         """Ask the executor to stop (first reason wins)."""
-        if not self.cancelled.is_set():
-            self.cancel_reason = reason
-            self.cancelled.set()
+        event = self.cancelled
+        with _MAKING_EVENTS:  # two threads cancelling at once: the first reason stays
+            if not event.is_set():
+                self.cancel_reason = reason
+                event.set()
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Report progress; a refused report (lease lost, task cancelled) cancels the execution."""

@@ -562,6 +562,36 @@ def test_checkpoint_from_a_lost_lease_is_refused(
     assert outcome.status == "fenced"
 
 
+def test_an_execution_is_cancelled_once_with_the_first_reason(
+    shim_queue: TaskQueue, store: CheckpointStore
+) -> None:
+    """``cancelled`` is made on first use, one event whichever thread asks first; of several
+    cancellations at once, the first reason stays."""
+    wx = WorkExecutor(shim_queue, plugins_with(), store, worker_id="w1")
+    shim_queue.add(Task(id="a"))
+    execution = wx.prepare(claim_as(shim_queue, "w1"))
+    events: list[threading.Event] = []
+    barrier = threading.Barrier(8)
+
+    def look_and_cancel(n: int) -> None:
+        barrier.wait()
+        events.append(execution.cancelled)
+        execution.cancel(f"reason {n}")
+
+    threads = [threading.Thread(target=look_and_cancel, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(event) for event in events}) == 1
+    assert events[0].is_set()
+    assert execution.cancelled is events[0]
+    assert execution.cancel_reason in {f"reason {n}" for n in range(8)}
+    reason = execution.cancel_reason
+    execution.cancel("later")
+    assert execution.cancel_reason == reason
+
+
 def test_dependency_results_are_passed_to_the_executor(
     shim_queue: TaskQueue, store: CheckpointStore
 ) -> None:
@@ -1294,7 +1324,7 @@ def test_worker_stop_releases_a_task_whose_executor_stops_at_once(
     started = threading.Event()
 
     def prompt(task: Task, ctx: Any) -> TaskResult:
-        ctx.cancelled = ReportingEvent(
+        ctx._cancelled = ReportingEvent(  # made on first use: this one is used instead
             lambda: shim_queue.get(task.id).status is not TaskStatus.RUNNING
         )
         started.set()
