@@ -453,19 +453,22 @@ class ScriptLine:
         """Write one call of script ``verb``. Never raises for Redis: a call that could not be
         written is made by :meth:`Written.read`, the way :meth:`Scripts.call` makes it."""
         self._scripts._script(verb, keys)
+        call = (verb, keys, args)
         held = self._held
-        if held is None or held.pid != os.getpid():
-            held = self._held = _Held(self._scripts._client.connection_pool)
         try:
+            if held is None or held.pid != os.getpid():
+                held = self._held = _Held(self._scripts._client.connection_pool)
             function = self._scripts._write(held.conn, verb, keys, [args])
         except _FALL_BACK:
-            self._drop(held)
-            return Written(self, None, None, (verb, keys, args))
+            if held is not None:
+                self._drop(held)
+            return Written(self, None, None, call)
         except BaseException:
-            self._drop(held)
+            if held is not None:
+                self._drop(held)
             raise
         self._unread = True
-        return Written(self, held, function, (verb, keys, args))
+        return Written(self, held, function, call)
 
     def close(self) -> None:
         """Give the connection back to the pool (disconnected if a reply is left unread)."""
@@ -476,11 +479,14 @@ class ScriptLine:
             held.release()
 
     def _drop(self, held: _Held) -> None:
+        """Disconnect and give back ``held``, unless it went back to the pool already (it may
+        be someone else's connection by now)."""
         if self._held is held:
             self._held = None
             self._unread = False
-        held.conn.disconnect()
-        held.release()
+        if held.mine():
+            held.conn.disconnect()
+            held.release()
 
 
 class Written:
@@ -495,16 +501,23 @@ class Written:
     ) -> None:
         self._line = line
         self._held = held  # None: the write failed, read() makes the call
+        # The socket the call went out on: a connection closed (a failover disconnects a
+        # pool's connections) or reconnected since has lost the reply with it.
+        self._sock = held.conn._sock if held is not None else None
         self._function = function
         self._call = call
 
+    def _lost(self, held: _Held) -> bool:
+        return held.conn._sock is not self._sock or held.pid != os.getpid()
+
     def ready(self) -> bool:
         """Whether :meth:`read` would return without waiting for Redis (its reply, or an
-        error, has come). A system call, no more."""
-        if self._held is None:
+        error, has come). A system call, no more; it never reconnects."""
+        held = self._held
+        if held is None or self._lost(held):
             return True
         try:
-            return bool(self._held.conn.can_read(timeout=0))
+            return bool(held.conn.can_read(timeout=0))
         except Exception:  # broken: read() says how
             return True
 
@@ -514,6 +527,9 @@ class Written:
         :meth:`Scripts.call` makes it: reconnecting, loading the script."""
         held, self._held = self._held, None
         scripts = self._line._scripts
+        if held is not None and self._lost(held):
+            self._line._drop(held)  # the reply went with the old socket (a forked child's
+            held = None  # copy of its parent's connection is left alone: see _Held.mine)
         if held is not None:
             done = False
             try:
@@ -586,6 +602,10 @@ class _Held:
 
     def release(self) -> None:
         self._finalizer()
+
+    def mine(self) -> bool:
+        """Not given back yet (and taken in this process)."""
+        return self._finalizer.alive and self.pid == os.getpid()
 
 
 def _give_back(pool: Any, conn: Any, pid: int) -> None:

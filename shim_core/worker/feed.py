@@ -20,6 +20,7 @@ process dies is lost with it, and the task runs again once its lease is reaped.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -57,8 +58,8 @@ _SMOOTHING = 0.2
 
 @attrs.frozen
 class Completion:
-    """A successful execution to record; ``done`` is called (on the link thread) with the
-    number of dependents it released, or the error that refused it."""
+    """A successful execution to record; ``done`` is called (by the thread that reads the
+    reply) with the number of dependents it released, or the error that refused it."""
 
     claim: Claim
     result: TaskResult | EncodedResult
@@ -126,7 +127,7 @@ class TaskFeed:
         self._asked = 0  # claims asked for by the pending exchanges
         self._on_line = False  # a thread writes an exchange, or reads a reply
         self._outbox_since = 0.0  # when the oldest completion in the outbox came (monotonic)
-        self._link_asleep = False  # the link thread waits with no deadline
+        self._link_wakes_at: float | None = None  # the link thread's deadline while it waits
         self._last_take = 0.0  # when an executor thread last came for a claim (monotonic)
         self._starving = False  # the queue came up short: one thread sleeps in Redis for more
         self._retry_at = 0.0  # after a failed exchange, none before this (monotonic)
@@ -181,9 +182,12 @@ class TaskFeed:
             self._wake_all()
         for thread in self._threads:
             thread.join(timeout)
+        alive = any(thread.is_alive() for thread in self._threads)
         self._threads.clear()
         self._hand_back_late()
-        if self._line is not None:
+        with self._lock:
+            in_use = alive or self._on_line
+        if self._line is not None and not in_use:  # else it goes back when the feed is dropped
             self._line.close()
 
     def discard(self, task_ids: Iterable[str]) -> list[str]:
@@ -226,7 +230,10 @@ class TaskFeed:
                             self._running += 1
                             claim = self._inbox.popleft()
                             if self._may_send():
-                                self._send()  # Redis runs it while this thread runs its task
+                                if self._line is not None:
+                                    self._send()  # Redis runs it while this thread runs its task
+                                else:  # a call made at once: the link makes it meanwhile
+                                    self._link_cv.notify()
                             return claim
                         if self._pending and not self._on_line:
                             self._collect()  # nothing else to do: wait for the reply
@@ -304,10 +311,11 @@ class TaskFeed:
         self._link_cv.notify_all()
 
     def _poke_link(self) -> None:
-        """Wake the link thread if it sleeps with no deadline: there is something it may have
-        to step in for."""
-        if self._link_asleep:
-            self._link_asleep = False
+        """Something the link thread may have to step in for came (an exchange written, a
+        completion in the outbox): wake it if it sleeps past when it would have to."""
+        wakes_at = self._link_wakes_at
+        if wakes_at is not None and wakes_at > time.monotonic() + LINK_PATIENCE:
+            self._link_wakes_at = None
             self._link_cv.notify()
 
     def _prefetch(self) -> int:
@@ -382,6 +390,7 @@ class TaskFeed:
             self._answered(batch, want, None)
             return
         self._pending.append(_Pending(settle, batch, want, time.monotonic()))
+        self._work_cv.notify()  # a thread with nothing in hand reads the reply
         self._poke_link()
 
     def _collect(self) -> None:
@@ -498,18 +507,14 @@ class TaskFeed:
                     due = max(self._pending[0].since + LINK_PATIENCE, quiet)
                     if self._closing or now >= due:
                         self._collect()
+                        self._link_hands_back_late()
                         continue
                     waits.append(due)
                 elif self._may_send():
                     due = max(self._outbox_since + LINK_PATIENCE, quiet) if self._outbox else now
-                    if self._closing or self._failures or now >= due:
+                    if self._closing or self._failures or self._line is None or now >= due:
                         self._exchange()
-                        if self._late:
-                            self._lock.release()
-                            try:
-                                self._hand_back_late()
-                            finally:
-                                self._lock.acquire()
+                        self._link_hands_back_late()
                         continue
                     waits.append(due)
                 if self._closing and not (self._outbox or self._pending or self._on_line):
@@ -531,6 +536,15 @@ class TaskFeed:
                     waits.append(self._retry_at)
                 if self._inbox and not self._idle:
                     waits.append(self._held_since() + HOLD_LIMIT)
-                self._link_asleep = not waits
-                self._link_cv.wait(max(min(waits) - now, 0.0) if waits else None)
-                self._link_asleep = False
+                self._link_wakes_at = min(waits) if waits else math.inf
+                self._link_cv.wait(max(self._link_wakes_at - now, 0.0) if waits else None)
+                self._link_wakes_at = None
+
+    def _link_hands_back_late(self) -> None:
+        """Hand back (outside the lock) claims that arrived after shut(); lock held."""
+        if self._late:
+            self._lock.release()
+            try:
+                self._hand_back_late()
+            finally:
+                self._lock.acquire()

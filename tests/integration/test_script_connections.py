@@ -169,3 +169,29 @@ def test_a_line_closed_with_a_reply_unread_gives_its_connection_back_disconnecte
     assert held.conn._sock is None
     assert held.conn in _pool(shim_queue)._available_connections
     assert shim_queue.client.ping()
+
+
+def test_a_line_disconnected_with_a_call_in_flight_does_not_wait_for_its_reply(
+    shim_queue: TaskQueue,
+) -> None:
+    """A failover disconnects a pool's connections, the line's too: its reply is gone with the
+    socket. ``ready()`` says so without reconnecting, and reading makes the call again at once
+    instead of waiting on a new socket for a reply that cannot come."""
+    line = _line(shim_queue)
+    [claim] = _claimed(shim_queue, "a", "b")
+    pending = shim_queue.send_settle(line, [("a", claim.token, TaskResult(success=True))])
+    held = line._held
+    assert held is not None
+    held.conn.disconnect()  # what pool.disconnect(inuse_connections=True) does
+    assert pending.ready()
+    assert held.conn._sock is None  # not reconnected by asking
+    results: list[Any] = []
+    reader = threading.Thread(target=lambda: results.append(pending.result()))
+    reader.start()
+    reader.join(3)  # under the connection's 5 s socket timeout
+    assert not reader.is_alive()
+    assert results[0].outcomes == [0]
+    assert shim_queue.get("a").status is TaskStatus.COMPLETE  # type: ignore[union-attr]
+    again = shim_queue.send_settle(line, [], ["code"], worker_id="w1", count=1)
+    assert again.result().outcomes == []
+    line.close()

@@ -172,6 +172,55 @@ def test_a_reply_no_thread_comes_back_for_is_read_by_the_link_thread(
     assert shim_queue.stats().complete == 3
 
 
+def test_a_thread_waiting_for_work_reads_the_reply_of_a_call_another_thread_wrote(
+    gated: GatedQueue, feeds: list[TaskFeed]
+) -> None:
+    """Thread B takes the last claim and writes an exchange; thread A, coming back meanwhile
+    with nothing to take, is woken when the call is written and reads its reply itself, not
+    after the link thread's patience."""
+    if not gated.line:
+        pytest.skip("calls made at once have no reply to read later")
+    gated.add_many([Task(id=f"t{n}") for n in range(6)])
+    readers: list[str] = []
+    feed = TaskFeed(
+        gated,
+        "w1",
+        ["code"],
+        concurrency=2,
+        prefetch=0,
+        claim_block=0.2,
+        on_claimed=lambda claims: readers.append(threading.current_thread().name),
+    )
+    feeds.append(feed)
+    feed.start()
+    first, second = feed.take(), feed.take()
+    assert first is not None
+    assert second is not None
+    gated.gate.clear()
+    got: dict[str, Claim | None] = {}
+
+    def thread_b() -> None:
+        got["b"] = feed.take(Finished(0.001, completion(first, [])))
+
+    def thread_a() -> None:
+        got["a"] = feed.take(Finished(0.001, completion(second, [])))
+
+    b = threading.Thread(target=thread_b, name="B")
+    b.start()
+    wait_until(lambda: feed._on_line)  # B is writing (held at the gate)
+    a = threading.Thread(target=thread_a, name="A")
+    a.start()
+    wait_until(lambda: feed._idle == 2)
+    readers.clear()
+    gated.gate.set()
+    b.join(5)
+    a.join(5)
+    assert got["a"] is not None
+    assert got["b"] is not None
+    assert readers
+    assert set(readers) <= {"A", "B"}  # never the link thread
+
+
 def test_prefetch_holds_work_only_while_tasks_are_short(
     shim_queue: TaskQueue, feeds: list[TaskFeed]
 ) -> None:
