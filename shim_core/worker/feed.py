@@ -230,10 +230,10 @@ class TaskFeed:
                             self._running += 1
                             claim = self._inbox.popleft()
                             if self._may_send():
-                                if self._line is not None:
+                                if self._line is not None and not self._failures:
                                     self._send()  # Redis runs it while this thread runs its task
-                                else:  # a call made at once: the link makes it meanwhile
-                                    self._link_cv.notify()
+                                else:  # a call made at once, or Redis away: the link makes
+                                    self._link_cv.notify()  # it (and retries) meanwhile
                             return claim
                         if self._pending and not self._on_line:
                             self._collect()  # nothing else to do: wait for the reply
