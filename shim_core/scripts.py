@@ -440,14 +440,15 @@ def _read_replies(conn: Any, count: int) -> list[Any]:
 class ScriptLine:
     """A pooled connection of its own on which a script call is written now and its reply read
     later (:meth:`write`, then :meth:`Written.read`): the caller goes on working while Redis
-    runs the script, and no thread hands the round trip to another. One call is in flight at a
-    time. A connection that failed is disconnected and given back; the next write takes
-    another. :meth:`close` gives the connection back (so does the line's end)."""
+    runs the script, and no thread hands the round trip to another. Replies are read in the
+    order the calls were written. A connection that failed is disconnected and given back (the
+    replies of calls written on it are lost: reading them makes the calls again); the next
+    write takes another. :meth:`close` gives the connection back (so does the line's end)."""
 
     def __init__(self, scripts: Scripts) -> None:
         self._scripts = scripts
         self._held: _Held | None = None
-        self._unread = False  # a call written, its reply not read
+        self._unread = 0  # calls written whose reply is not read yet
 
     def write(self, verb: str, keys: Sequence[str], args: Sequence[Any]) -> Written:
         """Write one call of script ``verb``. Never raises for Redis: a call that could not be
@@ -467,7 +468,7 @@ class ScriptLine:
             if held is not None:
                 self._drop(held)
             raise
-        self._unread = True
+        self._unread += 1
         return Written(self, held, function, call)
 
     def close(self) -> None:
@@ -483,7 +484,7 @@ class ScriptLine:
         be someone else's connection by now)."""
         if self._held is held:
             self._held = None
-            self._unread = False
+            self._unread = 0
         if held.mine():
             held.conn.disconnect()
             held.release()
@@ -534,7 +535,7 @@ class Written:
             done = False
             try:
                 replies = _read_replies(held.conn, 1)
-                self._line._unread = False
+                self._line._unread -= 1
                 done = True
                 return scripts._checked(replies, self._function, 1)[0]
             except _FALL_BACK:

@@ -195,3 +195,22 @@ def test_a_line_disconnected_with_a_call_in_flight_does_not_wait_for_its_reply(
     again = shim_queue.send_settle(line, [], ["code"], worker_id="w1", count=1)
     assert again.result().outcomes == []
     line.close()
+
+
+def test_two_calls_written_ahead_are_answered_in_order(shim_queue: TaskQueue) -> None:
+    """A second call written before the first is read: each reply goes to its own call, and
+    a line closed with one of them unread gives its connection back disconnected."""
+    line = _line(shim_queue)
+    shim_queue.add_many([Task(id="a"), Task(id="b"), Task(id="c")])
+    first = shim_queue.send_settle(line, [], ["code"], worker_id="w1", count=1)
+    second = shim_queue.send_settle(line, [], ["code"], worker_id="w1", count=2)
+    assert [c.task.id for c in first.result().claims] == ["a"]
+    assert [c.task.id for c in second.result().claims] == ["b", "c"]
+    shim_queue.send_settle(line, [], ["code"], worker_id="w1", count=1).result()
+    left = shim_queue.send_settle(line, [], ["code"], worker_id="w1", count=1)
+    held = line._held
+    assert held is not None
+    line.close()
+    assert held.conn._sock is None
+    assert left.ready()  # its reply went with the socket: reading makes the call again
+    assert left.result().claims == []

@@ -17,6 +17,7 @@ from shim_core.models import Claim, Task, TaskResult, TaskStatus
 from shim_core.queue import PendingSettle, Settled, TaskQueue
 from shim_core.scripts import ScriptLine
 from shim_core.worker import Worker, WorkerConfig
+from shim_core.worker import feed as feedmod
 from shim_core.worker.feed import Completion, Finished, TaskFeed
 from tests.helpers import wait_until
 from tests.integration.test_worker_components import FnExecutor, plugins_with
@@ -219,6 +220,39 @@ def test_a_thread_waiting_for_work_reads_the_reply_of_a_call_another_thread_wrot
     assert got["b"] is not None
     assert readers
     assert set(readers) <= {"A", "B"}  # never the link thread
+
+
+def test_a_second_exchange_goes_out_while_one_is_in_flight_once_it_is_worth_a_call(
+    shim_connection: RedisConnectionManager, shim_settings: Settings, feeds: list[TaskFeed]
+) -> None:
+    """While Redis runs one exchange, what finishes meanwhile goes out in a second one (so
+    Redis always has the next call), but only with enough completions to be worth a call,
+    and never a third."""
+    in_flight: list[tuple[int, int]] = []  # (exchanges in flight before this one, completions)
+
+    class Watched(TaskQueue):
+        def send_settle(
+            self, line: ScriptLine | None, completions: Sequence[Any], *args: Any, **kw: Any
+        ) -> PendingSettle:
+            in_flight.append((len(feed._pending), len(completions)))
+            return super().send_settle(line, completions, *args, **kw)
+
+    queue = Watched(shim_connection, shim_settings)
+    queue.add_many([Task(id=f"t{n}") for n in range(400)])
+    feed = make_feed(queue, feeds, prefetch=64)
+    outcomes: list[Any] = []
+    claim = feed.take()
+    for _ in range(399):
+        assert claim is not None
+        claim = feed.take(Finished(0.0001, completion(claim, outcomes)))
+    assert claim is not None
+    feed.hand_back(Finished(0.0001, completion(claim, outcomes)))
+    wait_until(lambda: len(outcomes) == 400)
+    assert queue.stats().complete == 400
+    assert max(n for n, _ in in_flight) == feedmod.DEPTH - 1
+    seconds = [done for n, done in in_flight if n == 1]
+    assert seconds
+    assert min(seconds) >= feedmod._SECOND_MIN
 
 
 def test_prefetch_holds_work_only_while_tasks_are_short(
