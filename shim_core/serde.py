@@ -71,11 +71,11 @@ def finite(value: Any) -> float:
     return number
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)
 def from_ms(value: int | float | str) -> datetime:
-    """An aware UTC datetime from epoch milliseconds. Remembered for the latest values: the
-    tasks a worker claims together share their claim time and lease deadline, those added
-    together their creation time (datetimes are immutable)."""
+    """An aware UTC datetime from epoch milliseconds. Remembered for the latest values (a few
+    tens of kilobytes at most): the tasks a worker claims together share their claim time and
+    lease deadline, those added together their creation time (datetimes are immutable)."""
     return datetime.fromtimestamp(int(float(value)) / 1000, tz=UTC)
 
 
