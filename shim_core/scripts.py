@@ -476,18 +476,16 @@ class ScriptLine:
         held, self._held = self._held, None
         if held is not None:
             if self._unread:
-                held.conn.disconnect()
-            held.release()
+                held.discard()
+            else:
+                held.release()
 
     def _drop(self, held: _Held) -> None:
-        """Disconnect and give back ``held``, unless it went back to the pool already (it may
-        be someone else's connection by now)."""
+        """Discard ``held`` (see :meth:`_Held.discard`); the next write takes another."""
         if self._held is held:
             self._held = None
             self._unread = 0
-        if held.mine():
-            held.conn.disconnect()
-            held.release()
+        held.discard()
 
 
 class Written:
@@ -530,7 +528,7 @@ class Written:
         scripts = self._line._scripts
         if held is not None and self._lost(held):
             self._line._drop(held)  # the reply went with the old socket (a forked child's
-            held = None  # copy of its parent's connection is left alone: see _Held.mine)
+            held = None  # copy of its parent's connection is left alone: see _Held.discard)
         if held is not None:
             done = False
             try:
@@ -587,8 +585,7 @@ class HeldConnections:
         held: _Held | None = getattr(self._local, "held", None)
         if held is not None:
             self._local.held = None
-            held.conn.disconnect()
-            held.release()
+            held.discard()
 
 
 class _Held:
@@ -604,9 +601,13 @@ class _Held:
     def release(self) -> None:
         self._finalizer()
 
-    def mine(self) -> bool:
-        """Not given back yet (and taken in this process)."""
-        return self._finalizer.alive and self.pid == os.getpid()
+    def discard(self) -> None:
+        """Disconnect and give back the connection (its state is unknown: replies unread, or
+        broken), unless it went back to the pool already, where it may be someone else's by
+        now, or was taken in the parent of this forked process."""
+        if self._finalizer.alive and self.pid == os.getpid():
+            self.conn.disconnect()
+            self.release()
 
 
 def _give_back(pool: Any, conn: Any, pid: int) -> None:

@@ -279,11 +279,16 @@ class TaskFeed:
         self._late.extend(self._inbox)
         self._inbox.clear()
         self._avg = max(self._avg or 0.0, HOLD_LIMIT)
-        self._lock.release()
-        try:
-            self._hand_back_late()
-        finally:
-            self._lock.acquire()
+        self._hand_back_late_unlocked()
+
+    def _hand_back_late_unlocked(self) -> None:
+        """:meth:`_hand_back_late` from a caller holding the lock (released meanwhile)."""
+        if self._late:
+            self._lock.release()
+            try:
+                self._hand_back_late()
+            finally:
+                self._lock.acquire()
 
     def _hand_back_late(self) -> None:
         """Hand back (outside the lock: a round trip each) claims that arrived after shut()."""
@@ -510,14 +515,14 @@ class TaskFeed:
                     due = max(self._pending[0].since + LINK_PATIENCE, quiet)
                     if self._closing or now >= due:
                         self._collect()
-                        self._link_hands_back_late()
+                        self._hand_back_late_unlocked()
                         continue
                     waits.append(due)
                 elif self._may_send():
                     due = max(self._outbox_since + LINK_PATIENCE, quiet) if self._outbox else now
                     if self._closing or self._failures or self._line is None or now >= due:
                         self._exchange()
-                        self._link_hands_back_late()
+                        self._hand_back_late_unlocked()
                         continue
                     waits.append(due)
                 if self._closing and not (self._outbox or self._pending or self._on_line):
@@ -542,12 +547,3 @@ class TaskFeed:
                 self._link_wakes_at = min(waits) if waits else math.inf
                 self._link_cv.wait(max(self._link_wakes_at - now, 0.0) if waits else None)
                 self._link_wakes_at = None
-
-    def _link_hands_back_late(self) -> None:
-        """Hand back (outside the lock) claims that arrived after shut(); lock held."""
-        if self._late:
-            self._lock.release()
-            try:
-                self._hand_back_late()
-            finally:
-                self._lock.acquire()

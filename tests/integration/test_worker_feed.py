@@ -182,17 +182,13 @@ def test_a_thread_waiting_for_work_reads_the_reply_of_a_call_another_thread_wrot
     gated = GatedQueue(shim_connection, shim_settings)
     gated.add_many([Task(id=f"t{n}") for n in range(6)])
     readers: list[str] = []
-    feed = TaskFeed(
+    feed = make_feed(
         gated,
-        "w1",
-        ["code"],
+        feeds,
         concurrency=2,
         prefetch=0,
-        claim_block=0.2,
         on_claimed=lambda claims: readers.append(threading.current_thread().name),
     )
-    feeds.append(feed)
-    feed.start()
     first, second = feed.take(), feed.take()
     assert first is not None
     assert second is not None
