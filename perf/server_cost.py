@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -38,10 +37,10 @@ from typing import Any
 
 import redis
 from _server import RedisServer
+from _worker import start_shim_worker
 
 from shim_core import RedisConnectionManager, Settings, Task, TaskQueue
 
-ROOT = Path(__file__).resolve().parent.parent
 #: valgrind starts redis-server in a few seconds; a loaded machine may take longer.
 START_TIMEOUT = 60.0
 #: A drain that has not finished by then failed.
@@ -117,16 +116,7 @@ def _tasks(count: int, prefix: str, depends_on: str | None = None) -> list[Task]
 
 def _drain(server: CountedServer, queue: TaskQueue, count: int) -> None:
     """Run ``count`` queued tasks with one ``shim worker`` process, then stop it."""
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONPATH": path}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "shim_core.cli", "worker", "--redis", server.url,
-         "--namespace", NAMESPACE, "--allow", "python"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    worker = start_shim_worker(server.url, NAMESPACE)
     try:
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while queue.stats().complete < count:
