@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
+import attrs
 import cattrs
 import pytest
 from hypothesis import given
@@ -363,6 +364,26 @@ def test_task_queue_is_type_or_assigned_worker() -> None:
     """A task waits in its type's queue, or in ``@<worker>`` when assigned to one."""
     assert Task(type="test").queue == "test"
     assert Task(type="test", assigned_to="w1").queue == "@w1"
+
+
+def test_evolve_task_is_attrs_evolve_and_leaves_the_original_alone() -> None:
+    task = Task(id="e1", title="before", params={"a": 1}, dependencies=("d",))
+    changes = {"title": "after", "max_attempts": 4, "status": TaskStatus.RUNNING}
+    evolved = serde.evolve_task(task, changes)
+    assert evolved == attrs.evolve(task, **changes)
+    assert type(evolved) is Task
+    assert (task.title, task.max_attempts, task.status) == ("before", None, TaskStatus.PENDING)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        evolved.title = "changed"  # type: ignore[misc]
+
+
+def test_task_fields_have_no_validator_or_converter_for_evolve_task_to_skip() -> None:
+    assert all(f.validator is None and f.converter is None for f in attrs.fields(Task))
+
+
+def test_evolve_task_refuses_what_is_not_a_field() -> None:
+    with pytest.raises(TypeError, match="not Task fields: \\['nope'\\]"):
+        serde.evolve_task(Task(id="e2"), {"title": "x", "nope": 1})
 
 
 def test_new_tasks_get_distinct_ids() -> None:
