@@ -7,7 +7,6 @@ every other field as JSON, ``None`` fields left out.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
 import json
@@ -231,9 +230,12 @@ def _stored(value: Any, raw: bool) -> str:
     if (kind is dict or kind is tuple or kind is list) and not raw:
         # Plain JSON (a task's params, mostly) encodes as it is: what json accepts, the
         # converter would hand it unchanged. Anything else (bytes, datetimes, attrs values)
-        # makes json refuse, and goes through the converter.
-        with contextlib.suppress(TypeError, ValueError):
+        # makes json refuse, and goes through the converter. (try, not contextlib.suppress:
+        # that is an object and two calls per task added.)
+        try:
             return compact_json(value)
+        except (TypeError, ValueError):
+            pass
     plain = converter.unstructure(value)
     return str(plain) if raw else compact_json(plain)
 
