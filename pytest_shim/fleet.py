@@ -71,14 +71,23 @@ class FleetWorker:
         if self.thread_worker is not None:
             self.thread_worker.stop(grace=timeout)
             return None
+        self._ask_to_stop()
+        return self._wait_stopped(timeout)
+
+    def _ask_to_stop(self) -> None:
+        """SIGCONT (a paused worker) and SIGTERM, once, to a process still running."""
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)
             self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+
+    def _wait_stopped(self, timeout: float) -> int:
+        """The exit code after :meth:`_ask_to_stop`, killing the process after ``timeout`` s."""
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
         return self.process.wait(timeout=10)
 
     def alive(self) -> bool:
@@ -193,11 +202,24 @@ class Fleet:
         return next((w for w in self.workers if w.id == task.worker_id), None)
 
     def close(self) -> None:
-        """Stop every worker (gracefully, then by force) and disconnect."""
+        """Stop every worker (gracefully, then by force) and disconnect.
+
+        Every process is sent SIGTERM before any is waited for: each takes up to a claim block
+        (about a second) to leave, and they leave together instead of one after another.
+        """
+        processes = [w for w in self.workers if w.process is not None]
+        for worker in processes:
+            try:
+                worker._ask_to_stop()
+            except Exception:  # a worker killed by the test is already gone
+                continue
         for worker in self.workers:
             try:
-                worker.terminate(timeout=10)
-            except Exception:  # a worker killed by the test is already gone
+                if worker.process is not None:
+                    worker._wait_stopped(timeout=10)
+                else:
+                    worker.terminate(timeout=10)
+            except Exception:
                 continue
         self.connection.disconnect()
 
