@@ -130,7 +130,7 @@ def test_a_rate_limit_cools_the_agent_down_fleet_wide_without_spending_an_attemp
     }
     with anthropic.ScriptedAnthropic(routes=routes) as server:
         fleet = shim_fleet_factory(workers=0, heartbeat=0.5, allow=["agent"])
-        env = agent_env(server, tmp_path, SHIM_RATE_LIMIT_COOLDOWN_MS="4000")
+        env = agent_env(server, tmp_path, SHIM_RATE_LIMIT_COOLDOWN_MS="2000")
         for _ in range(2):
             fleet.add_worker(env=env)
         supervisor = Supervisor(shim_queue.connection, shim_queue.settings)
@@ -142,6 +142,7 @@ def test_a_rate_limit_cools_the_agent_down_fleet_wide_without_spending_an_attemp
         cooldown_end = shim_queue.cooldowns()["claude"].timestamp()
         later = Task(id="later", title="Later task", executor="agent", params={"agent": "claude"})
         shim_queue.add(later)
+        assert "claude" in shim_queue.cooldowns()  # added while the cooldown is still on
         supervisor.start()
         report = supervisor.wait(run.run_id, timeout=90)
         wait_until(lambda: shim_queue.get("later").status is TaskStatus.COMPLETE, timeout=60)
