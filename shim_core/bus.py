@@ -11,6 +11,7 @@ resubscribes every channel and pattern by itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import defaultdict
@@ -64,8 +65,11 @@ class EventStats:
     refused: int = 0
 
 
-#: Seconds one read of the listener waits; bounds how long close() takes.
-_READ_TIMEOUT = 0.2
+#: Seconds one read of the listener waits before it looks at whether to stop (close() wakes it
+#: sooner: see there).
+_READ_TIMEOUT = 1.0
+#: The messages that carry events (a pong, for one, does not).
+_EVENT_TYPES = frozenset({"message", "pmessage"})
 #: Longest pause between reconnect attempts: a worker's liveness subscription must come back well
 #: within the registry's liveness grace (1 s) after a network blip.
 _MAX_RECONNECT_DELAY = 0.25
@@ -166,9 +170,14 @@ class MessageBus:
 
     # --------------------------------------------------------------- lifecycle
     def close(self) -> None:
-        """Stop the listener thread and close the subscriber connection."""
+        """Stop the listener thread and close the subscriber connection. A PING on the
+        subscriber connection ends the listener's read at once (its pong is no event), rather
+        than at the end of the read's timeout."""
         self._stop.set()
         if self._thread is not None:
+            if self._thread.is_alive() and self._pubsub.subscribed:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    self._pubsub.ping()
             self._thread.join(timeout=5)
         self._pubsub.close()
         self._sub_client.close()
@@ -204,7 +213,7 @@ class MessageBus:
                 )
                 continue
             delay = 0.05
-            if message is not None:
+            if message is not None and message["type"] in _EVENT_TYPES:
                 self._dispatch(message)
 
     def _dispatch(self, message: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -501,13 +502,16 @@ class TaskQueue:
         lease_ms: int | None = None,
         start: bool = True,
         block: float | None = None,
+        interrupt: threading.Event | None = None,
     ) -> list[Claim]:
         """Lease up to ``count`` pending tasks of ``types`` (and those assigned to ``worker_id``).
 
         Highest priority first, FIFO within a priority band. With ``block`` (seconds), waits for
         work without polling: the claimer sleeps in BZPOPMIN on wake markers that the scripts set
-        when a task becomes pending, waking early when a retry comes due. ``start=False`` holds
-        the tasks as claimed until :meth:`start`.
+        when a task becomes pending, waking early when a retry comes due. Once ``interrupt`` is
+        set, the wait ends at its next wake-up with what the claim after it got (``[]``, mostly):
+        :meth:`wake_worker` wakes the wait of ``worker_id`` at once. ``start=False`` holds the
+        tasks as claimed until :meth:`start`.
         """
         queues = _claim_queues(types, worker_id)
         keys = [
@@ -521,7 +525,7 @@ class TaskQueue:
         deadline = None if block is None else time.monotonic() + block
         reply = self.scripts.call("claim", keys, args)
         while True:
-            if len(reply) > 1 or deadline is None:
+            if len(reply) > 1 or deadline is None or (interrupt is not None and interrupt.is_set()):
                 return self._claims(reply, 1)
             wait = min(deadline - time.monotonic(), MAX_BLOCK_SLICE)
             if reply[0] >= 0:
@@ -538,6 +542,13 @@ class TaskQueue:
                 self.client.bzpopmin(wake, timeout=timeout)
                 after = self.scripts.call("claim", keys, args)
             reply = after
+
+    @redis_errors
+    def wake_worker(self, worker_id: str) -> None:
+        """End the wait of ``worker_id``'s blocking claim now (a marker on the wake key of its
+        own queue, ``@<worker_id>``, which only its claims wait on): a worker that stops does not
+        sit out its claim block. Unregistering the worker removes a marker nobody took."""
+        self.client.zadd(self.keys.wake(f"@{check_name('worker id', worker_id)}"), {"stop": 0})
 
     def _claims(self, reply: list[Any], first: int) -> list[Claim]:
         """The claims of a script reply (token / fields pairs from index ``first``). A task that

@@ -402,6 +402,9 @@ local function untarget(prefix, worker, now)
   for _, id in ipairs(rcall('ZRANGE', prefix .. 'ready:@' .. worker, 0, -1)) do
     retarget(prefix, id, '')
   end
+  -- Its wake marker too: nobody claims from that queue any more (a stopping worker's own wake,
+  -- a task targeted at it, left there).
+  rcall('DEL', prefix .. 'wake:@' .. worker)
 end
 
 -- Declare a worker crashed and requeue every task it held. Returns {id, outcome, ...}.

@@ -1,7 +1,8 @@
 -- unregister: a worker leaves the fleet cleanly (status offline, kept for the record).
 -- KEYS[1] worker:<id>, KEYS[2] workers
 -- ARGV[1] prefix, ARGV[2] worker id
--- Builds: ready:@<id> and the ready queues of its targeted tasks (they go back to their type)
+-- Builds: ready:@<id> and wake:@<id> (removed), and the ready queues of its targeted tasks (they
+--         go back to their type)
 -- Returns: 1, or 0 when the worker is unknown
 -- Events: worker:offline
 local prefix, id = ARGV[1], ARGV[2]

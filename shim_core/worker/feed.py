@@ -127,6 +127,7 @@ class TaskFeed:
         self._running = 0  # claims taken by executor threads, not yet handed back
         self._idle = 0  # executor threads waiting for a claim
         self._claiming = False  # a thread sleeps in Redis for work (a blocking claim)
+        self._stop_waiting = threading.Event()  # set once claiming ends: a blocking claim returns
         self._pending: deque[_Pending] = deque()  # exchanges written, oldest first
         self._asked = 0  # claims asked for by the pending exchanges
         self._on_line = False  # a thread writes an exchange, or reads a reply
@@ -158,10 +159,25 @@ class TaskFeed:
         self._threads.append(thread)
 
     def stop_claiming(self) -> None:
-        """Claim nothing more; tasks already in hand are still handed out."""
+        """Claim nothing more; tasks already in hand are still handed out. A thread that sleeps
+        in Redis for work is woken at once (instead of at the end of its claim block)."""
         with self._lock:
             self._active = False
             self._wake_all()
+        self._end_blocking_claim()
+
+    def _end_blocking_claim(self) -> None:
+        """Make a blocking claim in progress return now (on its next wake-up)."""
+        if self._stop_waiting.is_set():
+            return
+        self._stop_waiting.set()
+        with self._lock:
+            claiming = self._claiming
+        if claiming and self.worker_id:
+            try:
+                self.queue.wake_worker(self.worker_id)
+            except ShimError as exc:  # Redis away: the claim block ends the wait instead
+                log.debug("could not wake the blocking claim: %s", exc)
 
     def is_active(self) -> bool:
         return self._active
@@ -184,6 +200,7 @@ class TaskFeed:
             self._active = False
             self._closing = True
             self._wake_all()
+        self._end_blocking_claim()
         for thread in self._threads:
             thread.join(timeout)
         alive = any(thread.is_alive() for thread in self._threads)
@@ -463,6 +480,7 @@ class TaskFeed:
                 count=count,
                 lease_ms=self.lease_ms,
                 block=self.claim_block,
+                interrupt=self._stop_waiting,
             )
             self.outage.succeeded()
             self._settled([], [], claims)

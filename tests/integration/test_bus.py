@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pytest_shim import RedisServer
+from shim_core import bus as bus_module
 from shim_core.bus import Channels, MessageBus
 from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager
@@ -477,6 +478,31 @@ def test_close_stops_the_listener(
 
     assert not listener.is_alive()
     wait_until(lambda: bus.subscriber_count(Channels.TASK_PROGRESS) == 0)
+
+
+def test_close_wakes_the_listener_in_the_middle_of_its_read(
+    shim_connection: RedisConnectionManager,
+    shim_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """close() does not wait out the listener's read (a minute here): a PING ends it, and its
+    pong is neither an event nor an undecodable message."""
+    monkeypatch.setattr(bus_module, "_READ_TIMEOUT", 60.0)
+    bus = MessageBus(shim_connection, shim_settings)
+    recorder = Recorder()
+    bus.subscribe(Channels.TASK_PROGRESS, recorder)
+    wait_listening(bus, Channels.TASK_PROGRESS, recorder)
+    listener = bus._thread
+    assert listener is not None
+
+    closer = threading.Thread(target=bus.close)
+    closer.start()
+    closer.join(timeout=30)  # far below the read's minute: only a wake-up ends it sooner
+
+    assert not closer.is_alive()
+    assert not listener.is_alive()
+    stats = bus.get_event_stats()
+    assert (stats.decode_errors, stats.handler_errors) == (0, 0)
 
 
 @pytest.mark.shim_real_redis

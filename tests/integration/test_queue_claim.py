@@ -110,6 +110,33 @@ def test_blocking_claim_wakes_when_a_task_arrives(shim_queue):
     assert [c.task.id for c in result] == ["late"]
 
 
+def test_an_interrupted_blocking_claim_returns_when_its_worker_is_woken(shim_queue):
+    """With its interrupt set, a claim blocked for a minute returns (empty) once
+    wake_worker wakes its worker's queue; another worker's claim sleeps on."""
+    stop, result = threading.Event(), []
+    claimer = threading.Thread(
+        target=lambda: result.append(
+            shim_queue.claim(["code"], worker_id="w", block=60, interrupt=stop)
+        )
+    )
+    other = threading.Thread(
+        target=lambda: shim_queue.claim(["code"], worker_id="v", block=60, interrupt=stop)
+    )
+    claimer.start()
+    other.start()
+    wait_until(lambda: shim_queue.client.info("clients")["blocked_clients"] >= 2)
+
+    stop.set()
+    shim_queue.wake_worker("w")
+    claimer.join(timeout=30)  # far below the claim's minute
+
+    assert result == [[]]
+    assert other.is_alive()
+    shim_queue.wake_worker("v")
+    other.join(timeout=30)
+    assert not other.is_alive()
+
+
 def test_several_blocked_claimers_each_get_a_task(shim_queue):
     """A batch added while several claimers block wakes them all, one task each."""
     results: list[list] = [[] for _ in range(3)]

@@ -417,6 +417,21 @@ def test_queries_by_status(registry: WorkerRegistry) -> None:
     assert sorted(registry.live_worker_ids()) == ["busy-1", "idle-1"]
 
 
+def test_unregister_removes_the_workers_wake_marker(
+    registry: WorkerRegistry, shim_queue: TaskQueue
+) -> None:
+    """A marker left on the wake key of the worker's own queue (a stop that woke nobody) goes
+    with the worker: nothing claims from that queue any more."""
+    register(registry, "w1")
+    shim_queue.wake_worker("w1")
+    marker = shim_queue.keys.wake("@w1")
+    assert registry.client.exists(marker)
+
+    registry.unregister_worker("w1")
+
+    assert not registry.client.exists(marker)
+
+
 def test_unregister_marks_offline_and_not_live(registry: WorkerRegistry) -> None:
     """An unregistered worker is offline, out of the live set, kept for queries, and its
     heartbeats are refused."""

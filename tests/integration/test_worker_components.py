@@ -1153,6 +1153,25 @@ def test_worker_stop_lets_a_short_task_finish(
     assert worker.wait_stopped(0)
 
 
+def test_an_idle_worker_stops_without_sitting_out_its_claim_block(
+    worker_factory, registry: WorkerRegistry, shim_queue: TaskQueue
+) -> None:
+    """An idle worker sleeps in Redis for work (here for a minute at a time); stop() wakes that
+    claim instead of waiting for it, and the wake marker goes with the worker."""
+    worker = worker_factory("rt-idle", FnExecutor("coder", ("code",), succeed), claim_block=60.0)
+    worker.start()
+    wait_until(lambda: worker.feed._claiming)
+
+    stopper = threading.Thread(target=worker.stop, kwargs={"grace": 30})
+    stopper.start()
+    stopper.join(timeout=30)  # half the claim block: only the wake-up ends the claim sooner
+
+    assert not stopper.is_alive()
+    assert all(not thread.is_alive() for thread in worker._threads)
+    assert registry.get_worker("rt-idle").status is WorkerStatus.OFFLINE
+    assert not shim_queue.client.exists(shim_queue.keys.wake("@rt-idle"))
+
+
 def test_a_stop_asked_for_while_the_worker_starts_waits_for_the_start(
     worker_factory, registry: WorkerRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -436,10 +436,12 @@ def test_a_worker_runs_its_threads_side_by_side(
 
 
 def test_claims_that_arrive_after_the_grace_period_are_handed_back(
-    shim_queue: TaskQueue, feeds: list[TaskFeed]
+    shim_queue: TaskQueue, feeds: list[TaskFeed], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A thread still waiting in Redis when the worker's grace period ends: what it claims
-    then is handed back (released), not left leased to a worker that is leaving."""
+    """A thread still waiting in Redis when the worker's grace period ends (the wake-up that
+    ends its wait did not get through): what it claims then is handed back (released), not
+    left leased to a worker that is leaving."""
+    monkeypatch.setattr(shim_queue, "wake_worker", lambda worker_id: None)
     unwanted: list[str] = []
     feed = TaskFeed(
         shim_queue,
@@ -460,6 +462,28 @@ def test_claims_that_arrive_after_the_grace_period_are_handed_back(
     thread.join(20)
     assert got == [None]
     assert unwanted == ["late"]
+
+
+def test_a_wake_up_that_fails_leaves_the_wait_to_its_claim_block(
+    shim_queue: TaskQueue, feeds: list[TaskFeed], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis away when the feed stops claiming: stop_claiming() does not raise, and the thread
+    waiting in Redis comes back at the end of its claim block."""
+
+    def away(worker_id: str) -> None:
+        raise ConnectionFailed("Redis is away (test)")
+
+    monkeypatch.setattr(shim_queue, "wake_worker", away)
+    feed = make_feed(shim_queue, feeds, claim_block=0.3)
+    got: list[Claim | None] = []
+    thread = threading.Thread(target=lambda: got.append(feed.take()))
+    thread.start()
+    wait_until(lambda: feed._starving and feed._claiming)
+
+    feed.stop_claiming()
+    thread.join(20)
+
+    assert got == [None]
 
 
 def test_claims_held_behind_a_long_task_go_back_to_the_queue(
