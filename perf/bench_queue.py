@@ -264,6 +264,7 @@ class _ScanFleet:
         self.ids = [f"scan-w{i:05d}" for i in range(Options.scan_workers)]
         self._client = redis.Redis.from_url(url)
         self._pubsub: Any = self._client.pubsub()  # type: ignore[no-untyped-call]
+        self._closed = False
         atexit.register(self.close)
         for worker_id in self.ids:
             self.register(worker_id, 60.0)
@@ -287,6 +288,11 @@ class _ScanFleet:
             raise RuntimeError(f"{live} live workers, expected {Options.scan_workers}")
 
     def close(self) -> None:
+        """Delete the namespace (once: main() closes it before it stops its own server, and the
+        exit hook would then wait for a server that is gone)."""
+        if self._closed:
+            return
+        self._closed = True
         self._pubsub.close()
         self._client.close()
         self._names.__exit__(None, None, None)
@@ -470,6 +476,8 @@ def main() -> None:
             runner.bench_time_func(name, BENCHMARKS[name], args.redis_url)
     finally:
         if server is not None:
+            if _scan_fleet.cache_info().currsize:  # its namespace goes while the server is up
+                _scan_fleet(args.redis_url).close()
             server.stop()
 
 

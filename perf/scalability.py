@@ -52,7 +52,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,16 +222,9 @@ def python_path_env() -> str:
     return f"{ROOT}{os.pathsep}{rest}" if rest else str(ROOT)
 
 
-def signal_stop(fleet: Fleet) -> None:
-    """SIGTERM every worker process at once (``Fleet.close`` stops them one after another)."""
-    for worker in fleet.workers:
-        if worker.process is not None and worker.process.poll() is None:
-            worker.process.terminate()
-
-
 def stop_fleet(fleet: Fleet) -> None:
-    """Stop every worker at once, then let the fleet reap them and disconnect."""
-    signal_stop(fleet)
+    """Stop every worker (``Fleet.close`` sends each its SIGTERM at once, then waits for them)
+    and disconnect."""
     fleet.close()
 
 
@@ -465,15 +458,13 @@ PERF_DURATION = float(os.environ.get("SHIM_PERF_DURATION", "0.1"))
 
 
 @pytest.fixture
-def scale_fleet(
-    shim_fleet_factory: Callable[..., Fleet], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Fleet]:
-    """A warmed-up fleet of ``--shim-workers`` real worker processes (default 3)."""
+def scale_fleet(shim_fleet_factory: Callable[..., Fleet], monkeypatch: pytest.MonkeyPatch) -> Fleet:
+    """A warmed-up fleet of ``--shim-workers`` real worker processes (default 3); the factory
+    closes it afterwards."""
     monkeypatch.setenv("PYTHONPATH", python_path_env())
     fleet = shim_fleet_factory(mode="process", heartbeat=10.0, allow=["python"])
     warm_up(fleet.queue, len(fleet.workers), EXECUTORS, "warm")
-    yield fleet
-    signal_stop(fleet)  # the factory closes the fleet afterwards
+    return fleet
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
