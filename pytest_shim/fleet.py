@@ -204,8 +204,9 @@ class Fleet:
     def close(self) -> None:
         """Stop every worker (gracefully, then by force) and disconnect.
 
-        Every process is sent SIGTERM before any is waited for: each takes up to a claim block
-        (about a second) to leave, and they leave together instead of one after another.
+        Every process is sent SIGTERM before any is waited for: they stop together instead of
+        one after another (an idle worker leaves within tens of milliseconds, one with a task
+        in hand when it has finished or released it).
         """
         processes = [w for w in self.workers if w.process is not None]
         for worker in processes:

@@ -68,6 +68,8 @@ class EventStats:
 #: Seconds one read of the listener waits before it looks at whether to stop (close() wakes it
 #: sooner: see there).
 _READ_TIMEOUT = 1.0
+#: How often a listener with no subscription looks again for one.
+_IDLE_WAIT = 0.2
 #: The messages that carry events (a pong, for one, does not).
 _EVENT_TYPES = frozenset({"message", "pmessage"})
 #: Longest pause between reconnect attempts: a worker's liveness subscription must come back well
@@ -170,14 +172,16 @@ class MessageBus:
 
     # --------------------------------------------------------------- lifecycle
     def close(self) -> None:
-        """Stop the listener thread and close the subscriber connection. A PING on the
+        """Stop the listener thread and close the subscriber connection. A PING written on the
         subscriber connection ends the listener's read at once (its pong is no event), rather
-        than at the end of the read's timeout."""
+        than at the end of the read's timeout: written once, never reconnecting nor retrying
+        (a connection that is down has no read to end)."""
         self._stop.set()
         if self._thread is not None:
-            if self._thread.is_alive() and self._pubsub.subscribed:
+            connection = self._pubsub.connection
+            if self._thread.is_alive() and connection is not None and connection.is_connected:
                 with contextlib.suppress(redis.RedisError, OSError):
-                    self._pubsub.ping()
+                    connection.send_command("PING", check_health=False)
             self._thread.join(timeout=5)
         self._pubsub.close()
         self._sub_client.close()
@@ -196,6 +200,9 @@ class MessageBus:
     def _listen(self) -> None:
         delay = 0.05
         while not self._stop.is_set():
+            if not self._pubsub.subscribed:  # nothing to read (yet, or any more): close() ends
+                self._stop.wait(_IDLE_WAIT)  # this wait at once, not a read's timeout
+                continue
             try:
                 message = self._pubsub.get_message(timeout=_READ_TIMEOUT)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:

@@ -159,7 +159,9 @@ class TaskResult:
 # Not slotted: with 37 fields, filling an instance dictionary (attrs' frozen ``__init__`` writes
 # ``__dict__`` items) costs a third less than 37 slot writes through ``object.__setattr__``, and
 # the queue copies a task in one ``dict.update`` (serde.evolve_task). Every task added or claimed
-# is built at least once: both are hot paths.
+# is built at least once: both are hot paths. The price is memory: about 1.9 KB a task instead
+# of 0.6 KB (the dictionaries do not share their keys), paid where many tasks are held at once
+# (a 5,000-task listing: about 6 MB more, for as long as it is held).
 @attrs.frozen(kw_only=True, slots=False)
 class Task:
     """One unit of work. Fields after ``run_id`` are kept by the queue; callers leave them at their

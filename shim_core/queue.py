@@ -65,7 +65,9 @@ ADD_CHUNK = 1000
 #: Finished tasks removed per clean / drain script call, for the same reason.
 REMOVE_CHUNK = 1000
 #: Longest single blocking wait of a claimer; a lost wake-up costs at most this much latency.
-MAX_BLOCK_SLICE = 5.0
+#: Kept below the connection's socket timeout (redis-py's default is 5 s): a BZPOPMIN as long
+#: as the timeout would end in a socket timeout instead of an empty answer.
+MAX_BLOCK_SLICE = 4.0
 #: A reported reset further away than this is capped (hostile or garbled data cannot park an
 #: agent's tasks for ever).
 MAX_COOLDOWN_MS = 24 * 3600 * 1000
@@ -257,6 +259,7 @@ class TaskQueue:
         # redis-py types replies as bytes | str; with decode_responses they are always str.
         self.client: Any = connection.get_client()
         self.scripts = Scripts(self.client, functions=settings.redis_functions)
+        self._block_slice = _block_slice(self.client)
         self._url = connection.url
         #: Signs every task added when the settings carry a secret (see shim_core.signing).
         self.signer = TaskSigner.from_settings(settings)
@@ -527,7 +530,7 @@ class TaskQueue:
         while True:
             if len(reply) > 1 or deadline is None or (interrupt is not None and interrupt.is_set()):
                 return self._claims(reply, 1)
-            wait = min(deadline - time.monotonic(), MAX_BLOCK_SLICE)
+            wait = min(deadline - time.monotonic(), self._block_slice)
             if reply[0] >= 0:
                 wait = min(wait, reply[0] / 1000)
             if wait <= 0:
@@ -1088,6 +1091,17 @@ def _cost(result: TaskResult | None) -> str:
     """The cost ARGV of a script: the result's cost in USD, '' for none."""
     cost = None if result is None else result.cost_usd
     return repr(float(cost)) if cost is not None and math.isfinite(cost) and cost >= 0 else ""
+
+
+def _block_slice(client: Any) -> float:
+    """MAX_BLOCK_SLICE, or less where the connections' socket timeout is shorter (a URL's
+    ``socket_timeout`` option): each wait ends well before a read would time out."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", {})
+    timeout = kwargs.get("socket_timeout", MAX_BLOCK_SLICE + 1)
+    if not isinstance(timeout, int | float) or timeout <= 0:  # None: reads never time out
+        return MAX_BLOCK_SLICE
+    return max(0.05, min(MAX_BLOCK_SLICE, timeout * 0.8))
 
 
 def _claim_queues(types: Sequence[str], worker_id: str) -> list[str]:

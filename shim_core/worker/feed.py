@@ -167,13 +167,15 @@ class TaskFeed:
         self._end_blocking_claim()
 
     def _end_blocking_claim(self) -> None:
-        """Make a blocking claim in progress return now (on its next wake-up)."""
+        """Make a blocking claim in progress return now (on its next wake-up). While Redis is
+        known to be away nothing is sent: the claim fails on its own, and a stop does not wait
+        for the client's retries."""
         if self._stop_waiting.is_set():
             return
         self._stop_waiting.set()
         with self._lock:
             claiming = self._claiming
-        if claiming and self.worker_id:
+        if claiming and self.worker_id and not self.outage.down:
             try:
                 self.queue.wake_worker(self.worker_id)
             except ShimError as exc:  # Redis away: the claim block ends the wait instead
@@ -486,7 +488,7 @@ class TaskFeed:
             self._settled([], [], claims)
         except Exception as exc:  # Redis away, or a corrupt task: pause, never end the thread
             self.outage.failed("claiming", exc)
-            time.sleep(self._backoff)
+            self._stop_waiting.wait(self._backoff)  # a stop ends the pause
         finally:
             self._lock.acquire()
         if claims is None:

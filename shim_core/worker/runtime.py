@@ -234,8 +234,8 @@ class Worker:
         self._stopping = True
         if self._starting:
             self._started.wait()
-        self.feed.stop_claiming()
         deadline = time.monotonic() + (self.config.shutdown_grace if grace is None else grace)
+        self.feed.stop_claiming()
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         # The grace period is over: hand back what did not start, record what finished.

@@ -505,6 +505,31 @@ def test_close_wakes_the_listener_in_the_middle_of_its_read(
     assert (stats.decode_errors, stats.handler_errors) == (0, 0)
 
 
+def test_close_ends_a_listener_left_without_any_subscription(
+    shim_connection: RedisConnectionManager,
+    shim_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listener whose last subscription is gone waits for a new one; close() ends that wait
+    at once (nothing to PING through)."""
+    monkeypatch.setattr(bus_module, "_READ_TIMEOUT", 60.0)
+    monkeypatch.setattr(bus_module, "_IDLE_WAIT", 60.0)
+    bus = MessageBus(shim_connection, shim_settings)
+    bus.subscribe(Channels.TASK_STALLED, Recorder())
+    wait_subscribed(bus, Channels.TASK_STALLED)
+    bus.unsubscribe(Channels.TASK_STALLED)
+    wait_until(lambda: not bus._pubsub.subscribed)
+    listener = bus._thread
+    assert listener is not None
+
+    closer = threading.Thread(target=bus.close)
+    closer.start()
+    closer.join(timeout=30)
+
+    assert not closer.is_alive()
+    assert not listener.is_alive()
+
+
 @pytest.mark.shim_real_redis
 def test_subscriber_receives_again_after_a_redis_restart(
     shim_redis_server_factory: Callable[..., RedisServer],

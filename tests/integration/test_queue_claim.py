@@ -3,12 +3,14 @@
 import json
 import random
 import threading
+import time
 
 import attrs
 import pytest
 import redis
 
 from shim_core import Priority, Task, TaskQueue, TaskStatus
+from shim_core import queue as queue_module
 from shim_core.doctor import check_invariants
 from tests.helpers import wait_until
 
@@ -110,28 +112,33 @@ def test_blocking_claim_wakes_when_a_task_arrives(shim_queue):
     assert [c.task.id for c in result] == ["late"]
 
 
+@pytest.mark.shim_real_redis  # counts blocked clients with INFO
 def test_an_interrupted_blocking_claim_returns_when_its_worker_is_woken(shim_queue):
-    """With its interrupt set, a claim blocked for a minute returns (empty) once
-    wake_worker wakes its worker's queue; another worker's claim sleeps on."""
-    stop, result = threading.Event(), []
+    """With its interrupt set, a claim blocked for a minute returns (empty) once wake_worker
+    wakes its worker's queue, before its next wait slice would have ended; another worker's
+    claim sleeps on."""
+    stop_w, stop_v, result = threading.Event(), threading.Event(), []
     claimer = threading.Thread(
         target=lambda: result.append(
-            shim_queue.claim(["code"], worker_id="w", block=60, interrupt=stop)
+            shim_queue.claim(["code"], worker_id="w", block=60, interrupt=stop_w)
         )
     )
     other = threading.Thread(
-        target=lambda: shim_queue.claim(["code"], worker_id="v", block=60, interrupt=stop)
+        target=lambda: shim_queue.claim(["code"], worker_id="v", block=60, interrupt=stop_v)
     )
     claimer.start()
     other.start()
     wait_until(lambda: shim_queue.client.info("clients")["blocked_clients"] >= 2)
 
-    stop.set()
+    woken = time.monotonic()
+    stop_w.set()
     shim_queue.wake_worker("w")
-    claimer.join(timeout=30)  # far below the claim's minute
+    claimer.join(timeout=30)
 
     assert result == [[]]
+    assert time.monotonic() - woken < queue_module.MAX_BLOCK_SLICE  # the wake, not a slice
     assert other.is_alive()
+    stop_v.set()
     shim_queue.wake_worker("v")
     other.join(timeout=30)
     assert not other.is_alive()

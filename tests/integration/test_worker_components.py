@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import pytest
 
+from shim_core import queue as queue_module
 from shim_core.bus import MessageBus
 from shim_core.checkpoints import CheckpointStore
 from shim_core.config import Settings
@@ -1162,11 +1163,14 @@ def test_an_idle_worker_stops_without_sitting_out_its_claim_block(
     worker.start()
     wait_until(lambda: worker.feed._claiming)
 
+    stopping = time.monotonic()
     stopper = threading.Thread(target=worker.stop, kwargs={"grace": 30})
     stopper.start()
-    stopper.join(timeout=30)  # half the claim block: only the wake-up ends the claim sooner
+    stopper.join(timeout=30)
 
     assert not stopper.is_alive()
+    # Woken, not at the end of its wait slice (tens of milliseconds, against 4 s).
+    assert time.monotonic() - stopping < queue_module.MAX_BLOCK_SLICE
     assert all(not thread.is_alive() for thread in worker._threads)
     assert registry.get_worker("rt-idle").status is WorkerStatus.OFFLINE
     assert not shim_queue.client.exists(shim_queue.keys.wake("@rt-idle"))

@@ -441,7 +441,6 @@ def test_claims_that_arrive_after_the_grace_period_are_handed_back(
     """A thread still waiting in Redis when the worker's grace period ends (the wake-up that
     ends its wait did not get through): what it claims then is handed back (released), not
     left leased to a worker that is leaving."""
-    monkeypatch.setattr(shim_queue, "wake_worker", lambda worker_id: None)
     unwanted: list[str] = []
     feed = TaskFeed(
         shim_queue,
@@ -451,6 +450,7 @@ def test_claims_that_arrive_after_the_grace_period_are_handed_back(
         on_unwanted=lambda claim: unwanted.append(claim.task.id),
     )
     feeds.append(feed)
+    monkeypatch.setattr(feed, "_end_blocking_claim", lambda: None)  # the wait is not ended
     feed.start()
     got: list[Claim | None] = []
     thread = threading.Thread(target=lambda: got.append(feed.take()))
@@ -484,6 +484,27 @@ def test_a_wake_up_that_fails_leaves_the_wait_to_its_claim_block(
     thread.join(20)
 
     assert got == [None]
+
+
+def test_no_wake_up_is_sent_while_redis_is_known_to_be_away(
+    shim_queue: TaskQueue, feeds: list[TaskFeed], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop during an outage does not wait for the client's retries of a wake-up: the thread
+    waiting in Redis ends with its claim block (or its failure)."""
+    woken: list[str] = []
+    monkeypatch.setattr(shim_queue, "wake_worker", woken.append)
+    feed = make_feed(shim_queue, feeds, claim_block=0.3)
+    got: list[Claim | None] = []
+    thread = threading.Thread(target=lambda: got.append(feed.take()))
+    thread.start()
+    wait_until(lambda: feed._starving and feed._claiming)
+    feed.outage.failed("claiming", ConnectionFailed("Redis is away (test)"))
+
+    feed.stop_claiming()
+    thread.join(20)
+
+    assert got == [None]
+    assert woken == []
 
 
 def test_claims_held_behind_a_long_task_go_back_to_the_queue(

@@ -377,8 +377,10 @@ def test_evolve_task_is_attrs_evolve_and_leaves_the_original_alone() -> None:
         evolved.title = "changed"  # type: ignore[misc]
 
 
-def test_task_fields_have_no_validator_or_converter_for_evolve_task_to_skip() -> None:
+def test_task_has_no_validator_converter_or_init_hook_for_evolve_task_to_skip() -> None:
     assert all(f.validator is None and f.converter is None for f in attrs.fields(Task))
+    assert not hasattr(Task, "__attrs_pre_init__")
+    assert not hasattr(Task, "__attrs_post_init__")
 
 
 def test_evolve_task_refuses_what_is_not_a_field() -> None:
