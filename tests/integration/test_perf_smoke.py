@@ -60,3 +60,20 @@ def test_server_cost_benchmark_smoke(tmp_path):
     assert all(p["per_task"] > 0 for p in phases.values())
     assert phases["add"]["commands"]["evalsha"] == 5
     assert phases["drain"]["commands"]["hgetall"] >= 30
+
+
+@pytest.mark.skipif(
+    shutil.which("redis-server") is None or shutil.which("valgrind") is None,
+    reason="needs redis-server and valgrind",
+)
+def test_client_cost_benchmark_smoke(tmp_path):
+    """Counting the client's instructions per call works end to end (one phase: each costs two
+    Python start-ups under cachegrind)."""
+    out = tmp_path / "client.json"
+    done = run_perf_script(
+        ["client_cost.py", "--phases", "decode", "--count", "20", "--json", str(out)], 300
+    )
+    assert done.returncode == 0, done.stderr
+    per_call = json.loads(out.read_text())["per_call"]
+    assert list(per_call) == ["decode"]
+    assert per_call["decode"] > 0
