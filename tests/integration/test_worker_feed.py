@@ -173,6 +173,7 @@ def test_a_reply_no_thread_comes_back_for_is_read_by_the_link_thread(
     assert shim_queue.stats().complete == 3
 
 
+@pytest.mark.shim_real_redis  # written-ahead calls need a line: no embedded store
 def test_a_thread_waiting_for_work_reads_the_reply_of_a_call_another_thread_wrote(
     shim_connection: RedisConnectionManager, shim_settings: Settings, feeds: list[TaskFeed]
 ) -> None:
@@ -217,6 +218,7 @@ def test_a_thread_waiting_for_work_reads_the_reply_of_a_call_another_thread_wrot
     assert set(readers) <= {"A", "B"}  # never the link thread
 
 
+@pytest.mark.shim_real_redis  # written-ahead calls need a line: no embedded store
 def test_a_second_exchange_goes_out_while_one_is_in_flight_once_it_is_worth_a_call(
     shim_connection: RedisConnectionManager, shim_settings: Settings, feeds: list[TaskFeed]
 ) -> None:
