@@ -26,15 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import _cachegrind as cachegrind
 from _server import add_server_args, redis_url
 
 PERF = Path(__file__).resolve().parent
@@ -88,15 +87,7 @@ def instructions(phase: str, count: int, url: str) -> int:
     """Instructions of a child process making ``count`` calls of ``phase``."""
     python = str(HUEY_PYTHON) if phase == "huey" else sys.executable
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SHIM_PEERS_URL": url, "SHIM_PEERS_QUEUE": "cc"}
-    done = subprocess.run(
-        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-         python, __file__, "--child", phase, str(count), url],
-        env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"{phase}: the counted process failed:\n{done.stderr[-2000:]}")
-    return int(found[1].replace(",", ""))
+    return cachegrind.instructions([python, __file__, "--child", phase, str(count), url], env)
 
 
 def measure(phases: list[str], count: int, url: str) -> dict[str, Any]:

@@ -222,12 +222,6 @@ def python_path_env() -> str:
     return f"{ROOT}{os.pathsep}{rest}" if rest else str(ROOT)
 
 
-def stop_fleet(fleet: Fleet) -> None:
-    """Stop every worker (``Fleet.close`` sends each its SIGTERM at once, then waits for them)
-    and disconnect."""
-    fleet.close()
-
-
 def run_sizes(
     url: str,
     sizes: Sequence[int],
@@ -278,7 +272,7 @@ def run_sizes(
                                 f"(ideal {run.ideal_s:.2f} s, overhead {run.overhead_pct:+.1f} %)"
                             )
                 finally:
-                    stop_fleet(fleet)
+                    fleet.close()  # every worker is sent SIGTERM at once
                     _purge(probe, namespace)
                 for _ in range(times if floor else 0):
                     wall = floor_run(url, workers=size, tasks=tasks, duration=duration)

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _cachegrind as cachegrind
 from _server import add_server_args, describe, redis_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,33 +206,11 @@ sys.stderr = UntilJoined(sys.stderr)
 from shim_core.cli import main
 main(sys.argv[1:])
 """
-_INSTRUCTIONS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
 def instructions(code: str, *argv: str) -> int:
     """Instructions executed by ``python -c code argv...``, counted by valgrind's cachegrind."""
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            "--cachegrind-out-file=/dev/null",
-            sys.executable,
-            "-c",
-            code,
-            *argv,
-        ],
-        env=_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    found = _INSTRUCTIONS.search(done.stderr)
-    if found is None:
-        raise RuntimeError(f"no instruction count from valgrind:\n{done.stderr[-500:]}")
-    return int(found[1].replace(",", ""))
+    return cachegrind.instructions([sys.executable, "-c", code, *argv], _env())
 
 
 def count_instructions(url: str, namespace: str) -> dict[str, int]:

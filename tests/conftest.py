@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -39,3 +40,13 @@ def shim(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) ->
 def target(shim_settings: Settings) -> list[str]:
     """The ``--redis`` / ``--namespace`` options of this test's namespace."""
     return ["--redis", shim_settings.redis_url, "--namespace", shim_settings.namespace]
+
+
+@pytest.fixture
+def terminal_sigint() -> Iterator[None]:
+    """SIGINT as a terminal gives it (KeyboardInterrupt here, the default in a child process),
+    for the test's duration: a suite started in the background (``... &`` in a script)
+    inherits SIGINT ignored, and Python then leaves Ctrl-C ignored too."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

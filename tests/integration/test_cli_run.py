@@ -701,7 +701,8 @@ def test_no_workers_on_the_embedded_store_is_refused(monkeypatch):
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a private redis-server")
-def test_ctrl_c_cancels_the_run_and_exits_130_quietly(monkeypatch, request):
+@pytest.mark.usefixtures("terminal_sigint")
+def test_ctrl_c_cancels_the_run_and_exits_130_quietly(monkeypatch):
     """Ctrl-C in a terminal signals the whole foreground process group: the private
     redis-server must not be in it, or it dies under the run and every thread fails."""
     import signal
@@ -709,11 +710,6 @@ def test_ctrl_c_cancels_the_run_and_exits_130_quietly(monkeypatch, request):
 
     monkeypatch.delenv("SHIM_REDIS_URL", raising=False)
     command = [sys.executable, "-m", "shim_core.cli", "run", "examples/auth_system.yaml", "--yes"]
-    # SIGINT as a terminal's job gets it: a suite started in the background (`... &` in a
-    # script) inherits it ignored, and passes that on. A handler here is reset to the default
-    # in the child.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     with subprocess.Popen(
         command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
         start_new_session=True,  # a group of its own, as a terminal's foreground job

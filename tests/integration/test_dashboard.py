@@ -428,7 +428,8 @@ def test_ticks_carry_the_workers_and_metrics_are_served(shim_settings, shim_conn
         assert dash.call("api/workers").json()["workers"][0]["id"] == "w-tick"
 
 
-def test_shim_dashboard_serves_until_interrupted(shim_settings, capsys, monkeypatch, request):
+@pytest.mark.usefixtures("terminal_sigint")
+def test_shim_dashboard_serves_until_interrupted(shim_settings, capsys, monkeypatch):
     """`shim dashboard` says where it serves, answers there, and Ctrl-C stops it (exit 130) at
     once, with a page open: every thread it started has ended when it returns (none is left
     blocked on Redis, which would hold the process's exit)."""
@@ -447,10 +448,6 @@ def test_shim_dashboard_serves_until_interrupted(shim_settings, capsys, monkeypa
         signal.raise_signal(signal.SIGINT)
         page.close()
 
-    # Ctrl-C raises KeyboardInterrupt, as in a terminal (a suite started in the background,
-    # `... &` in a script, inherits SIGINT ignored).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     before = set(threading.enumerate())
     helper = threading.Thread(target=interrupt_once_up, daemon=True)
     helper.start()
