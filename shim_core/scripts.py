@@ -45,6 +45,9 @@ _FILE = re.compile(r"^(?P<verb>[a-z_]+)-(?P<nkeys>\d+)\.lua$")
 #: A top-level definition of the library: ``local function name(`` or ``local a, b = ...``.
 _DEFINITION = re.compile(r"^local (?:function (\w+)|([\w, ]+?) =)", re.M)
 _WORD = re.compile(r"[A-Za-z_]\w*")
+#: A quoted string (kept) or a ``--`` comment to the end of its line (dropped before names are
+#: matched: a comment that mentions a function must not pull it into every script).
+_COMMENT = re.compile(r"""('(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")|--[^\n]*""")
 _VARIADIC = re.compile(r"KEYS\[(\d+)\.\.\.\]")
 #: After the body: send what it gathered (also when the body raised: Redis keeps the writes a
 #: failed script made, and the gathered ones belong with them), then return its reply.
@@ -140,11 +143,11 @@ def library_for(lib: str, code: str) -> str:
     """The top-level definitions of ``lib`` that ``code`` needs, transitively, in their order.
 
     A definition runs from its ``local`` line at the start of a line to the next one. Names are
-    matched as words, comments and strings included: a false match only keeps a definition that
-    was not needed, never drops one that was."""
+    matched as words outside comments, strings included: a false match only keeps a definition
+    that was not needed, never drops one that was."""
     head, chunks, defines, uses = _definitions(lib)
     needed: set[int] = set()
-    todo = [defines[word] for word in set(_WORD.findall(code)) if word in defines]
+    todo = [defines[word] for word in _names(code) if word in defines]
     while todo:
         n = todo.pop()
         if n not in needed:
@@ -169,10 +172,14 @@ def _definitions(
         for name in (match[1] or match[2]).split(","):
             defines[name.strip()] = n
     uses = tuple(
-        frozenset(defines[word] for word in set(_WORD.findall(chunk)) if word in defines)
-        for chunk in chunks
+        frozenset(defines[word] for word in _names(chunk) if word in defines) for chunk in chunks
     )
     return lib[: starts[0]], chunks, defines, uses
+
+
+def _names(code: str) -> set[str]:
+    """The words of Lua ``code`` outside its comments (strings included)."""
+    return set(_WORD.findall(_COMMENT.sub(lambda m: m[1] or "", code)))
 
 
 class Scripts:

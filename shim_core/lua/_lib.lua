@@ -20,27 +20,39 @@ local BAND_WIDTH = 10000000000000 -- 1e13 FIFO slots per priority band; scores s
 -- statistics, duration history, finished-set moves and events. A batch of 100 completions then
 -- costs one HINCRBY per type, not 200. A script starts with a fresh one; in the function
 -- library (scripts.py) every call begins with `acc = new_acc()`, as the library outlives calls.
+-- Its parts are made when first used (see gathered): a Lua table costs about 1k instructions
+-- with its share of garbage collection, and most calls gather one or two kinds of write.
 local function new_acc()
-  return {prefix = nil, counts = {}, count_order = {}, wakes = {}, wake_order = {},
-          workers = {}, worker_order = {}, history = {}, history_order = {},
-          zrem = {}, zadd = {}, zorder = {}, events = {}}
+  return {}
 end
 local acc = new_acc()
 
--- map[key], set to `init` (a number: nothing is made per call) the first time, keys in order.
-local function once(map, order, key, init)
+-- acc[name], an empty map the first time it is asked for.
+local function gathered(name)
+  local map = acc[name]
+  if map == nil then
+    map = {}
+    acc[name] = map
+  end
+  return map
+end
+
+-- map[key], set to `init` the first time. The map's array part lists its keys in the order
+-- they came (keys are strings, so they never meet the array's integer indexes): ipairs(map)
+-- walks them in that order.
+local function once(map, key, init)
   local v = map[key]
   if v == nil then
     v = init
     map[key] = v
-    table.insert(order, key)
+    map[#map + 1] = key
   end
   return v
 end
 
 -- map[key], a new list the first time (made only then).
-local function once_list(map, order, key)
-  return map[key] or once(map, order, key, {})
+local function once_list(map, key)
+  return map[key] or once(map, key, {})
 end
 
 -- An integer as the string Redis and JSON take. Given a Lua number, Redis formats it with
@@ -80,8 +92,8 @@ end
 -- Add `n` to the count `field` ('<status>:<type>') of the namespace.
 local function bump(prefix, field, n)
   acc.prefix = prefix
-  once(acc.counts, acc.count_order, field, 0)
-  acc.counts[field] = acc.counts[field] + n
+  local counts = gathered('counts')
+  counts[field] = once(counts, field, 0) + n
 end
 
 -- Wake markers: a queue's marker holds one member per blocked claimer it should wake (each
@@ -91,23 +103,24 @@ local WAKE_MAX = 32
 
 -- One more task became pending in the queue of wake marker `key`.
 local function wake(key)
-  once(acc.wakes, acc.wake_order, key, 0)
-  acc.wakes[key] = acc.wakes[key] + 1
+  local wakes = gathered('wakes')
+  wakes[key] = once(wakes, key, 0) + 1
 end
 
 -- The marker of a queue with `n` claimable tasks left (0: removed) when the script ends.
 local function wake_for(key, n)
-  once(acc.wakes, acc.wake_order, key, 0)
-  acc.wakes[key] = n
+  local wakes = gathered('wakes')
+  once(wakes, key, 0)
+  wakes[key] = n
 end
 
 -- Sorted-set moves of finished work, sent as one ZREM / ZADD per key.
 local function defer_zrem(key, member)
-  table.insert(once_list(acc.zrem, acc.zorder, key), member)
+  table.insert(once_list(gathered('zrem'), key), member)
 end
 
 local function defer_zadd(key, score, member)
-  local list = once_list(acc.zadd, acc.zorder, key)
+  local list = once_list(gathered('zadd'), key)
   table.insert(list, score)
   table.insert(list, member)
 end
@@ -121,56 +134,75 @@ end
 -- Send everything gathered; called once after the script's body.
 local function flush()
   local prefix = acc.prefix
-  for _, key in ipairs(acc.zorder) do
-    if acc.zrem[key] then chunked('ZREM', key, acc.zrem[key], 1000) end
-    if acc.zadd[key] then chunked('ZADD', key, acc.zadd[key], 1000) end
+  -- Removals first: a key that has both (a set a task leaves and enters again) ends with the
+  -- member in it.
+  local zrem, zadd = acc.zrem, acc.zadd
+  if zrem then
+    for _, key in ipairs(zrem) do chunked('ZREM', key, zrem[key], 1000) end
   end
-  for _, field in ipairs(acc.count_order) do
-    local n = acc.counts[field]
-    if n ~= 0 then rcall('HINCRBY', prefix .. 'counts', field, istr(n)) end
+  if zadd then
+    for _, key in ipairs(zadd) do chunked('ZADD', key, zadd[key], 1000) end
   end
-  for _, ttype in ipairs(acc.history_order) do
-    local h = acc.history[ttype]
-    rcall('HINCRBY', prefix .. 'history', ttype .. ':n', istr(h[1]))
-    rcall('HINCRBY', prefix .. 'history', ttype .. ':ms', istr(h[2]))
-  end
-  for _, worker in ipairs(acc.worker_order) do
-    local w = acc.workers[worker]
-    local wkey = prefix .. 'worker:' .. worker
-    local cur = rcall('HMGET', wkey, 'id', 'current_task')
-    if cur[1] then -- registered (a hash without its id is a leftover: never recreated here)
-      for field, n in pairs(w.fields) do rcall('HINCRBY', wkey, field, istr(n)) end
-      if w.duration > 0 then rcall('HINCRBY', wkey, 'total_duration', istr(w.duration)) end
-      if cur[2] and w.done[cur[2]] then rcall('HDEL', wkey, 'current_task') end
+  local counts = acc.counts
+  if counts then
+    for _, field in ipairs(counts) do
+      local n = counts[field]
+      if n ~= 0 then rcall('HINCRBY', prefix .. 'counts', field, istr(n)) end
     end
   end
-  for _, key in ipairs(acc.wake_order) do
-    local n = math.min(acc.wakes[key], WAKE_MAX)
-    if n > 0 then
-      local members = {}
-      for i = 1, n do
-        table.insert(members, '0')
-        table.insert(members, istr(i))
+  local history = acc.history
+  if history then
+    for _, ttype in ipairs(history) do
+      local h = history[ttype]
+      rcall('HINCRBY', prefix .. 'history', ttype .. ':n', istr(h[1]))
+      rcall('HINCRBY', prefix .. 'history', ttype .. ':ms', istr(h[2]))
+    end
+  end
+  local workers = acc.workers
+  if workers then
+    for _, worker in ipairs(workers) do
+      local w = workers[worker]
+      local wkey = prefix .. 'worker:' .. worker
+      local cur = rcall('HMGET', wkey, 'id', 'current_task')
+      if cur[1] then -- registered (a hash without its id is a leftover: never recreated here)
+        for field, n in pairs(w.fields) do rcall('HINCRBY', wkey, field, istr(n)) end
+        if w.duration > 0 then rcall('HINCRBY', wkey, 'total_duration', istr(w.duration)) end
+        if cur[2] and w.done[cur[2]] then rcall('HDEL', wkey, 'current_task') end
       end
-      rcall('ZADD', key, unpack(members))
-    else
-      rcall('DEL', key)
     end
   end
-  local n = #acc.events
+  local wakes = acc.wakes
+  if wakes then
+    for _, key in ipairs(wakes) do
+      local n = math.min(wakes[key], WAKE_MAX)
+      if n > 0 then
+        local members = {}
+        for i = 1, n do
+          members[2 * i - 1] = '0'
+          members[2 * i] = istr(i)
+        end
+        rcall('ZADD', key, unpack(members))
+      else
+        rcall('DEL', key)
+      end
+    end
+  end
+  local events = acc.events
+  if not events then return end
+  local n = #events
   if n > 0 then
     -- One id counter step and one message per channel: a batch of events on a channel is
     -- published as a JSON array of events (a single one as the event itself).
     local last = rcall('INCRBY', prefix .. 'evseq', istr(n))
-    local channels, order = {}, {}
-    for i, e in ipairs(acc.events) do
+    local channels = {}
+    for i, e in ipairs(events) do
       e.body.id = istr(last - n + i)
       local json = cjson.encode(e.body)
       if e.tail then json = string.sub(json, 1, -2) .. ',' .. e.tail .. '}' end
-      table.insert(once_list(channels, order, e.channel), json)
+      table.insert(once_list(channels, e.channel), json)
     end
     local durable = {}
-    for _, channel in ipairs(order) do
+    for _, channel in ipairs(channels) do
       local list = channels[channel]
       if #list == 1 then
         rcall('PUBLISH', channel, list[1])
@@ -264,7 +296,7 @@ local function emit(prefix, etype, id, worker, status, attempt, now, tail)
   acc.prefix = prefix
   -- Totals per event type (counts field 'event:<type>', read by the metrics), progress aside.
   if etype ~= 'progress' then bump(prefix, 'event:' .. etype, 1) end
-  table.insert(acc.events, {channel = prefix .. 'task:' .. etype,
+  table.insert(gathered('events'), {channel = prefix .. 'task:' .. etype,
     tail = event_numbers(now, attempt, tail),
     body = {type = etype, task_id = id, worker_id = worker or '', status = status}})
 end
@@ -365,7 +397,7 @@ end
 -- Publish a worker event on prefix .. 'worker:' .. etype when the script ends.
 local function emit_worker(prefix, etype, worker, now, tail)
   acc.prefix = prefix
-  table.insert(acc.events, {channel = prefix .. 'worker:' .. etype,
+  table.insert(gathered('events'), {channel = prefix .. 'worker:' .. etype,
     tail = event_numbers(now, nil, tail), body = {type = etype, worker_id = worker}})
 end
 
@@ -430,10 +462,11 @@ end
 local function count_for_worker(prefix, worker, id, field, duration)
   if not worker or worker == '' then return end
   acc.prefix = prefix
-  local w = acc.workers[worker]
+  local workers = gathered('workers')
+  local w = workers[worker]
   if w == nil then
     w = {fields = {}, duration = 0, done = {}}
-    once(acc.workers, acc.worker_order, worker, w)
+    once(workers, worker, w)
   end
   w.fields[field] = (w.fields[field] or 0) + 1
   if duration then w.duration = w.duration + duration end
@@ -443,7 +476,8 @@ end
 -- Count a finished execution of type `ttype` that took `took` ms (the estimates' history).
 local function add_history(prefix, ttype, took)
   acc.prefix = prefix
-  local h = acc.history[ttype] or once(acc.history, acc.history_order, ttype, {0, 0})
+  local history = gathered('history')
+  local h = history[ttype] or once(history, ttype, {0, 0})
   h[1] = h[1] + 1
   h[2] = h[2] + took
 end
@@ -646,13 +680,18 @@ local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease,
   if #chosen > 0 then
     local top = next_tokens(prefix, #chosen) + #chosen
     local deadline = now + lease
-    local taken, order, active = {}, {}, {}
+    local taken, active = {}, {} -- taken[q]: the ids claimed from queue q
     local deadline_s = istr(deadline)
     for i, c in ipairs(chosen) do
       local token = top - #chosen + i
       local attempt = tonumber(c.h.attempts or '0') + 1
       local key = prefix .. 'task:' .. c.id
-      table.insert(once_list(taken, order, c.q), c.id)
+      local ids = taken[c.q]
+      if not ids then
+        ids = {}
+        taken[c.q] = ids
+      end
+      table.insert(ids, c.id)
       table.insert(active, deadline_s)
       table.insert(active, c.id)
       bump(prefix, 'pending:' .. c.h.type, -1)

@@ -42,6 +42,17 @@ def test_a_script_gets_what_it_names_and_what_that_needs_in_order() -> None:
     assert kept.startswith("-- header")
 
 
+def test_names_in_comments_pull_nothing_in_and_names_in_strings_do() -> None:
+    lib = LIB + "local function helper_b()\n  return 1\nend\n"
+    kept = library_for(lib, "-- uses_helper() is not called here\nlocal s = 'a -- b'\nflush()")
+    assert "local function uses_helper" not in kept
+    # A chunk's trailing comment names the next definition: not a use of it.
+    shaken = library_for(lib.replace("local unused", "-- see helper_b\nlocal unused"), "unused")
+    assert "helper_b" not in shaken.replace("-- see helper_b", "")
+    # A word inside a string counts (rcall('uses_a') may name a key built from it): kept.
+    assert "local function uses_a" in library_for(lib, 'return "uses_a -- x"')
+
+
 def test_every_script_is_smaller_than_the_library_and_keeps_flush() -> None:
     lib = (resources.files("shim_core") / "lua" / "_lib.lua").read_text(encoding="utf-8")
     for verb, src in sources().items():
