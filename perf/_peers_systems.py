@@ -46,6 +46,8 @@ class System:
     concurrency: int = 1
     #: time a batch enqueue (``send_batch``) as well, as an extra row
     batch: bool = False
+    #: time a batch from a template (``send_map``) as well, as an extra row
+    mapped: bool = False
 
     @property
     def is_shim(self) -> bool:
@@ -106,7 +108,8 @@ def _bullmq_node_worker(url: str, name: str) -> list[str]:
 def _table() -> list[System]:
     return [
         System("shim", "shim", "shim", "shim_app", _shim_worker(1),
-               "shim worker --redis URL --namespace NS --allow python (concurrency 1)", batch=True),
+               "shim worker --redis URL --namespace NS --allow python (concurrency 1)", batch=True,
+               mapped=True),
         System("shim-c10", "shim -c 10", "shim", "shim_app", _shim_worker(10),
                "shim worker ... --concurrency 10", concurrency=10),
         System("bullmq-node", "bullmq (node)", "node", "", _bullmq_node_worker,

@@ -9,6 +9,7 @@ imports left out:
 
 * ``add``      ``TaskQueue.add`` of one new task (building the ``Task`` included), one call each
 * ``add_many`` ``TaskQueue.add_many`` of ``--count`` new tasks in one call, per task
+* ``add_map``  ``TaskQueue.add_map`` of ``--count`` items in one call (the same tasks), per task
 * ``decode``   decoding the stored hash of a claimed task into a ``Task`` (what a worker does for
                each task it claims; no Redis)
 * ``huey``     huey's enqueue of one task (``perf/peer_drivers/huey_app.py``), when its
@@ -17,8 +18,8 @@ imports left out:
 
 Needs valgrind (``apt-get install valgrind``); about 10 s per phase and core.
 
-Run: ``PYTHONPATH=. python perf/client_cost.py [--count 2000] [--phases add,add_many,decode,huey]
-[--json out.json]``.
+Run: ``PYTHONPATH=. python perf/client_cost.py [--count 2000]
+[--phases add,add_many,add_map,decode,huey] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ PERF = Path(__file__).resolve().parent
 ROOT = PERF.parent
 DRIVERS = PERF / "peer_drivers"
 HUEY_PYTHON = PERF / ".peers" / "huey" / "bin" / "python"
-PHASES = ("add", "add_many", "decode", "huey")
+PHASES = ("add", "add_many", "add_map", "decode", "huey")
 #: A claimed task's hash as the claim script returns it (fields of a python-executor task).
 CLAIMED = {
     "id": "46df7a522a0746468a45fd53fe4baeeb", "type": "code", "priority": "normal",
@@ -78,6 +79,11 @@ def child(phase: str, count: int, url: str) -> None:
     if phase == "add":
         for _ in range(count):
             queue.add(task())
+    elif phase == "add_map":
+        template = Task(executor="python", params={"function": "perf._peer_tasks:bump"})
+        queue.add_map(template, [{"sent": 1.5}])  # the script loaded: outside the difference
+        if count:
+            queue.add_map(template, ({"sent": 1.5} for _ in range(count)))
     elif count:
         queue.add_many([task() for _ in range(count)])
     connection.disconnect()

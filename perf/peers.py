@@ -128,9 +128,10 @@ def render(results: dict[str, dict[str, Any]], many: int, tasks: int) -> str:
             lines.append(f"{name:<22} skipped: {result['skipped']}")
             continue
         lines.append(row(name, result["version"], result["median"]))
-        if "batch_per_s" in result["median"]:
-            batch = {"enqueue_per_s": result["median"]["batch_per_s"]}
-            lines.append(row(f"{name} add_many batch", result["version"], batch))
+        for key, label in (("batch_per_s", "add_many"), ("map_per_s", "add_map")):
+            if key in result["median"]:
+                batch = {"enqueue_per_s": result["median"][key]}
+                lines.append(row(f"{name} {label} batch", result["version"], batch))
     lines.append("-" * len(head))
     lines.extend(_ratios(results, heads, widths))
     return "\n".join(lines)

@@ -42,7 +42,7 @@ from shim_core.errors import (
     raise_for_code,
 )
 from shim_core.keys import Keys, check_name
-from shim_core.models import FINAL_STATUSES, Claim, Task, TaskResult, TaskStatus
+from shim_core.models import FINAL_STATUSES, Claim, Task, TaskResult, TaskStatus, new_id
 from shim_core.scripts import ScriptLine, Scripts, Written
 from shim_core.serde import (
     compact_json,
@@ -52,6 +52,7 @@ from shim_core.serde import (
     loads,
     result_json,
     server_ms,
+    stored_value,
     task_from_hash,
     task_to_hash,
 )
@@ -291,6 +292,103 @@ class TaskQueue:
         return self._add(tasks, (run_id, compact_json(dict(record))))
 
     @redis_errors
+    def add_map(
+        self,
+        template: Task,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        ids: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Add one task per item: ``template`` with its own id and, as ``params``, the
+        template's params updated with the item. Returns the tasks' ids, in the items' order.
+
+        The tasks are those of ``add_many([attrs.evolve(template, id=..., params={
+        **template.params, **item}) for item in items])``, added the same way (atomically per
+        1,000 tasks, bad input refused before anything is written), several times faster: the
+        template is checked and encoded once and sent once per 1,000 tasks, and no ``Task`` is
+        made per item. ``ids`` names the tasks (default: fresh ones, 32 hex digits: a random
+        prefix per call and the item's index). A template with dependencies, a target worker
+        or an agent taken from its params, or a queue that signs its tasks, goes through
+        :meth:`add_many` (same tasks, usual speed). Raises ValidationError, DuplicateTask,
+        MissingDependency or PayloadTooLarge.
+        """
+        params = list(items)
+        if ids is None:
+            base = new_id()[:24]
+            names = [f"{base}{n:08x}" for n in range(len(params))]
+        else:
+            names = list(ids)
+            if len(names) != len(params):
+                raise ValidationError(f"add_map: {len(names)} ids for {len(params)} items")
+        merged = []
+        shared = template.params
+        for n, item in enumerate(params):
+            if type(item) is not dict and not isinstance(item, Mapping):
+                raise ValidationError(f"add_map: item {n} is not a mapping: {item!r}")
+            merged.append({**shared, **item})
+        if not merged:
+            return []
+        if (
+            self.signer is not None
+            or template.dependencies
+            or template.assigned_to is not None
+            or (template.executor == "agent" and template.agent is None)
+        ):
+            tasks = [
+                evolve_task(template, {"id": i, "params": p})
+                for i, p in zip(names, merged, strict=True)
+            ]
+            return [t.id for t in self._add(tasks)[0]]
+        return self._add_map(template, names, merged, fresh=ids is None)
+
+    @redis_errors
+    def _add_map(
+        self, template: Task, ids: list[str], params: list[dict[str, Any]], *, fresh: bool
+    ) -> list[str]:
+        """The fast path of :meth:`add_map`. ``fresh``: the ids were made here (valid, distinct,
+        and with 96 random bits no existing task's: not checked, except by the scripts)."""
+        shared = task_to_hash(self._prepare(template), compact=True)
+        del shared["id"]
+        shared.pop("params", None)
+        base = sum(map(len, shared)) + sum(map(len, shared.values())) + len("idparams")
+        limit = self.settings.max_payload_bytes
+        flat: list[str] = []
+        for task_id, value in zip(ids, params, strict=True):
+            if not fresh and not _TASK_ID.match(task_id):
+                raise ValidationError(
+                    f"invalid task id {task_id!r}: use 1-200 letters, digits, '_', '.', ':' or '-'"
+                )
+            try:
+                text = compact_json(value)  # plain JSON, as stored_value encodes it
+            except (TypeError, ValueError):
+                try:  # what json refuses, stored_value may still encode (datetimes, attrs...)
+                    text = stored_value("params", value) or "{}"
+                except Exception as exc:
+                    raise ValidationError(f"task {task_id!r}: params are not JSON: {exc}") from None
+            size = base + len(task_id) + len(text)
+            if size > limit:
+                raise PayloadTooLarge(task_id, size, limit)
+            flat.append(task_id)
+            flat.append(text)
+        if not fresh and len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            for task_id in ids:
+                if task_id in seen:
+                    raise DuplicateTask(task_id)
+                seen.add(task_id)
+        if not fresh and len(ids) > ADD_CHUNK:  # a script checks its own chunk: the rest first
+            self._check_existing(ids)
+        head = [self.keys.prefix, shared["type"], shared["priority"], str(len(shared))]
+        head.extend(chain.from_iterable(shared.items()))
+        step = 2 * ADD_CHUNK
+        chunks = [[*head, *flat[i : i + step]] for i in range(0, len(flat), step)]
+        replies = self.scripts.call_many("add_map", [self.keys.seq, self.keys.queues], chunks)
+        for reply in replies:
+            if reply[0] < 0:
+                raise_for_code(reply[0], reply[1], detail=reply[2])
+        return ids
+
+    @redis_errors
     def _add(
         self, tasks: Sequence[Task], run: tuple[str, str] | None = None
     ) -> tuple[list[Task], int]:
@@ -300,7 +398,9 @@ class TaskQueue:
         prepared = [self._prepare(t) for t in ordered]
         encoded = [self._encode(t) for t in prepared]
         if len(prepared) > ADD_CHUNK:  # one script validates its own chunk; check the rest first
-            self._check_existing(prepared)
+            self._check_existing(
+                [t.id for t in prepared], ((t.id, t.dependencies) for t in prepared)
+            )
         fixed = [self.keys.seq, self.keys.queues, self.keys.waiting]
         chunks: list[list[str]] = []
         for i in range(0, len(encoded), ADD_CHUNK):
@@ -360,27 +460,30 @@ class TaskQueue:
         head.extend(chain.from_iterable(stored.items()))
         return head
 
-    def _check_existing(self, tasks: list[Task]) -> None:
+    def _check_existing(
+        self, ids: list[str], dependencies: Iterable[tuple[str, Sequence[str]]] = ()
+    ) -> None:
         """One round trip: a multi-key EXISTS per 1,000 new ids (all zero in the normal case)
-        and one EXISTS per dependency outside the batch."""
-        ids = [t.id for t in tasks]
+        and one EXISTS per dependency outside the batch (``dependencies``: each task's id and
+        its dependencies)."""
         known = set(ids)
-        deps = sorted({d for t in tasks for d in t.dependencies} - known)
+        needs = [(task_id, deps) for task_id, deps in dependencies if deps]
+        outside = sorted({d for _, deps in needs for d in deps} - known)
         pipe = self.client.pipeline(transaction=False)
         chunks = [ids[i : i + ADD_CHUNK] for i in range(0, len(ids), ADD_CHUNK)]
         for chunk in chunks:
             pipe.exists(*(self.keys.task(i) for i in chunk))
-        for dep in deps:
+        for dep in outside:
             pipe.exists(self.keys.task(dep))
         found = pipe.execute()
         for chunk, count in zip(chunks, found, strict=False):
             if count:
                 self._raise_first_existing(chunk)
-        missing = {d for d, n in zip(deps, found[len(chunks) :], strict=True) if not n}
-        for task in tasks:
-            for dep in task.dependencies:
+        missing = {d for d, n in zip(outside, found[len(chunks) :], strict=True) if not n}
+        for task_id, deps in needs:
+            for dep in deps:
                 if dep in missing:
-                    raise MissingDependency(task.id, dep)
+                    raise MissingDependency(task_id, dep)
 
     def _raise_first_existing(self, ids: list[str]) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -4,7 +4,8 @@ Run as ``python produce.py <app>`` with the peer's interpreter, where ``<app>`` 
 this folder (``huey_app``, ``arq_app``, ...) that defines ``PACKAGE`` and either
 ``producer() -> (send, close)`` (plain functions) or ``async aproducer() -> (send, close)``
 (coroutine functions). ``send(sent)`` enqueues one task with one library call; ``sent`` is
-``time.time()`` for a latency sample, else None. An app may define ``send_batch(count)`` too.
+``time.time()`` for a latency sample, else None. An app may define ``send_batch(count)`` and
+``send_map(count)`` too.
 
 Commands, one per line; each answers one JSON line:
 
@@ -13,6 +14,7 @@ Commands, one per line; each answers one JSON line:
   (its file ``$SHIM_PEERS_STATS/<ID>.rec`` exists); answers how many tasks it sent.
 * ``enqueue N`` -> N tasks, one call each, back to back; answers the seconds it took.
 * ``batch N`` -> N tasks through ``send_batch``; answers the seconds it took.
+* ``map N`` -> N tasks through ``send_map``; answers the seconds it took.
 * ``latency N INTERVAL`` -> N samples, one every INTERVAL seconds (open loop, on a fixed
   schedule that does not wait for the previous task).
 * ``quit``.
@@ -74,11 +76,13 @@ async def serve(app: Any) -> None:
                     sent += 1
                 await asyncio.sleep(0.2)
             answer = {"sent": sent}
-        elif words[0] in ("enqueue", "batch"):
+        elif words[0] in ("enqueue", "batch", "map"):
             count = int(words[1])
             started = time.perf_counter()
             if words[0] == "batch":
                 await _maybe(app.send_batch(count))
+            elif words[0] == "map":
+                await _maybe(app.send_map(count))
             else:
                 for _ in range(count):
                     await _maybe(send(None))

@@ -33,3 +33,9 @@ def producer() -> tuple[Callable[[float | None], object], Callable[[], None]]:
 def send_batch(count: int) -> None:
     """One ``add_many`` of ``count`` tasks (building them is timed too)."""
     _queue[0].add_many([_task(None) for _ in range(count)])
+
+
+def send_map(count: int) -> None:
+    """One ``add_map`` of ``count`` tasks: the same tasks as ``send_batch``'s, from a template."""
+    template = Task(executor="python", params={"function": FUNCTION})
+    _queue[0].add_map(template, ({"sent": None} for _ in range(count)))

@@ -45,6 +45,8 @@ def test_every_script_runs_through_the_cluster_client(
     registry.update_worker_status("w1", WorkerStatus.BUSY)
     queue.add_many([Task(id=f"t{i}") for i in range(6)] + [Task(id="late", dependencies=("t0",))])
     queue.add(Task(id="ag", executor="agent", params={"agent": "claude"}))
+    assert len(queue.add_map(Task(type="mapped"), [{"n": 1}, {"n": 2}])) == 2
+    assert queue.queued_count("mapped") == 2
     a, b, c, d, e, f = queue.claim(["code"], worker_id="w1", count=6, start=False)
     queue.start(a.task.id, a.token)
     queue.progress(a.task.id, a.token, 0.5, "half")

@@ -53,7 +53,7 @@ def test_peers_quick_shim_row(tmp_path: Path) -> None:
         shim, said = _quick_shim_row(tmp_path / "again")
         assert "skipped" not in shim, shim
         cells = shim["median"]
-    for column in ("enqueue_per_s", "batch_per_s", "drain1_per_s", "drainN_per_s"):
+    for column in ("enqueue_per_s", "batch_per_s", "map_per_s", "drain1_per_s", "drainN_per_s"):
         assert cells[column] > 0, column
     assert 0 < cells["p50_ms"] <= cells["p99_ms"]
     assert (cells["drain1_ran"], cells["drainN_ran"]) == (100, 100), (shim, said)

@@ -56,9 +56,10 @@ def test_server_cost_benchmark_smoke(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     phases = json.loads(out.read_text())["phases"]
-    assert list(phases) == ["add", "add_many", "add_many_deps", "drain"]
+    assert list(phases) == ["add", "add_many", "add_many_deps", "add_map", "drain"]
     assert all(p["per_task"] > 0 for p in phases.values())
     assert phases["add"]["commands"]["evalsha"] == 5
+    assert phases["add_map"]["commands"]["evalsha"] == 1
     assert phases["drain"]["commands"]["hgetall"] >= 30
 
 
