@@ -363,8 +363,8 @@ class TaskQueue:
             except (TypeError, ValueError):
                 try:  # what json refuses, stored_value may still encode (datetimes, attrs...)
                     text = stored_value("params", value) or "{}"
-                except Exception as exc:
-                    raise ValidationError(f"task {task_id!r}: params are not JSON: {exc}") from None
+                except (TypeError, ValueError) as exc:
+                    raise ValidationError(f"task {task_id!r} cannot be stored: {exc}") from None
             size = base + len(task_id) + len(text)
             if size > limit:
                 raise PayloadTooLarge(task_id, size, limit)
@@ -445,7 +445,10 @@ class TaskQueue:
         """The arguments of ``task`` for the add script: a head (number of fields, id, type,
         priority, assigned worker, dependencies) the script reads, then the hash's fields and
         values, which it writes as they are."""
-        stored = task_to_hash(task, compact=True)
+        try:
+            stored = task_to_hash(task, compact=True)
+        except (TypeError, ValueError) as exc:  # params json and the converter cannot encode
+            raise ValidationError(f"task {task.id!r} cannot be stored: {exc}") from None
         size = sum(map(len, stored)) + sum(map(len, stored.values()))
         if size > self.settings.max_payload_bytes:
             raise PayloadTooLarge(task.id, size, self.settings.max_payload_bytes)

@@ -105,6 +105,12 @@ def test_malformed_task_is_refused(shim_queue, task):
         shim_queue.add(task)
 
 
+def test_params_that_cannot_be_stored_are_refused_before_anything_is_written(shim_queue):
+    with pytest.raises(ValidationError, match="cannot be stored"):
+        shim_queue.add_many([Task(id="fine"), Task(id="odd", params={"x": object()})])
+    assert shim_queue.stats().total == 0
+
+
 def test_oversized_payload_is_refused(shim_connection, shim_settings):
     """A task bigger than max_payload_bytes is refused before it reaches Redis."""
     import attrs

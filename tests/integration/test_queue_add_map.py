@@ -1,5 +1,6 @@
 """``TaskQueue.add_map``: one template, many params, the same tasks as ``add_many`` would add."""
 
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -142,3 +143,11 @@ def test_templates_the_fast_path_does_not_take_add_the_same_tasks(
     assert signing.signer is not None
     assert signing.signer.verify(task)
     assert check_invariants(shim_queue.client, shim_queue.keys) == []
+
+
+def test_params_json_refuses_are_encoded_as_add_many_encodes_them(shim_queue):
+    """A value plain JSON refuses (a datetime) goes through the converter, as in add_many."""
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    [mapped] = shim_queue.add_map(Task(), [{"when": when}])
+    [alone] = shim_queue.add_many([Task(params={"when": when})])
+    assert shim_queue.get(mapped).params == shim_queue.get(alone.id).params
