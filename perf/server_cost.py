@@ -8,7 +8,7 @@ Around each phase the counters are zeroed and dumped (``callgrind_control``):
 * ``add``            ``TaskQueue.add`` of one task, ``--adds`` times (default 200)
 * ``add_many``       one ``add_many`` of ``--batch`` tasks (default 1,000)
 * ``add_many_deps``  the same, each task depending on one of the previous batch
-* ``add_map``        one ``add_map`` of ``--batch`` tasks from one template
+* ``add_map``        one ``add_map`` of ``--batch`` tasks from one template (ids as add_many's)
 * ``drain``          ``--drain`` tasks (default 2,000) run by one real ``shim worker`` process
                      (the ``python`` executor, a counter as task body), from its start to an
                      empty queue; includes its registration and heartbeats
@@ -159,7 +159,8 @@ def measure(adds: int, batch: int, drain: int) -> dict[str, dict[str, Any]]:
         second = _tasks(batch, "deps", depends_on="batch")
         phase("add_many_deps", batch, lambda: queue.add_many(second))
         template = Task(executor="python", params={"function": "perf._soak_tasks:bump"})
-        phase("add_map", batch, lambda: queue.add_map(template, ({"n": n} for n in range(batch))))
+        items, ids = [{"n": n} for n in range(batch)], [f"map-{n}" for n in range(batch)]
+        phase("add_map", batch, lambda: queue.add_map(template, items, ids=ids))
         server.client.flushall()
         queue.add_many(_tasks(drain, "drain"))
         phase("drain", drain, lambda: _drain(server, queue, drain))

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
 import re
 import threading
@@ -42,7 +43,7 @@ from shim_core.errors import (
     raise_for_code,
 )
 from shim_core.keys import Keys, check_name
-from shim_core.models import FINAL_STATUSES, Claim, Task, TaskResult, TaskStatus, new_id
+from shim_core.models import FINAL_STATUSES, Claim, Task, TaskResult, TaskStatus
 from shim_core.scripts import ScriptLine, Scripts, Written
 from shim_core.serde import (
     compact_json,
@@ -306,20 +307,35 @@ class TaskQueue:
         **template.params, **item}) for item in items])``, added the same way (atomically per
         1,000 tasks, bad input refused before anything is written), several times faster: the
         template is checked and encoded once and sent once per 1,000 tasks, and no ``Task`` is
-        made per item. ``ids`` names the tasks (default: fresh ones, 32 hex digits: a random
-        prefix per call and the item's index). A template with dependencies, a target worker
-        or an agent taken from its params, or a queue that signs its tasks, goes through
-        :meth:`add_many` (same tasks, usual speed). Raises ValidationError, DuplicateTask,
-        MissingDependency or PayloadTooLarge.
+        made per item. ``ids`` names the tasks (default: fresh ones, 32 hex digits: 96 random
+        bits per call and the item's index); the template's own id is not used. A template with
+        dependencies, a target worker or an agent taken from its params, or a queue that signs
+        its tasks, goes through :meth:`add_many` (same tasks, usual speed). Raises
+        ValidationError, DuplicateTask, MissingDependency or PayloadTooLarge.
         """
         params = list(items)
+        fresh = ids is None
         if ids is None:
-            base = new_id()[:24]
+            base = os.urandom(12).hex()
             names = [f"{base}{n:08x}" for n in range(len(params))]
         else:
+            if isinstance(ids, str):
+                raise ValidationError("add_map: ids must be a sequence of task ids, not a string")
             names = list(ids)
             if len(names) != len(params):
                 raise ValidationError(f"add_map: {len(names)} ids for {len(params)} items")
+            for task_id in names:
+                if type(task_id) is not str or not _TASK_ID.match(task_id):
+                    raise ValidationError(
+                        f"invalid task id {task_id!r}: use 1-200 letters, digits, '_', '.', ':' "
+                        "or '-'"
+                    )
+            if len(set(names)) != len(names):
+                seen: set[str] = set()
+                for task_id in names:
+                    if task_id in seen:
+                        raise DuplicateTask(task_id)
+                    seen.add(task_id)
         merged = []
         shared = template.params
         for n, item in enumerate(params):
@@ -339,25 +355,22 @@ class TaskQueue:
                 for i, p in zip(names, merged, strict=True)
             ]
             return [t.id for t in self._add(tasks)[0]]
-        return self._add_map(template, names, merged, fresh=ids is None)
+        return self._add_map(template, names, merged, fresh=fresh)
 
     @redis_errors
     def _add_map(
         self, template: Task, ids: list[str], params: list[dict[str, Any]], *, fresh: bool
     ) -> list[str]:
-        """The fast path of :meth:`add_map`. ``fresh``: the ids were made here (valid, distinct,
-        and with 96 random bits no existing task's: not checked, except by the scripts)."""
-        shared = task_to_hash(self._prepare(template), compact=True)
+        """The fast path of :meth:`add_map`, for ids checked already. ``fresh``: made here, with
+        96 random bits: no existing task has one (left to the scripts' own check)."""
+        # The template's own id and params are not the tasks': checked and stored without.
+        blank = evolve_task(template, {"id": "template", "params": {}})
+        shared = self._hash_of(self._prepare(blank))
         del shared["id"]
-        shared.pop("params", None)
-        base = sum(map(len, shared)) + sum(map(len, shared.values())) + len("idparams")
+        base = sum(map(len, shared)) + sum(map(len, shared.values())) + len("id")
         limit = self.settings.max_payload_bytes
         flat: list[str] = []
         for task_id, value in zip(ids, params, strict=True):
-            if not fresh and not _TASK_ID.match(task_id):
-                raise ValidationError(
-                    f"invalid task id {task_id!r}: use 1-200 letters, digits, '_', '.', ':' or '-'"
-                )
             try:
                 text = compact_json(value)  # plain JSON, as stored_value encodes it
             except (TypeError, ValueError):
@@ -365,17 +378,13 @@ class TaskQueue:
                     text = stored_value("params", value) or "{}"
                 except (TypeError, ValueError) as exc:
                     raise ValidationError(f"task {task_id!r} cannot be stored: {exc}") from None
-            size = base + len(task_id) + len(text)
+            if text == "{}":  # params at their default: left out of the hash, as by add_many
+                text = ""
+            size = base + len(task_id) + (len("params") + len(text) if text else 0)
             if size > limit:
                 raise PayloadTooLarge(task_id, size, limit)
             flat.append(task_id)
             flat.append(text)
-        if not fresh and len(set(ids)) != len(ids):
-            seen: set[str] = set()
-            for task_id in ids:
-                if task_id in seen:
-                    raise DuplicateTask(task_id)
-                seen.add(task_id)
         if not fresh and len(ids) > ADD_CHUNK:  # a script checks its own chunk: the rest first
             self._check_existing(ids)
         head = [self.keys.prefix, shared["type"], shared["priority"], str(len(shared))]
@@ -438,17 +447,17 @@ class TaskQueue:
             "max_stalled": task.max_stalled if task.max_stalled is not None else s.max_stalled,
         }
         if self.signer is not None:  # signed as added: with the agent filled in
-            changes["signature"] = self.signer.sign(task, changes)
+            try:
+                changes["signature"] = self.signer.sign(task, changes)
+            except (TypeError, ValueError) as exc:  # the signed fields are encoded first
+                raise ValidationError(f"task {task.id!r} cannot be stored: {exc}") from None
         return evolve_task(task, changes)
 
     def _encode(self, task: Task) -> list[str]:
         """The arguments of ``task`` for the add script: a head (number of fields, id, type,
         priority, assigned worker, dependencies) the script reads, then the hash's fields and
         values, which it writes as they are."""
-        try:
-            stored = task_to_hash(task, compact=True)
-        except (TypeError, ValueError) as exc:  # params json and the converter cannot encode
-            raise ValidationError(f"task {task.id!r} cannot be stored: {exc}") from None
+        stored = self._hash_of(task)
         size = sum(map(len, stored)) + sum(map(len, stored.values()))
         if size > self.settings.max_payload_bytes:
             raise PayloadTooLarge(task.id, size, self.settings.max_payload_bytes)
@@ -462,6 +471,14 @@ class TaskQueue:
         ]
         head.extend(chain.from_iterable(stored.items()))
         return head
+
+    @staticmethod
+    def _hash_of(task: Task) -> dict[str, str]:
+        """The compact hash of ``task``; ValidationError for values nothing can encode."""
+        try:
+            return task_to_hash(task, compact=True)
+        except (TypeError, ValueError) as exc:  # params json and the converter cannot encode
+            raise ValidationError(f"task {task.id!r} cannot be stored: {exc}") from None
 
     def _check_existing(
         self, ids: list[str], dependencies: Iterable[tuple[str, Sequence[str]]] = ()

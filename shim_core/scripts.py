@@ -45,9 +45,16 @@ _FILE = re.compile(r"^(?P<verb>[a-z_]+)-(?P<nkeys>\d+)\.lua$")
 #: A top-level definition of the library: ``local function name(`` or ``local a, b = ...``.
 _DEFINITION = re.compile(r"^local (?:function (\w+)|([\w, ]+?) =)", re.M)
 _WORD = re.compile(r"[A-Za-z_]\w*")
-#: A quoted string (kept) or a ``--`` comment to the end of its line (dropped before names are
-#: matched: a comment that mentions a function must not pull it into every script).
-_COMMENT = re.compile(r"""('(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")|--[^\n]*""")
+#: What is not code when names are matched: a comment (dropped: one that mentions a function
+#: must not pull it into every script), long (``--[[ ]]``, ``--[==[ ]==]``) or to the end of the
+#: line; or a string (kept, group 2), long (``[[ ]]``) or quoted (escapes and ``\``-newlines
+#: included). Strings are matched too so that a ``--`` inside one starts no comment.
+_COMMENT = re.compile(
+    r"--\[(=*)\[.*?\]\1\]"
+    r"|--[^\n]*"
+    r"|(\[(=*)\[.*?\]\3\]|'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\")",
+    re.S,
+)
 _VARIADIC = re.compile(r"KEYS\[(\d+)\.\.\.\]")
 #: After the body: send what it gathered (also when the body raised: Redis keeps the writes a
 #: failed script made, and the gathered ones belong with them), then return its reply.
@@ -179,7 +186,7 @@ def _definitions(
 
 def _names(code: str) -> set[str]:
     """The words of Lua ``code`` outside its comments (strings included)."""
-    return set(_WORD.findall(_COMMENT.sub(lambda m: m[1] or "", code)))
+    return set(_WORD.findall(_COMMENT.sub(lambda m: m[2] or "", code)))
 
 
 class Scripts:

@@ -6,7 +6,8 @@
 -- ARGV[1] prefix     'shim:{ns}:'
 -- ARGV[2] type, ARGV[3] priority of the template
 -- ARGV[4] n          the template's field / value pairs that follow (id and params not among them)
--- ARGV[5 .. 4+2n]    those pairs, then per task: id, params (JSON)
+-- ARGV[5 .. 4+2n]    those pairs, then per task: id, params (JSON; '': at their default, not
+--                    stored)
 -- Builds: task:<id>, ready:<type>, wake:<type>, counts
 -- Returns: {n tasks added, server ms}, or {DUPLICATE, task_id, ''}
 -- Events: none (as add-3)
@@ -25,10 +26,14 @@ end
 
 local now = now_text()
 local top = rcall('INCRBY', KEYS[1], count)
--- One argument list for every HSET: the three per-task values are written into it each time.
+-- One argument list for every HSET, the per-task values written into it each time: the seq at
+-- 4, the id at 12, the params last (left off when empty).
 local fields = {'status', 'pending', 'seq', '', 'created_at', now, 'deps_left', '0',
-                'ready_at', now, 'id', '', 'params', ''}
+                'ready_at', now, 'id', ''}
 for i = 5, first - 1 do table.insert(fields, ARGV[i]) end
+table.insert(fields, 'params')
+table.insert(fields, '')
+local last = #fields
 local ready = {} -- score, id, ... for one ZADD
 local band = ready_score(priority, 0)
 for n = 1, count do
@@ -36,8 +41,12 @@ for n = 1, count do
   local seq = top - count + n
   fields[4] = istr(seq)
   fields[12] = ARGV[at]
-  fields[14] = ARGV[at + 1]
-  rcall('HSET', keys[n], unpack(fields))
+  if ARGV[at + 1] == '' then
+    rcall('HSET', keys[n], unpack(fields, 1, last - 2))
+  else
+    fields[last] = ARGV[at + 1]
+    rcall('HSET', keys[n], unpack(fields))
+  end
   ready[2 * n - 1] = istr(band + seq)
   ready[2 * n] = ARGV[at]
 end

@@ -27,6 +27,12 @@ def _same_task(a: Task, b: Task) -> dict[str, Any]:
     return {k: (left[k], right[k]) for k in left if k not in _OWN and left[k] != right[k]}
 
 
+def _stored(queue: TaskQueue, task_id: str) -> dict[str, str]:
+    """The task's hash as stored, without the fields two tasks added apart always differ in."""
+    fields = queue.client.hgetall(queue.keys.task(task_id))
+    return {k: v for k, v in fields.items() if k not in {"id", "seq", "created_at", "ready_at"}}
+
+
 def test_mapped_tasks_are_the_tasks_add_many_adds(shim_queue):
     """Each task is the template with the item merged into its params, stored exactly as
     add_many stores that task, and pending in the order of the items."""
@@ -49,6 +55,7 @@ def test_mapped_tasks_are_the_tasks_add_many_adds(shim_queue):
     ]
     [alone] = shim_queue.add_many([attrs.evolve(template, id="alone", params=mapped[1].params)])
     assert _same_task(mapped[1], shim_queue.get(alone.id)) == {}
+    assert _stored(shim_queue, ids[1]) == _stored(shim_queue, "alone")
     assert mapped[0].status is TaskStatus.PENDING
     claims = shim_queue.claim(["test"], count=3)
     assert [c.task.id for c in claims] == [*ids, "alone"]
@@ -62,7 +69,8 @@ def test_a_large_map_spans_chunks_keeps_order_counts_and_wakes_claimers(shim_que
     ids = shim_queue.add_map(Task(executor="python"), ({"n": i} for i in range(n)))
     assert len(ids) == n
     assert shim_queue.stats().pending == n
-    assert shim_queue.client.zcard(shim_queue.keys.wake("code")) > 0
+    assert shim_queue.client.hget(shim_queue.keys.counts, "pending:code") == str(n)
+    assert shim_queue.client.zcard(shim_queue.keys.wake("code")) == 32  # WAKE_MAX claimers
     claims = shim_queue.claim(["code"], count=5)
     assert [c.task.params["n"] for c in claims] == [0, 1, 2, 3, 4]
     assert check_invariants(shim_queue.client, shim_queue.keys) == []
@@ -75,6 +83,24 @@ def test_given_ids_name_the_tasks(shim_queue):
     ]
     assert shim_queue.get("first").params == {}
     assert shim_queue.get("second").params == {"x": 1}
+
+
+def test_empty_params_are_stored_as_add_many_stores_them(shim_queue):
+    """Params at their default are left out of the hash, as add_many leaves them."""
+    [mapped] = shim_queue.add_map(Task(), [{}])
+    shim_queue.add(Task(id="alone"))
+    assert _stored(shim_queue, mapped) == _stored(shim_queue, "alone")
+    assert "params" not in shim_queue.client.hgetall(shim_queue.keys.task(mapped))
+
+
+def test_the_template_is_checked_without_its_own_id_and_params(shim_queue):
+    """Neither is a task's: a template id no task could have and template params every item
+    replaces are no error (as the tasks add_many would get)."""
+    template = Task(id="not a task id", params={"x": object()})
+    [mapped] = shim_queue.add_map(template, [{"x": 1}])
+    assert shim_queue.get(mapped).params == {"x": 1}
+    [targeted] = shim_queue.add_map(attrs.evolve(template, assigned_to="w1"), [{"x": 2}])
+    assert shim_queue.get(targeted).params == {"x": 2}
 
 
 def test_no_items_add_nothing(shim_queue):
@@ -90,6 +116,8 @@ def test_no_items_add_nothing(shim_queue):
         ([{}, {"blob": object()}], None, ValidationError),  # params that are not JSON
         ([{}, {}], ["a", "bad id"], ValidationError),
         ([{}, {}], ["same", "same"], DuplicateTask),
+        ([{}, {}, {}], "abc", ValidationError),  # a string is not a list of ids
+        ([{}, {}], ["a", 2], ValidationError),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_written(shim_queue, items, ids, error):
@@ -142,6 +170,9 @@ def test_templates_the_fast_path_does_not_take_add_the_same_tasks(
     task = signing.get(signed)
     assert signing.signer is not None
     assert signing.signer.verify(task)
+    with pytest.raises(ValidationError, match="cannot be stored"):  # signed before it is stored
+        signing.add_map(Task(executor="python"), [{"n": 3}, {"n": object()}])
+    assert signing.stats().total == 5
     assert check_invariants(shim_queue.client, shim_queue.keys) == []
 
 

@@ -64,6 +64,7 @@ def _grew(before: dict[str, int], after: dict[str, int], command: str) -> int:
 def _lifecycle(queue: TaskQueue, tag: str) -> None:
     """Add, claim and complete a task and its dependent (counts, events, DAG release)."""
     queue.add_many([Task(id=f"{tag}a"), Task(id=f"{tag}b", dependencies=(f"{tag}a",))])
+    queue.add_map(Task(type="mapped"), [{"n": 1}, {"n": 2}])
     for task_id in (f"{tag}a", f"{tag}b"):
         (claim,) = queue.claim(["code"], worker_id="w1")
         assert claim.task.id == task_id
@@ -116,6 +117,7 @@ def test_calls_go_through_the_library_and_keep_every_invariant(
     assert _grew(before, after, "function|load") == 0
     assert [t.status for t in queue.get_many(["xa", "xb"])] == [TaskStatus.COMPLETE] * 2
     assert queue.stats().by_type["code"] == {"complete": 2}
+    assert queue.stats().by_type["mapped"] == {"pending": 2}
     assert check_invariants(queue.client, queue.keys) == []
 
 
@@ -182,7 +184,7 @@ def test_without_functions_the_scripts_run_by_evalsha(
             assert _grew(before, after, "fcall") <= 1
             assert _grew(before, after, "evalsha") >= 10
             assert queue.scripts.functions() == {}
-            assert queue.stats().by_type == {"code": {"complete": 4}}
+            assert queue.stats().by_type == {"code": {"complete": 4}, "mapped": {"pending": 4}}
             assert check_invariants(queue.client, queue.keys) == []
     finally:
         admin.close()

@@ -9,7 +9,7 @@ import pytest
 import redis
 from redis.connection import Encoder, PythonRespSerializer
 
-from shim_core.scripts import _packed, library_for, sources
+from shim_core.scripts import _names, _packed, library_for, sources
 
 LIB = """-- header
 local rcall = redis.call
@@ -51,6 +51,21 @@ def test_names_in_comments_pull_nothing_in_and_names_in_strings_do() -> None:
     assert "helper_b" not in shaken.replace("-- see helper_b", "")
     # A word inside a string counts (rcall('uses_a') may name a key built from it): kept.
     assert "local function uses_a" in library_for(lib, 'return "uses_a -- x"')
+
+
+@pytest.mark.parametrize(
+    ("code", "names"),
+    [
+        ("a --[[ b\nc ]] d", {"a", "d"}),  # a long comment
+        ("a --[==[ b ]] c ]==] d", {"a", "d"}),  # ... of level 2
+        ("x = [[ -- y ]] z", {"x", "y", "z"}),  # a long string: no comment in it
+        ('x = "q\\"-- r" s -- t', {"x", "q", "r", "s"}),  # an escaped quote
+        ("x = 'a\\\nb -- c' d", {"x", "a", "b", "c", "d"}),  # a \-newline in a string
+        ("f(t[k[1]]) -- g", {"f", "t", "k"}),  # brackets that are indexes
+    ],
+)
+def test_names_are_read_from_code_and_strings_not_comments(code: str, names: set[str]) -> None:
+    assert _names(code) == names
 
 
 def test_every_script_is_smaller_than_the_library_and_keeps_flush() -> None:
