@@ -501,6 +501,13 @@ end
 
 
 -- Add an execution's reported cost (ARGV string, '' for none) to its run's total.
+-- An amount in USD for a message, to 10 significant digits: a sum kept by HINCRBYFLOAT reads
+-- 0.6 as Redis stores it, also where the store writes 0.59999999999999998 (the embedded one).
+local function usd(text)
+  local n = tonumber(text)
+  return n and string.format('%.10g', n) or tostring(text)
+end
+
 local function add_cost(prefix, run, cost)
   if cost and cost ~= '' and run and run ~= '' and tonumber(cost) then
     rcall('HINCRBYFLOAT', prefix .. 'run:' .. run, 'cost_usd', cost)
@@ -585,7 +592,7 @@ local function claimable(prefix, id, h, policy, now)
     local b = rcall('HMGET', prefix .. 'run:' .. run, 'budget_usd', 'cost_usd')
     if b[1] and tonumber(b[2] or '0') >= tonumber(b[1]) then
       cancel_task(prefix, id, 'pending', h.type, queue, nil, tonumber(h.attempts), now,
-                  'budget exhausted: run ' .. run .. ' spent $' .. (b[2] or '0') .. ' of $' .. b[1])
+                  'budget exhausted: run ' .. run .. ' spent $' .. usd(b[2] or '0') .. ' of $' .. usd(b[1]))
       return 'moved'
     end
   end

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -58,6 +59,7 @@ def test_plan_output_writes_a_plan_file_that_runs_the_same(tmp_path):
     assert result.exit_code != 0
 
 
+@pytest.mark.shim_real_redis  # `shim run` in a process of its own: an embedded store is not shared
 def test_a_run_reports_costs_and_merge_and_shim_merge_redoes_it(tmp_path, shim_redis_url):
     """The text report shows what the agents spent and where the work was merged; `shim merge
     RUN` rebuilds the merged branch from the stored run."""
@@ -81,6 +83,7 @@ def test_a_run_reports_costs_and_merge_and_shim_merge_redoes_it(tmp_path, shim_r
     assert "$0.0500" in status.output
 
 
+@pytest.mark.shim_real_redis  # `shim run` in a process of its own: an embedded store is not shared
 def test_merge_of_a_run_without_worktrees_is_refused(tmp_path, shim_redis_url):
     runner = CliRunner()
     plan = Path(__file__).parents[2] / "examples" / "auth_system.yaml"

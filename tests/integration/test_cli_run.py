@@ -518,6 +518,7 @@ def test_status_watch_prints_the_final_progress(
     assert out.startswith("[########################] 100%  1/1 finished, 0 running, 0 queued")
 
 
+@pytest.mark.shim_real_redis  # shim submit refuses the embedded store
 def test_status_of_a_finished_failed_run_exits_1(
     shim: Shim,
     target: list[str],

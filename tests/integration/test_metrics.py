@@ -218,7 +218,7 @@ def test_shim_metrics_once_prints_the_text(
     args = ["--redis", shim_settings.redis_url, "--namespace", shim_settings.namespace]
     result = CliRunner().invoke(app, ["metrics", *args, "--once"])
     assert result.exit_code == 0, result.output
-    assert value(samples(result.output), "shim_tasks", type="x", status="pending") == 1
+    assert value(samples(result.stdout), "shim_tasks", type="x", status="pending") == 1
 
 
 def test_shim_metrics_on_an_address_it_cannot_bind_says_so_in_one_line(

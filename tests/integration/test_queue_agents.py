@@ -149,7 +149,7 @@ def test_budget_exhausted_is_the_reason_given(shim_queue):
     other = "r:b" if claim.task.id == "r:a" else "r:a"
     task = shim_queue.get(other)
     assert task.status is TaskStatus.CANCELLED
-    assert task.result.error.startswith("budget exhausted: run r spent $0.6")
+    assert task.result.error == "budget exhausted: run r spent $0.6 of $0.5"
     assert (
         json.loads(shim_queue.client.hget(shim_queue.keys.task(other), "result"))["success"]
         is False

@@ -45,6 +45,7 @@ def test_complete_records_result_and_duration(shim_queue):
     assert_consistent(shim_queue)
 
 
+@pytest.mark.shim_real_redis  # OBJECT ENCODING: the embedded store has no such command
 def test_a_small_result_is_stored_without_its_defaults_and_decodes_whole(shim_queue):
     """A result is stored without the fields at their default, so the finished task's hash
     keeps Redis's compact encoding; reading it back gives the whole result."""

@@ -8,10 +8,15 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
 from shim_core import Task, TaskQueue
 from shim_core.models import Claim, TaskResult, TaskStatus
 from shim_core.scripts import ScriptLine
 from tests.helpers import wait_until
+
+#: Held connections are for sockets: the embedded store goes through redis-py's command layer.
+pytestmark = pytest.mark.shim_real_redis
 
 
 def _pool(queue: TaskQueue) -> Any:
