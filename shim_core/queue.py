@@ -292,7 +292,6 @@ class TaskQueue:
         check_name("run id", run_id)
         return self._add(tasks, (run_id, compact_json(dict(record))))
 
-    @redis_errors
     def add_map(
         self,
         template: Task,
