@@ -35,11 +35,10 @@ from shim_core.config import Settings
 from shim_core.connection import RedisConnectionManager, TLSOptions
 from shim_core.dashboard.encoding import dumps
 from shim_core.dashboard.events import batch_json, stream_key
-from shim_core.dashboard.runs import CorruptRun
 from shim_core.dashboard.state import DashboardState
 from shim_core.errors import CorruptTask, ShimError, TaskNotFound
 from shim_core.history import START, EventLog, StreamedEvent
-from shim_core.supervisor.runs import RunNotFound
+from shim_core.supervisor.runs import CorruptRun, RunNotFound
 
 log = logging.getLogger(__name__)
 

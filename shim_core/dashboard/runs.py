@@ -20,7 +20,7 @@ from shim_core.errors import ConnectionFailed, CorruptTask, ShimError
 from shim_core.models import Task, TaskStatus
 from shim_core.queue import TaskQueue, TaskState
 from shim_core.supervisor.progress import FALLBACK_ESTIMATE, schedule_makespan
-from shim_core.supervisor.runs import RunNotFound, RunRecord, load_run, plan_id_of
+from shim_core.supervisor.runs import CorruptRun, RunNotFound, RunRecord, load_run, plan_id_of
 
 T = TypeVar("T")
 
@@ -32,10 +32,6 @@ MAX_CORRUPT = 20
 CORRUPT = "corrupt"
 _QUEUED = ("waiting", "pending", "retrying")
 _RUNNING = ("claimed", "running")
-
-
-class CorruptRun(ShimError):
-    """A run whose record (or too many of whose tasks) does not decode."""
 
 
 def ms(value: datetime | None) -> int | None:
@@ -168,7 +164,7 @@ def read_states(queue: TaskQueue, record: RunRecord) -> tuple[list[TaskState], l
             return queue.states(ids), corrupt
         except CorruptTask as exc:
             if exc.task_id not in ids or len(corrupt) >= MAX_CORRUPT:
-                raise CorruptRun(f"run {record.run_id!r}: {exc} (and more)") from exc
+                raise CorruptRun(record.run_id, f"{exc} (and more)") from exc
             ids.remove(exc.task_id)
             corrupt.append(exc.task_id)
 
@@ -193,7 +189,7 @@ def _decoded(run_id: str, read: Callable[[], T]) -> T:
     except (ConnectionFailed, RunNotFound, CorruptRun):
         raise
     except (ShimError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise CorruptRun(f"run {run_id!r} has a corrupt record ({exc.__class__.__name__})") from exc
+        raise CorruptRun(run_id, f"{exc.__class__.__name__}: {str(exc)[:200]}") from exc
 
 
 def _checked(record: RunRecord) -> RunRecord:

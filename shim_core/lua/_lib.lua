@@ -503,14 +503,15 @@ end
 -- Add an execution's reported cost (ARGV string, '' for none) to its run's total.
 -- An amount in USD for a message, to 10 significant digits: a sum kept by HINCRBYFLOAT reads
 -- 0.6 as Redis stores it, also where the store writes 0.59999999999999998 (the embedded one).
-local function usd(text)
-  local n = tonumber(text)
-  return n and string.format('%.10g', n) or tostring(text)
+local function usd(n)
+  return string.format('%.10g', n)
 end
 
+-- redis.pcall: a cost_usd that is not a number (written by hand) must not fail the completion
+-- that reports the cost; claims then stop the run's spending (see claimable).
 local function add_cost(prefix, run, cost)
   if cost and cost ~= '' and run and run ~= '' and tonumber(cost) then
-    rcall('HINCRBYFLOAT', prefix .. 'run:' .. run, 'cost_usd', cost)
+    redis.pcall('HINCRBYFLOAT', prefix .. 'run:' .. run, 'cost_usd', cost)
   end
 end
 
@@ -590,10 +591,21 @@ local function claimable(prefix, id, h, policy, now)
   local run = h.run_id
   if run and run ~= '' then
     local b = rcall('HMGET', prefix .. 'run:' .. run, 'budget_usd', 'cost_usd')
-    if b[1] and tonumber(b[2] or '0') >= tonumber(b[1]) then
-      cancel_task(prefix, id, 'pending', h.type, queue, nil, tonumber(h.attempts), now,
-                  'budget exhausted: run ' .. run .. ' spent $' .. usd(b[2] or '0') .. ' of $' .. usd(b[1]))
-      return 'moved'
+    if b[1] then
+      -- A record someone wrote by hand may not hold numbers: no more spending then either
+      -- (and no script error, which would stop every claim of this queue).
+      local budget, spent = tonumber(b[1]), tonumber(b[2] or '0')
+      local why = nil
+      if not (budget and spent) then
+        why = 'budget unreadable: run ' .. run .. ' has budget_usd ' .. string.sub(b[1], 1, 40)
+              .. ', cost_usd ' .. string.sub(b[2] or '0', 1, 40)
+      elseif spent >= budget then
+        why = 'budget exhausted: run ' .. run .. ' spent $' .. usd(spent) .. ' of $' .. usd(budget)
+      end
+      if why then
+        cancel_task(prefix, id, 'pending', h.type, queue, nil, tonumber(h.attempts), now, why)
+        return 'moved'
+      end
     end
   end
   if policy.agents[agent] then return 'skip' end

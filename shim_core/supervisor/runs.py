@@ -31,6 +31,14 @@ class RunNotFound(ShimError):
         self.run_id = run_id
 
 
+class CorruptRun(ShimError):
+    """A run record that does not decode (changed by hand in Redis, say)."""
+
+    def __init__(self, run_id: str, why: str) -> None:
+        super().__init__(f"run {run_id!r} has a corrupt record: {why}")
+        self.run_id = run_id
+
+
 def task_id_in_run(run_id: str, plan_id: str) -> str:
     return f"{run_id}:{plan_id}"
 
@@ -171,7 +179,12 @@ def load_run(queue: TaskQueue, run_id: str) -> RunRecord:
     fields = queue.run_fields(run_id)
     if not fields:
         raise RunNotFound(run_id)
-    return _run_record(run_id, fields, json.loads(fields.get("plan", "{}")))
+    try:
+        return _run_record(run_id, fields, json.loads(fields.get("plan", "{}")))
+    except KeyError as exc:
+        raise CorruptRun(run_id, f"no {exc.args[0]} field") from None
+    except (TypeError, ValueError) as exc:  # json's errors are ValueErrors
+        raise CorruptRun(run_id, str(exc)[:200]) from None
 
 
 def _run_record(run_id: str, fields: dict[str, str], plan: dict[str, Any]) -> RunRecord:
@@ -186,10 +199,21 @@ def _run_record(run_id: str, fields: dict[str, str], plan: dict[str, Any]) -> Ru
         plan=plan,
         repo=RepoInfo(fields["repo"], fields.get("base", "")) if fields.get("repo") else None,
         workspace=fields.get("workspace", ""),
-        budget_usd=float(fields["budget_usd"]) if fields.get("budget_usd") else None,
-        cost_usd=float(fields.get("cost_usd") or 0.0),
+        budget_usd=_amount(fields, "budget_usd"),
+        cost_usd=_amount(fields, "cost_usd") or 0.0,
         on_conflict=fields.get("on_conflict", "stop"),
     )
+
+
+def _amount(fields: dict[str, str], name: str) -> float | None:
+    """The amount in USD of field ``name`` (None when absent); ValueError naming the field."""
+    raw = fields.get(name)
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} is not a number: {raw[:40]!r}") from None
 
 
 def latest_run_id(queue: TaskQueue) -> str | None:

@@ -599,6 +599,34 @@ def test_cancel_run_and_task(
     assert err == "error: task 'no-such-thing' not found\n"
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("cost_usd", "oops", "cost_usd is not a number: 'oops'"),
+        ("task_ids", "[not json", "Expecting value"),
+    ],
+)
+def test_status_of_a_run_whose_record_was_changed_by_hand_says_so_in_one_line(
+    shim: Shim,
+    target: list[str],
+    shim_queue: TaskQueue,
+    submitted: Callable[..., str],
+    change: tuple[str, str, str],
+) -> None:
+    """Data read from Redis is untrusted: a run record that does not decode is an error that
+    names the run and the field, not a traceback."""
+    field, value, why = change
+    run_id = submitted()
+    shim_queue.client.hset(shim_queue.keys.run(run_id), field, value)
+    code, _, err = shim("status", run_id, *target)
+    assert code == 2
+    assert err.startswith(f"error: run {run_id!r} has a corrupt record: {why}")
+    assert "Traceback" not in err
+    shim_queue.client.hdel(shim_queue.keys.run(run_id), "created_at")
+    code, _, err = shim("status", run_id, *target)
+    assert err == f"error: run {run_id!r} has a corrupt record: no created_at field\n"
+
+
 def test_cancel_run_reports_how_many_tasks_it_cancelled(
     shim: Shim, target: list[str], submitted: Callable[..., str]
 ) -> None:

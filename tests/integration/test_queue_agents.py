@@ -156,6 +156,32 @@ def test_budget_exhausted_is_the_reason_given(shim_queue):
     )
 
 
+def test_a_run_record_that_holds_no_numbers_stops_its_spending_and_fails_no_claim(shim_queue):
+    """A budget written by hand as text: the run's tasks are cancelled saying so, and the claim
+    goes on to the other tasks (a script error here would stop every claim of the queue)."""
+    shim_queue.client.hset(shim_queue.keys.run("r"), mapping={"budget_usd": "lots"})
+    shim_queue.add_many([agent_task("r:a", run_id="r"), Task(id="plain")])
+    assert [c.task.id for c in shim_queue.claim(["code"], worker_id="w1", count=2)] == ["plain"]
+    cancelled = shim_queue.get("r:a")
+    assert cancelled.status is TaskStatus.CANCELLED
+    assert cancelled.result.error == "budget unreadable: run r has budget_usd lots, cost_usd 0"
+    assert check_invariants(shim_queue.client, shim_queue.keys) == []
+
+
+def test_a_cost_total_that_is_no_number_does_not_fail_the_completion(shim_queue):
+    """The completion that reports a cost is recorded; the run's next task is stopped."""
+    keys = shim_queue.keys
+    shim_queue.client.hset(keys.run("r"), "budget_usd", "5")
+    shim_queue.add_many([agent_task("r:a", run_id="r")])
+    claim = shim_queue.claim(["code"], worker_id="w1")[0]
+    shim_queue.client.hset(keys.run("r"), "cost_usd", "oops")  # after the claim checked it
+    shim_queue.complete("r:a", claim.token, TaskResult(success=True, cost_usd=0.25))
+    assert shim_queue.get("r:a").status is TaskStatus.COMPLETE
+    shim_queue.add(agent_task("r:b", run_id="r"))
+    assert shim_queue.claim(["code"], worker_id="w1") == []
+    assert shim_queue.get("r:b").result.error.startswith("budget unreadable: run r")
+
+
 def test_a_repeated_throttle_is_recognised_not_fenced(shim_queue):
     """The client may send a script again when its reply was lost: the same lease's second
     throttle reports the cooldown already recorded."""
