@@ -55,6 +55,13 @@ local function once_list(map, key)
   return map[key] or once(map, key, {})
 end
 
+-- A number read from a hash, or `default` when it holds none: hashes are data anyone with write
+-- access may change, and arithmetic on nil would fail the whole script (a claim of every task in
+-- the queue, a batch of completions).
+local function num(text, default)
+  return tonumber(text) or default
+end
+
 -- An integer as the string Redis and JSON take. Given a Lua number, Redis formats it with
 -- '%.17g' and cjson with '%.14g': a printf of a double, several times the cost of '%d'.
 local function istr(n)
@@ -165,8 +172,10 @@ local function flush()
       local wkey = prefix .. 'worker:' .. worker
       local cur = rcall('HMGET', wkey, 'id', 'current_task')
       if cur[1] then -- registered (a hash without its id is a leftover: never recreated here)
-        for field, n in pairs(w.fields) do rcall('HINCRBY', wkey, field, istr(n)) end
-        if w.duration > 0 then rcall('HINCRBY', wkey, 'total_duration', istr(w.duration)) end
+        -- redis.pcall: a statistic that is no number (changed by hand) is left as it is, and
+        -- the completions it counts are recorded all the same.
+        for field, n in pairs(w.fields) do redis.pcall('HINCRBY', wkey, field, istr(n)) end
+        if w.duration > 0 then redis.pcall('HINCRBY', wkey, 'total_duration', istr(w.duration)) end
         if cur[2] and w.done[cur[2]] then rcall('HDEL', wkey, 'current_task') end
       end
     end
@@ -229,7 +238,7 @@ local function queue_of(ttype, assigned_to)
 end
 
 local function ready_score(priority, seq)
-  return (BANDS[priority] or 2) * BAND_WIDTH + tonumber(seq)
+  return (BANDS[priority] or 2) * BAND_WIDTH + num(seq, 0)
 end
 
 local function state_key(prefix, status, queue)
@@ -369,8 +378,10 @@ local function release_dependents(prefix, id, now)
   local children = rcall('SMEMBERS', depkey)
   for _, child in ipairs(children) do
     local ckey = prefix .. 'task:' .. child
+    -- A count that is no number (changed by hand) fails HINCRBY: that dependent keeps waiting
+    -- (never run before its dependencies), and this completion is recorded all the same.
     if rcall('HGET', ckey, 'status') == 'waiting'
-        and rcall('HINCRBY', ckey, 'deps_left', -1) <= 0 then
+        and num(redis.pcall('HINCRBY', ckey, 'deps_left', -1), 1) <= 0 then
       make_pending(prefix, child, 'waiting', now, 'released')
       released = released + 1
     end
@@ -406,9 +417,13 @@ end
 local function requeue_stalled(prefix, id, now, why)
   local key = prefix .. 'task:' .. id
   local f = rcall('HMGET', key, 'status', 'type', 'max_stalled', 'worker_id', 'attempts')
-  local stalls = rcall('HINCRBY', key, 'stalls', 1)
+  local stalls = num(redis.pcall('HINCRBY', key, 'stalls', 1), nil)
+  if not stalls then -- a count that is no number (changed by hand): counted anew
+    stalls = 1
+    rcall('HSET', key, 'stalls', 1)
+  end
   rcall('HSET', key, 'lease', 0)
-  if stalls > tonumber(f[3] or '0') then
+  if stalls > num(f[3], 0) then
     local result = cjson.encode({success = false, error = why .. ' (stalled ' .. stalls .. ' times)'})
     fail_final(prefix, id, f[1], nil, f[2], now, result, f[4], tonumber(f[5]))
     return 'failed'
@@ -581,7 +596,7 @@ local function claimable(prefix, id, h, policy, now)
   local agent = h.agent
   if not agent or agent == '' then return 'ok' end
   local queue = queue_of(h.type, h.assigned_to)
-  local cool = tonumber(rcall('HGET', prefix .. 'cooldowns', agent) or '0')
+  local cool = num(rcall('HGET', prefix .. 'cooldowns', agent), 0)
   if cool > now then
     leave(prefix, id, 'pending', queue, h.type)
     enter(prefix, id, 'retrying', nil, h.type, cool, {'due_at', cool})
@@ -703,7 +718,7 @@ local function claim_tasks(prefix, delayed, paused, ready, worker, count, lease,
     local deadline_s = istr(deadline)
     for i, c in ipairs(chosen) do
       local token = top - #chosen + i
-      local attempt = tonumber(c.h.attempts or '0') + 1
+      local attempt = num(c.h.attempts, 0) + 1
       local key = prefix .. 'task:' .. c.id
       local ids = taken[c.q]
       if not ids then
@@ -760,7 +775,7 @@ local function complete_task(prefix, id, token, result, cost)
   if f[1] == 'complete' then return {0} end
   if f[1] ~= 'running' and f[1] ~= 'claimed' then return {WRONG_STATE, f[1]} end
   local now = now_ms()
-  local took = now - tonumber(f[6])
+  local took = now - num(f[6], now)
   defer_zrem(prefix .. 'active', id)
   bump(prefix, f[1] .. ':' .. f[5], -1)
   defer_zadd(prefix .. 'complete', now_text(), id)

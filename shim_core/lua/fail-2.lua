@@ -15,11 +15,11 @@ if f[2] ~= token then return {STALE_LEASE} end
 if f[1] == 'failed' or f[1] == 'retrying' then return {0, f[1]} end
 if f[1] ~= 'running' and f[1] ~= 'claimed' then return {WRONG_STATE, f[1]} end
 local now = now_ms()
-local attempts = tonumber(f[4])
+local attempts = num(f[4], 1)
 add_cost(prefix, f[8], ARGV[7])
 count_for_worker(prefix, f[3], id, 'tasks_failed', nil)
-if ARGV[6] ~= '1' and attempts < tonumber(f[6] or '1') then
-  local due = now + math.floor(tonumber(f[7] or '0') * 2 ^ (attempts - 1) * (1 + tonumber(ARGV[5])))
+if ARGV[6] ~= '1' and attempts < num(f[6], 1) then
+  local due = now + math.floor(num(f[7], 0) * 2 ^ (attempts - 1) * (1 + tonumber(ARGV[5])))
   leave(prefix, id, f[1], nil, f[5])
   enter(prefix, id, 'retrying', nil, f[5], due)
   rcall('HSET', KEYS[1], 'result', ARGV[4], 'due_at', due)

@@ -19,7 +19,7 @@ local now = now_ms()
 rcall('HSET', KEYS[1], 'last_seen', now)
 rcall('HDEL', KEYS[1], 'suspect_since')
 if ARGV[4] ~= '' then rcall('HSET', KEYS[1], 'status', ARGV[4]) end
-rcall('ZADD', KEYS[2], now + tonumber(f[2]) * tonumber(f[3]), id)
+rcall('ZADD', KEYS[2], now + num(f[2], 10000) * num(f[3], 3), id) -- the seed's defaults
 renew_leases(prefix, ARGV, 5, now + tonumber(ARGV[3]), out)
 emit_worker(prefix, 'heartbeat', id, now, nil)
 return out

@@ -14,7 +14,7 @@ if f[1] == 'pending' then
 end
 if f[1] ~= 'running' and f[1] ~= 'claimed' then return {WRONG_STATE, f[1]} end
 rcall('HSET', KEYS[1], 'lease', 0)
-if tonumber(rcall('HGET', KEYS[1], 'attempts') or '0') > 0 then
+if num(rcall('HGET', KEYS[1], 'attempts'), 0) > 0 then
   rcall('HINCRBY', KEYS[1], 'attempts', -1)  -- taken away, not failed: the attempt is given back
 end
 if target == '' then rcall('HDEL', KEYS[1], 'assigned_to') else rcall('HSET', KEYS[1], 'assigned_to', target) end

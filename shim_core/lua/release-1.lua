@@ -10,7 +10,7 @@ if not f[1] then return {NOT_FOUND} end
 if f[2] ~= ARGV[3] then return {STALE_LEASE} end
 if f[1] ~= 'running' and f[1] ~= 'claimed' then return {WRONG_STATE, f[1]} end
 rcall('HSET', KEYS[1], 'lease', 0)
-if tonumber(rcall('HGET', KEYS[1], 'attempts') or '0') > 0 then
+if num(rcall('HGET', KEYS[1], 'attempts'), 0) > 0 then
   rcall('HINCRBY', KEYS[1], 'attempts', -1)  -- the attempt never ran to an end
 end
 make_pending(prefix, id, f[1], now_ms(), 'released')

@@ -20,10 +20,10 @@ local now = now_ms()
 local reset = tonumber(ARGV[5])
 if not reset or reset <= now then reset = now + tonumber(ARGV[6]) end
 reset = math.min(reset, now + tonumber(ARGV[7]))
-local cool = math.max(reset, tonumber(rcall('HGET', KEYS[3], agent) or '0'))
+local cool = math.max(reset, num(rcall('HGET', KEYS[3], agent), 0))
 rcall('HSET', KEYS[3], agent, cool)
 add_cost(prefix, f[6], ARGV[9])
-local attempts = math.max(tonumber(f[4]) - 1, 0)  -- the rate limit spends no attempt
+local attempts = math.max(num(f[4], 1) - 1, 0)  -- the rate limit spends no attempt
 leave(prefix, id, f[1], nil, f[5])
 enter(prefix, id, 'retrying', nil, f[5], cool)
 -- The lease token stays: a repeated call (a reply lost on the way) is recognised above.

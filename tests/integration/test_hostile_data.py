@@ -158,3 +158,45 @@ def test_one_corrupt_worker_record_leaves_the_others_listed(
     registry.client.hset(registry.keys.worker("bad"), "tasks_completed", "many")
     assert [w.id for w in registry.all_workers()] == ["good"]
     assert [w.id for w in registry.get_active_workers()] == ["good"]
+
+
+def test_counters_changed_by_hand_to_text_fail_no_script(
+    shim_connection: RedisConnectionManager, shim_settings: Settings, shim_queue: TaskQueue
+) -> None:
+    """A field the scripts count with, set to text in Redis, must not fail the script that
+    reads it: one such task would stop every claim of its queue, or a batch of completions.
+    Each script reads it as a safe default instead."""
+    from shim_core.models import TaskResult, WorkerRegistration
+    from shim_core.registry import WorkerRegistry
+
+    q, client, keys = shim_queue, shim_queue.client, shim_queue.keys
+    registry = WorkerRegistry(shim_connection, shim_settings)
+    registry.register_worker(WorkerRegistration(id="w1"), heartbeat_interval=60)
+    q.add_many(
+        [
+            Task(id="odd", priority="high"),
+            Task(id="fine"),
+            Task(id="seq-kid", dependencies=("fine",)),
+            Task(id="count-kid", dependencies=("fine",)),
+        ]
+    )
+    client.hset(keys.task("odd"), "attempts", "x")
+    client.hset(keys.task("seq-kid"), "seq", "x")
+    client.hset(keys.task("count-kid"), "deps_left", "x")
+    client.hset(keys.cooldowns, "claude", "x")
+    client.hset(keys.worker("w1"), mapping={"tasks_completed": "x", "interval_ms": "x"})
+    odd, fine = q.claim(["code"], worker_id="w1", count=2)  # the claim counts attempts anew
+    assert (odd.task.id, odd.task.attempts, fine.task.id) == ("odd", 1, "fine")
+    client.hset(keys.task("fine"), "claimed_at", "x")
+    assert registry.record_heartbeat("w1", [(fine.task.id, fine.token)]) == []
+    q.complete("fine", fine.token, TaskResult(success=True))
+
+    def status(task_id: str) -> str:
+        return str(client.hget(keys.task(task_id), "status"))
+
+    assert status("fine") == "complete"  # (its hash still holds the text: get() refuses it)
+    assert status("seq-kid") == "pending"  # released, its score from seq 0
+    assert status("count-kid") == "waiting"  # never run before its count says so
+    client.hset(keys.task("odd"), mapping={"stalls": "x", "max_stalled": "x"})
+    client.zadd(keys.active, {"odd": 1})  # its lease long expired
+    assert q.reap_stalled() == {"odd": TaskStatus.FAILED}  # counted anew: 1 > max_stalled 0
