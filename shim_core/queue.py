@@ -323,18 +323,12 @@ class TaskQueue:
             names = list(ids)
             if len(names) != len(params):
                 raise ValidationError(f"add_map: {len(names)} ids for {len(params)} items")
+            seen: set[str] = set()
             for task_id in names:
-                if type(task_id) is not str or not _TASK_ID.match(task_id):
-                    raise ValidationError(
-                        f"invalid task id {task_id!r}: use 1-200 letters, digits, '_', '.', ':' "
-                        "or '-'"
-                    )
-            if len(set(names)) != len(names):
-                seen: set[str] = set()
-                for task_id in names:
-                    if task_id in seen:
-                        raise DuplicateTask(task_id)
-                    seen.add(task_id)
+                _check_task_id(task_id)
+                if task_id in seen:
+                    raise DuplicateTask(task_id)
+                seen.add(task_id)
         merged = []
         shared = template.params
         for n, item in enumerate(params):
@@ -422,10 +416,7 @@ class TaskQueue:
         return prepared, int(replies[0][1])
 
     def _prepare(self, task: Task) -> Task:
-        if not _TASK_ID.match(task.id):
-            raise ValidationError(
-                f"invalid task id {task.id!r}: use 1-200 letters, digits, '_', '.', ':' or '-'"
-            )
+        _check_task_id(task.id)
         try:
             check_name("task type", task.type)
             if task.assigned_to is not None:
@@ -1193,6 +1184,14 @@ class TaskQueue:
 
     def active_count(self) -> int:
         return self.stats().active
+
+
+def _check_task_id(task_id: object) -> None:
+    """ValidationError unless ``task_id`` is a string that can name a task (and its key)."""
+    if type(task_id) is not str or not _TASK_ID.match(task_id):
+        raise ValidationError(
+            f"invalid task id {task_id!r}: use 1-200 letters, digits, '_', '.', ':' or '-'"
+        )
 
 
 def _agent_of(task: Task) -> str | None:

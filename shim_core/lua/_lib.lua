@@ -91,7 +91,7 @@ end
 local function next_tokens(prefix, n)
   now_ms()
   local key = prefix .. 'fence'
-  local base = math.max(tonumber(rcall('GET', key) or '0') or 0, acc.now_us)
+  local base = math.max(num(rcall('GET', key), 0), acc.now_us)
   rcall('SET', key, istr(base + n))
   return base
 end
