@@ -275,16 +275,17 @@ def test_rate_limit_is_retried_up_to_claude_code_max_retries(make_claude: Any) -
 
 def test_rate_limit_recovers_honouring_retry_after_with_default_retries(make_claude: Any) -> None:
     claude = make_claude([rate_limited(retry_after=2), Text("recovered")])
-    started = time.monotonic()
     run = claude("hi", *PERMISSIONS, env={"CLAUDE_CODE_MAX_RETRIES": None})
 
     assert run.returncode == 0, run.stderr
     (retry,) = run.of("system", "api_retry")
     assert retry["max_retries"] == 10  # the default when CLAUDE_CODE_MAX_RETRIES is unset
     assert retry["retry_delay_ms"] >= 2000  # retry-after is honoured
-    assert claude.server.request_times[1] - claude.server.request_times[0] >= 2
+    # Retried after the 2 s asked for, not after a backoff of its own (timed from the
+    # requests: the CLI's start-up is not part of it, and takes long on a loaded machine).
+    first, second = claude.server.request_times[:2]
+    assert 2 <= second - first < 10
     assert run.result["result"] == "recovered"
-    assert time.monotonic() - started < 20
 
 
 def test_no_retry_when_max_retries_is_zero(make_claude: Any) -> None:
@@ -330,10 +331,11 @@ def test_max_turns(make_claude: Any) -> None:
 
 def test_hung_api_times_out_with_api_timeout_ms(make_claude: Any) -> None:
     claude = make_claude([Hang(30), Text("never")])
-    started = time.monotonic()
     run = claude("hi", *PERMISSIONS, env={"API_TIMEOUT_MS": "2000"}, record="api_timeout")
 
-    assert time.monotonic() - started < 15
+    # Given up long before the 30 s hang ends (timed from the first request: the CLI's
+    # start-up is not part of it).
+    assert time.monotonic() - claude.server.request_times[0] < 15
     assert run.returncode == 1
     result = run.result
     assert result["is_error"] is True

@@ -31,7 +31,7 @@ def test_a_run_progresses_live_while_a_fleet_works(
     """The run page, opened before any worker joins, shows the DAG by waves, then its counts
     move through the run without a reload until every task is complete; a title made of markup
     is shown as text."""
-    plan = sim_plan("live", 9, duration=0.2)
+    plan = sim_plan("live", 9, duration=0.6)  # a mid-run window of seconds, not one
     plan["tasks"][0]["title"] = HOSTILE
     record = submit(shim_settings, plan, tmp_path)
     with serving(shim_settings) as dash:

@@ -244,7 +244,7 @@ def test_worker_process_runs_a_task_and_stops_on_sigterm(
         "--namespace",
         shim_settings.namespace,
         "--heartbeat",
-        "0.2",
+        "1.0",
         "--default-executor",
         "sim",
         "--id",

@@ -300,7 +300,7 @@ def test_a_worker_with_metrics_port_exposes_its_own_counters(
     """`shim worker --metrics-port 0` counts the tasks it ran by type and outcome, their
     durations, its claims' latency and its heartbeat age."""
     args = ["worker", "--redis", shim_settings.redis_url, "--namespace", shim_settings.namespace]
-    args += ["--default-executor", "sim", "--heartbeat", "0.2", "--metrics-port", "0"]
+    args += ["--default-executor", "sim", "--heartbeat", "1.0", "--metrics-port", "0"]
     process, url = _start(args, tmp_path / "worker.log", r"metrics at (http://\S+)")
     try:
         shim_queue.add_many(

@@ -1065,7 +1065,9 @@ def worker_factory(
         factory = MemoryBackendFactory()
         options: dict[str, Any] = {
             "worker_id": worker_id,
-            "heartbeat_interval": 0.1,
+            # Liveness runs out after three missed beats: 1.5 s, so a heartbeat thread starved
+            # on a loaded machine does not get the worker declared crashed by its own reaper.
+            "heartbeat_interval": 0.5,
             "claim_block": 0.2,
             "default_executor": None,
             "checkpoint_backend": "memory",
@@ -1452,21 +1454,25 @@ def test_busy_worker_chains_claims_onto_completions(
 
     Claiming ahead is off and the blocking claim made once the queue runs dry outlasts the
     test, so the count holds however slow the machine (a 0.2 s block that ends empty is a
-    call too, and a slow machine made one before the assertion)."""
+    call too, and a slow machine made one before the assertion). Heartbeats are slow enough
+    that a starved heartbeat thread cannot get the worker declared crashed."""
     queue = TaskQueue(shim_connection, shim_settings)
     queue.add_many([Task(id=f"t{i}") for i in range(20)])
     worker = Worker(
         shim_connection,
         shim_settings,
         WorkerConfig(
-            worker_id="rt-10", allow={"all"}, heartbeat_interval=0.2, claim_block=60, prefetch=0
+            worker_id="rt-10", allow={"all"}, heartbeat_interval=2.0, claim_block=60, prefetch=0
         ),
         plugins=plugins_with(FnExecutor("w", ("code",), succeed)),
     )
     worker.start()
     try:
         wait_until(lambda: queue.stats().complete == 20, timeout=20)
-        wait_until(lambda: len(worker.outcomes) == 20)
+        # The 20th outcome is recorded before the call that brought it is counted: wait for
+        # the feed to sleep in its blocking claim, which it does only after counting it.
+        wait_until(lambda: worker.feed._claiming)
+        assert len(worker.outcomes) == 20
         assert worker.feed.claimed == 20
         assert worker.feed.calls == 21
         assert {o.status for o in worker.outcomes} == {"complete"}
