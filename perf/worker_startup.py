@@ -11,13 +11,18 @@
    (``redis``, ``click``, ``asyncio``, ``shim_core``...) and the biggest are printed, with the
    modules of largest cumulative time.
 3. ``shim --help`` and ``shim worker --help``: wall and CPU time of ``--runs`` runs each.
-4. With ``--instructions`` (needs valgrind): the instructions the CPU executes, counted by
+4. With ``--huey``: huey's consumer (``huey_consumer huey_app.huey``, from the peer virtualenv
+   of ``perf/peers.py --setup``) started the same way, each start right after a SHIM worker's
+   so both see the same moment of the machine. Its clock stops at ``Huey consumer started``,
+   which huey logs before its first Redis call (SHIM's ``joined`` comes after registering:
+   a few round trips that favour huey by milliseconds).
+5. With ``--instructions`` (needs valgrind): the instructions the CPU executes, counted by
    cachegrind, for a worker start up to its ``joined`` line (the process ends there) and for the
    two ``--help``. They hardly move between runs, unlike the times on a
    machine shared with other jobs: the figure to compare two trees by. About 10 s each.
 
-Run: ``PYTHONPATH=. python perf/worker_startup.py [--runs 5] [--top 12] [--instructions]
-[--json out.json]``.
+Run: ``PYTHONPATH=. python perf/worker_startup.py [--runs 5] [--top 12] [--huey]
+[--instructions] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -39,11 +44,14 @@ from typing import Any
 
 import _cachegrind as cachegrind
 from _server import add_server_args, describe, redis_url
+from peers_setup import venv_python
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds a worker may take to say it joined before the run counts as failed.
 READY_TIMEOUT = 60.0
 _JOINED = re.compile(r"^worker \S+ joined ")
+_HUEY_STARTED = re.compile(r"Huey consumer started")
+DRIVERS = Path(__file__).resolve().parent / "peer_drivers"
 _IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 
@@ -91,10 +99,30 @@ def start_worker(
 ) -> tuple[float, float | None, list[str]]:
     """Seconds from Popen to the ``joined`` line, the CPU seconds the worker had used then, and
     every stderr line read until then."""
+    return _start_until(_worker_command(url, namespace, *python_options), _env(), _JOINED)
+
+
+def huey_consumer() -> Path:
+    """huey's consumer script in the peer virtualenv of ``perf/peers.py --setup``."""
+    return venv_python("huey").parent / "huey_consumer"
+
+
+def start_huey(url: str) -> tuple[float, float | None, list[str]]:
+    """:func:`start_worker` for huey's consumer, as ``perf/peers.py`` starts it."""
+    env = {**_env(), "SHIM_PEERS_URL": url, "PYTHONPATH": str(DRIVERS)}
+    return _start_until([str(huey_consumer()), "huey_app.huey"], env, _HUEY_STARTED, cwd=DRIVERS)
+
+
+def _start_until(
+    argv: list[str], env: dict[str, str], ready: re.Pattern[str], cwd: Path | None = None
+) -> tuple[float, float | None, list[str]]:
+    """Start ``argv``; seconds from Popen to its first stderr line that ``ready`` finds, the
+    CPU seconds it had used then, and every stderr line read until then. Stopped with SIGTERM."""
     started = time.perf_counter()
     proc = subprocess.Popen(
-        _worker_command(url, namespace, *python_options),
-        env=_env(),
+        argv,
+        env=env,
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -109,13 +137,13 @@ def start_worker(
             while True:
                 left = deadline - time.perf_counter()
                 if left <= 0 or not selector.select(left):
-                    raise RuntimeError(f"no 'joined' line within {READY_TIMEOUT:g} s")
+                    raise RuntimeError(f"not ready within {READY_TIMEOUT:g} s: {argv[0]}")
                 line = proc.stderr.readline()
                 if not line:
                     tail = "".join(lines[-5:])
-                    raise RuntimeError(f"the worker exited ({proc.wait()}) before joining:\n{tail}")
+                    raise RuntimeError(f"{argv[0]} exited ({proc.wait()}) before ready:\n{tail}")
                 lines.append(line)
-                if _JOINED.match(line):
+                if ready.search(line):
                     return time.perf_counter() - started, cpu_seconds(proc.pid), lines
     finally:
         if proc.poll() is None:
@@ -252,16 +280,29 @@ def main() -> None:
         action="store_true",
         help="also count the instructions executed, with valgrind (about 30 s)",
     )
+    parser.add_argument(
+        "--huey",
+        action="store_true",
+        help="also start huey's consumer after each worker (needs: python perf/peers.py --setup)",
+    )
     add_server_args(parser)
     args = parser.parse_args()
     if args.instructions and shutil.which("valgrind") is None:
         parser.error("--instructions needs valgrind on the PATH")
+    if args.huey and not huey_consumer().exists():
+        parser.error(f"--huey needs {huey_consumer()} (run: python perf/peers.py --setup)")
     counted: dict[str, int] = {}
     with redis_url(args.redis_url, args.redis_server) as url:
         print(describe(url))
         namespace = f"startup-{os.getpid()}"
         start_worker(url, namespace)  # warm the file cache; not counted
-        starts = [start_worker(url, namespace) for _ in range(args.runs)]
+        if args.huey:
+            start_huey(url)
+        starts, hueys = [], []
+        for _ in range(args.runs):
+            starts.append(start_worker(url, namespace))
+            if args.huey:
+                hueys.append(start_huey(url))
         _, _, traced = start_worker(url, namespace, "-X", "importtime")
         if args.instructions:
             counted = count_instructions(url, f"{namespace}-counted")
@@ -279,6 +320,13 @@ def main() -> None:
     if cpu:
         cpu_median = statistics.median(cpu) * 1000
         print(f"  CPU time used by then: median {cpu_median:.0f} ms, min {min(cpu) * 1000:.0f} ms")
+    huey = [wall for wall, _, _ in hueys]
+    if huey:
+        print(
+            f"huey consumer ready: median {statistics.median(huey) * 1000:.0f} ms, "
+            f"min {min(huey) * 1000:.0f} ms; SHIM / huey: {median / statistics.median(huey):.2f}"
+        )
+        print("  runs: " + ", ".join(f"{s * 1000:.0f}" for s in huey) + " ms")
     for command, runs in helps.items():
         walls, cpus = [w * 1000 for w, _ in runs], [c * 1000 for _, c in runs]
         print(
@@ -300,6 +348,7 @@ def main() -> None:
             "help_imports": help_costs,
             "help_s": {command: [wall for wall, _ in runs] for command, runs in helps.items()},
             "instructions": counted,
+            "huey_ready_s": huey,
         }
         Path(args.json).write_text(json.dumps(figures, indent=2))
 

@@ -61,3 +61,24 @@ def test_worker_startup_smoke(tmp_path: Path) -> None:
         assert 0 < len(costs["packages_ms"]) <= 5
         assert costs["cumulative_ms"]
     assert "shim worker ready: median" in done.stdout
+
+
+def test_worker_startup_beside_huey(tmp_path: Path) -> None:
+    """`--huey` starts huey's consumer after each worker and prints the ratio; without the peer
+    virtualenv (`perf/peers.py --setup`, which CI does not run) it says what to run, and starts
+    nothing."""
+    out = tmp_path / "startup.json"
+    args = ["worker_startup.py", "--runs", "1", "--top", "1", "--huey", "--json", str(out)]
+    done = run_perf_script(args, 180)
+    consumer = Path(__file__).parents[2] / "perf" / ".peers" / "huey" / "bin" / "huey_consumer"
+    if not consumer.exists():
+        assert done.returncode == 2
+        assert "--huey needs" in done.stderr
+        assert "perf/peers.py --setup" in done.stderr
+        assert not out.exists()
+        return
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(out.read_text())
+    assert len(figures["huey_ready_s"]) == 1
+    assert figures["huey_ready_s"][0] > 0
+    assert "SHIM / huey: " in done.stdout
