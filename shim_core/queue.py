@@ -370,7 +370,7 @@ class TaskQueue:
                 try:  # what json refuses, stored_value may still encode (datetimes, attrs...)
                     text = stored_value("params", value) or "{}"
                 except (TypeError, ValueError) as exc:
-                    raise ValidationError(f"task {task_id!r} cannot be stored: {exc}") from None
+                    raise _unstorable(task_id, exc) from None
             if text == "{}":  # params at their default: left out of the hash, as by add_many
                 text = ""
             size = base + len(task_id) + (len("params") + len(text) if text else 0)
@@ -440,7 +440,7 @@ class TaskQueue:
             try:
                 changes["signature"] = self.signer.sign(task, changes)
             except (TypeError, ValueError) as exc:  # the signed fields are encoded first
-                raise ValidationError(f"task {task.id!r} cannot be stored: {exc}") from None
+                raise _unstorable(task.id, exc) from None
         return evolve_task(task, changes)
 
     def _encode(self, task: Task) -> list[str]:
@@ -468,7 +468,7 @@ class TaskQueue:
         try:
             return task_to_hash(task, compact=True)
         except (TypeError, ValueError) as exc:  # params json and the converter cannot encode
-            raise ValidationError(f"task {task.id!r} cannot be stored: {exc}") from None
+            raise _unstorable(task.id, exc) from None
 
     def _check_existing(
         self, ids: list[str], dependencies: Iterable[tuple[str, Sequence[str]]] = ()
@@ -1192,6 +1192,11 @@ def _check_task_id(task_id: object) -> None:
         raise ValidationError(
             f"invalid task id {task_id!r}: use 1-200 letters, digits, '_', '.', ':' or '-'"
         )
+
+
+def _unstorable(task_id: str, exc: Exception) -> ValidationError:
+    """The error for a task whose fields neither json nor the converter can encode."""
+    return ValidationError(f"task {task_id!r} cannot be stored: {exc}")
 
 
 def _agent_of(task: Task) -> str | None:

@@ -515,13 +515,13 @@ local function renew_leases(prefix, args, first, deadline, lost)
 end
 
 
--- Add an execution's reported cost (ARGV string, '' for none) to its run's total.
 -- An amount in USD for a message, to 10 significant digits: a sum kept by HINCRBYFLOAT reads
 -- 0.6 as Redis stores it, also where the store writes 0.59999999999999998 (the embedded one).
 local function usd(n)
   return string.format('%.10g', n)
 end
 
+-- Add an execution's reported cost (ARGV string, '' for none) to its run's total.
 -- redis.pcall: a cost_usd that is not a number (written by hand) must not fail the completion
 -- that reports the cost; claims then stop the run's spending (see claimable).
 local function add_cost(prefix, run, cost)
